@@ -1,0 +1,80 @@
+/**
+ * The capped link: a TCP relay that simulates a route capping each TCP stream (a token bucket per
+ * connection and direction) with an added one-way delay. Benchmarks put it between the striping proxies
+ * to show what N streams gain over one.
+ *
+ * Ceiling: CEILING_PLACEHOLDER
+ */
+
+import { type Conn, startRelay } from "./forwarder.ts";
+
+/** Where the link listens, where it forwards, and how it shapes each connection. */
+export interface CappedLinkOptions {
+  /** Default 127.0.0.1. */
+  listenHost?: string;
+  /** Default 0 (any free port). */
+  listenPort?: number;
+  targetHost: string;
+  targetPort: number;
+  /** Bytes/s; connection i gets rates[i % rates.length] in each direction; 0 or missing = uncapped. */
+  rates?: number[];
+  /** Token bucket depth in bytes; default max(16 KiB, rate * 0.02). */
+  burst?: number;
+  /** Added one-way delay in each direction, ms; default 0. */
+  delayMs?: number;
+  /** Called once per connection when it ends (the CLI prints its counters). */
+  onConnectionClosed?(stats: LinkConnStats): void;
+}
+
+/** Counters of one connection through the link. */
+export interface LinkConnStats {
+  /** Accept order, from 0. */
+  index: number;
+  /** Cap in bytes/s (0 = uncapped). */
+  rate: number;
+  /** Bytes delivered client → target. */
+  bytesUp: number;
+  /** Bytes delivered target → client. */
+  bytesDown: number;
+  open: boolean;
+  /** Why it ended abnormally (e.g. "ECONNRESET", "ECONNREFUSED", "stopped"); absent after a clean close. */
+  error?: string;
+}
+
+/** A running capped link. */
+export interface CappedLink {
+  readonly hostname: string;
+  readonly port: number;
+  /** Every connection accepted so far, in accept order. */
+  connections(): LinkConnStats[];
+  /** Bytes held inside the link now (waiting for tokens, the delay line or a congested destination). */
+  queuedBytes(): number;
+  /** Closes the listener and all connections. */
+  stop(): Promise<void>;
+}
+
+function stats(c: Conn): LinkConnStats {
+  const s: LinkConnStats = { index: c.index, rate: c.lane.rate, bytesUp: c.bytesUp, bytesDown: c.bytesDown, open: c.open };
+  if (c.error !== undefined) s.error = c.error;
+  return s;
+}
+
+/** Starts a capped link; resolves once it listens. */
+export async function startCappedLink(opts: CappedLinkOptions): Promise<CappedLink> {
+  const rates = opts.rates?.length ? opts.rates : [0];
+  const relay = await startRelay({
+    listenHost: opts.listenHost,
+    listenPort: opts.listenPort,
+    targetHost: opts.targetHost,
+    targetPort: opts.targetPort,
+    lane: (i) => ({ rate: rates[i % rates.length] || 0, burst: opts.burst, delayMs: opts.delayMs ?? 0, sliceBytes: 0 }),
+    onClose: opts.onConnectionClosed && ((c) => opts.onConnectionClosed!(stats(c))),
+  });
+  return {
+    hostname: relay.hostname,
+    port: relay.port,
+    connections: () => relay.conns.map(stats),
+    queuedBytes: () => relay.queuedBytes(),
+    stop: () => relay.stop(),
+  };
+}

@@ -1,0 +1,808 @@
+/**
+ * StripedPipe: one pipe over 1..N carrier pipes ("stripes"), the session state of both proxies.
+ *
+ * Sending: bytes given to send() are kept in a SendBuffer (zero-copy) until the far side acknowledges
+ * them, cut into DATA frames that carry their stream offset, and spread over the stripes by the
+ * Scheduler. Receiving: each stripe has its own FrameDecoder; DATA fragments go into a ReorderBuffer and
+ * leave in order. Flow control is a window: a sender never has more than `window` bytes unacknowledged,
+ * so the receiver's reorder buffer and its pending writes are bounded by it, and the sender stops
+ * reading its local socket when its store is full.
+ *
+ * Lossless: a stripe that closes, resets or goes silent is dropped; whatever it carried that its ACKed
+ * per-stripe byte count does not cover is re-sent on the others. The client re-dials it. The session
+ * survives with no stripe for `graceMs`; after that it is reset (never passed on as a clean EOF).
+ *
+ * Ends: the data-level FIN (FRAME_FIN) is acknowledged like data (ACK_FLAG_FIN). When both FINs are
+ * acknowledged, the stripes are shut down; stripes do not carry session semantics of their own.
+ */
+
+import { BrokenError, ProtocolError, StriperError, asStriperError } from "../errors.ts";
+import { FrameDecoder, type FrameSink } from "../wire/codec.ts";
+import {
+  ACK_FLAG_FIN,
+  FRAME_ACK,
+  FRAME_DATA,
+  FRAME_FIN,
+  FRAME_HEADER_SIZE,
+  FRAME_PING,
+  FRAME_PONG,
+  FRAME_RESET,
+  RESET_GRACE_EXPIRED,
+  RESET_PEER_FAILED,
+  RESET_PROTOCOL,
+} from "../wire/constants.ts";
+import { BufferPool, FrameBatch } from "../wire/batch.ts";
+import { ReorderBuffer } from "../stripe/reorder.ts";
+import { SendBuffer } from "../stripe/sendbuf.ts";
+import { Scheduler, type SchedulerMode, type StripeView } from "../stripe/scheduler.ts";
+import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
+
+/** Tunables of a striped session. */
+export interface SessionOptions {
+  /** "client" re-dials dead stripes; "server" waits for them to re-join. */
+  role: "client" | "server";
+  /** Receive window offered to the peer and the limit of the local send store, in bytes. */
+  window: number;
+  /** Largest DATA payload per frame. */
+  frameSize: number;
+  /** Largest single write to a stripe (frames are coalesced up to this). */
+  batchSize: number;
+  scheduler: SchedulerMode;
+  /** A stripe that received nothing for this long is pinged. */
+  keepaliveMs: number;
+  /** A stripe that received nothing for this long is declared dead. */
+  deadMs: number;
+  /** How long the session outlives having no stripe at all. */
+  graceMs: number;
+}
+
+/** Defaults; the CLI exposes most of them. */
+export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
+  window: 16 * 1024 * 1024,
+  frameSize: 64 * 1024,
+  batchSize: 256 * 1024,
+  scheduler: "rate",
+  keepaliveMs: 1000,
+  deadMs: 5000,
+  graceMs: 10_000,
+};
+
+const ACK_DELAY_MS = 2;
+const ACK_EVERY_BYTES = 256 * 1024;
+const TICK_MS = 250;
+const LINGER_MS = 3000;
+const MIN_RATE_INTERVAL_MS = 50;
+
+const pools = new Map<number, BufferPool>();
+function poolFor(size: number): BufferPool {
+  let pool = pools.get(size);
+  if (!pool) pools.set(size, (pool = new BufferPool(size)));
+  return pool;
+}
+
+/** Frames sent on one stripe and not yet known to be received there, as parallel FIFO arrays. */
+class Stripe implements StripeView {
+  usable = true;
+  congested = false;
+  inflight = 0;
+  rate = 0;
+  rtt = 0;
+  minRtt = 0;
+  /** Bytes written to this stripe connection (after the handshake). */
+  sentPos = 0;
+  /** Bytes received from it (after the handshake). */
+  recvPos = 0;
+  /** The peer's latest report of recvPos for this stripe, mod 2^32. */
+  peerRecv = 0;
+  lastRecvAt: number;
+  pingSentAt = 0;
+  pendingPong = -1;
+  /** A pooled buffer the carrier still holds (congested write); returned on drain. */
+  lent: Uint8Array | undefined;
+  decoder!: FrameDecoder;
+  // In-flight DATA and FIN frames: stream offset, length, stripe position after the frame, send time.
+  fOff: number[] = [];
+  fLen: number[] = [];
+  fEnd: number[] = [];
+  fTime: number[] = [];
+  fHead = 0;
+  // Delivery-rate sampling.
+  sampleStart = 0;
+  sampleBytes = 0;
+
+  constructor(
+    readonly index: number,
+    readonly generation: number,
+    readonly pipe: Pipe,
+    now: number,
+  ) {
+    this.lastRecvAt = now;
+    this.sampleStart = now;
+  }
+
+  get framesInFlight(): number {
+    return this.fOff.length - this.fHead;
+  }
+
+  /** Notes a frame whose last byte sits at stripe position `endPos`. */
+  record(offset: number, len: number, endPos: number, now: number): void {
+    this.fOff.push(offset);
+    this.fLen.push(len);
+    this.fEnd.push(endPos);
+    this.fTime.push(now);
+    this.inflight += len;
+  }
+
+  /** Applies the peer's received-byte count; returns bytes newly known delivered on this stripe. */
+  delivered(recv32: number, now: number): number {
+    let bytes = 0;
+    let lastTime = -1;
+    while (this.fHead < this.fOff.length && ((recv32 - this.fEnd[this.fHead]!) | 0) >= 0) {
+      bytes += this.fLen[this.fHead]!;
+      lastTime = this.fTime[this.fHead]!;
+      this.fHead++;
+    }
+    if (this.fHead > 256 && this.fHead * 2 > this.fOff.length) {
+      this.fOff = this.fOff.slice(this.fHead);
+      this.fLen = this.fLen.slice(this.fHead);
+      this.fEnd = this.fEnd.slice(this.fHead);
+      this.fTime = this.fTime.slice(this.fHead);
+      this.fHead = 0;
+    }
+    this.peerRecv = recv32;
+    if (lastTime >= 0) {
+      const sample = Math.max(now - lastTime, 0.05);
+      this.rtt = this.rtt === 0 ? sample : this.rtt * 0.875 + sample * 0.125;
+      this.minRtt = this.minRtt === 0 ? sample : Math.min(this.minRtt, sample);
+    }
+    this.inflight -= bytes;
+    this.sampleBytes += bytes;
+    const elapsed = now - this.sampleStart;
+    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.minRtt * 2)) {
+      const sample = (this.sampleBytes * 1000) / elapsed;
+      // Only let the estimate fall while the stripe had work queued: an idle stripe is not a slow one.
+      if (sample > this.rate || this.inflight > 0) this.rate = this.rate === 0 ? sample : this.rate * 0.6 + sample * 0.4;
+      if (sample > this.rate) this.rate = sample;
+      this.sampleStart = now;
+      this.sampleBytes = 0;
+    }
+    return bytes;
+  }
+}
+
+/** Counters and peaks a session exposes for logs, statistics and tests. */
+export interface SessionMetrics {
+  stripes: number;
+  usableStripes: number;
+  stripeDeaths: number;
+  resentBytes: number;
+  sendBufferBytes: number;
+  peakSendBufferBytes: number;
+  reorderBytes: number;
+  peakReorderBytes: number;
+  perStripe: { index: number; inflight: number; rate: number; rtt: number; sent: number; received: number }[];
+}
+
+/** One pipe over several carriers; see the module comment. */
+export class StripedPipe implements Pipe {
+  state: PipeState = "opening";
+  readable = true;
+  writable = true;
+  error: StriperError | undefined;
+  readonly stats: PipeStats = newStats();
+  /** Called (client role) to open a replacement for stripe `index`. Set by the client proxy. */
+  redial: ((index: number) => void) | undefined;
+  /** Called once with a one-line reason when the session ends, for the proxy's log. */
+  onFinish: ((err: StriperError | undefined) => void) | undefined;
+
+  readonly opts: SessionOptions;
+  private handler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
+  private readonly stripes: (Stripe | undefined)[] = [];
+  private readonly scheduler: Scheduler;
+  private readonly pool: BufferPool;
+  private readonly batch: FrameBatch;
+  private peerWindow: number;
+
+  // Send side.
+  private readonly sendBuf = new SendBuffer();
+  private nextOffset = 0; // first byte never framed yet
+  private resendOff: number[] = [];
+  private resendLen: number[] = [];
+  private finPending = false; // shutdown() called: FIN goes after the last byte
+  private finOnStripe: Stripe | undefined; // where the FIN travels, until acknowledged
+  private finAcked = false;
+  private finSent = false; // a FIN went out at least once (its stripe may have died since)
+  private sendBlocked = false; // send() returned false; drain() owed
+  private peakSendBuffer = 0;
+  private resentBytes = 0;
+  private stripeDeaths = 0;
+
+  // Receive side.
+  private readonly reorder: ReorderBuffer;
+  private paused = false;
+  private peerFin = -1; // final offset of the peer's stream once its FIN arrived
+  private endDelivered = false;
+  private ackTimer: Timer | undefined;
+  private ackDue = false;
+  private lastAckValue = -1;
+  private bytesSinceAck = 0;
+
+  private tickTimer: Timer | undefined;
+  private graceTimer: Timer | undefined;
+  private pumping = false;
+  private delivering = false;
+  private readonly sink: (s: Stripe) => FrameSink;
+
+  constructor(opts: SessionOptions, peerWindow = opts.window) {
+    this.opts = opts;
+    this.peerWindow = peerWindow;
+    this.scheduler = new Scheduler(opts.scheduler);
+    this.pool = poolFor(opts.batchSize + FRAME_HEADER_SIZE + 64);
+    this.batch = new FrameBatch(this.pool.get());
+    this.reorder = new ReorderBuffer(opts.window);
+    this.sink = (s) => ({
+      data: (offset, bytes) => this.onDataFragment(offset, bytes),
+      control: (type, flags, value, payload) => this.onControl(s, type, flags, value, payload),
+    });
+  }
+
+  setHandler(handler: PipeHandler): void {
+    this.handler = handler;
+  }
+
+  /** The peer's advertised receive window (from its HELLO or WELCOME). */
+  setPeerWindow(window: number): void {
+    this.peerWindow = window;
+  }
+
+  /** Number of stripes currently carrying traffic. */
+  get usableStripes(): number {
+    let n = 0;
+    for (const s of this.stripes) if (s?.usable) n++;
+    return n;
+  }
+
+  /** Counters and peaks, for statistics and tests. */
+  metrics(): SessionMetrics {
+    const perStripe = [];
+    for (const s of this.stripes) {
+      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.rtt, sent: s.sentPos, received: s.recvPos });
+    }
+    return {
+      stripes: perStripe.length,
+      usableStripes: this.usableStripes,
+      stripeDeaths: this.stripeDeaths,
+      resentBytes: this.resentBytes,
+      sendBufferBytes: this.sendBuf.bytes,
+      peakSendBufferBytes: this.peakSendBuffer,
+      reorderBytes: this.reorder.bufferedBytes,
+      peakReorderBytes: this.reorder.peakBufferedBytes,
+      perStripe,
+    };
+  }
+
+  /**
+   * Adds a carrier whose handshake is done. `leftover` holds bytes that arrived with the handshake.
+   * A stripe with the same index replaces the old one (which is treated as dead).
+   */
+  attach(index: number, generation: number, pipe: Pipe, leftover?: Uint8Array): void {
+    if (this.state === "closed") {
+      pipe.close();
+      return;
+    }
+    const old = this.stripes[index];
+    if (old) this.killStripe(old, new BrokenError("E_STRIPE_REPLACED", `stripe ${index} replaced`));
+    const stripe = new Stripe(index, generation, pipe, performance.now());
+    stripe.decoder = new FrameDecoder(this.sink(stripe));
+    this.stripes[index] = stripe;
+    pipe.setHandler({
+      data: (chunk) => this.onStripeData(stripe, chunk),
+      drain: () => this.onStripeDrain(stripe),
+      end: () => this.onStripeEnd(stripe),
+      close: (err) => this.onStripeClose(stripe, err),
+    });
+    if (this.graceTimer) {
+      clearTimeout(this.graceTimer);
+      this.graceTimer = undefined;
+    }
+    if (this.state === "opening") {
+      this.state = "open";
+      this.tickTimer = setInterval(() => this.tick(), TICK_MS);
+      this.handler.ready?.();
+    }
+    // Tell the peer where we are at once: it may hold data to resend to us.
+    this.ackDue = true;
+    this.lastAckValue = -1;
+    if (leftover && leftover.byteLength > 0) this.onStripeData(stripe, leftover);
+    this.pump();
+  }
+
+  /** True once the session ended or is ending. */
+  get closed(): boolean {
+    return this.state === "closed";
+  }
+
+  send(chunk: Uint8Array): boolean {
+    if (!this.writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
+    this.stats.bytesOut += chunk.byteLength;
+    this.sendBuf.append(chunk);
+    if (this.sendBuf.bytes > this.peakSendBuffer) this.peakSendBuffer = this.sendBuf.bytes;
+    this.pump();
+    if (this.sendBuf.bytes >= this.opts.window) {
+      this.sendBlocked = true;
+      this.stats.congestions++;
+      return false;
+    }
+    return true;
+  }
+
+  shutdown(): void {
+    if (!this.writable) return;
+    this.writable = false;
+    this.finPending = true;
+    this.pump();
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.deliver();
+  }
+
+  close(err?: StriperError): void {
+    if (this.state === "closed") return;
+    const reason = err ?? new BrokenError("E_ABORTED", "session aborted");
+    this.finish(reason, RESET_PEER_FAILED);
+  }
+
+  // --- receiving ----------------------------------------------------------------------------------
+
+  private onStripeData(stripe: Stripe, chunk: Uint8Array): void {
+    if (this.state === "closed" || this.stripes[stripe.index] !== stripe) return;
+    stripe.recvPos += chunk.byteLength;
+    stripe.lastRecvAt = performance.now();
+    stripe.pingSentAt = 0;
+    try {
+      stripe.decoder.push(chunk);
+    } catch (err) {
+      const e = asStriperError(err, "E_PROTOCOL");
+      this.finish(e, RESET_PROTOCOL);
+      return;
+    }
+    if (this.state === "closed") return;
+    this.deliver();
+    this.scheduleAck(chunk.byteLength);
+    if (this.ackDue || stripe.pendingPong >= 0) this.pump();
+  }
+
+  private onDataFragment(offset: number, bytes: Uint8Array): void {
+    if (this.peerFin >= 0 && offset + bytes.byteLength > this.peerFin) {
+      throw new ProtocolError("E_DATA_AFTER_FIN", `data at ${offset} beyond the peer's FIN at ${this.peerFin}`);
+    }
+    this.reorder.insert(offset, bytes);
+  }
+
+  private onControl(stripe: Stripe, type: number, flags: number, value: number, payload: Uint8Array): void {
+    switch (type) {
+      case FRAME_ACK:
+        this.onAck(flags, value, payload);
+        return;
+      case FRAME_PING:
+        stripe.pendingPong = value;
+        return;
+      case FRAME_PONG:
+        return; // receipt alone refreshed lastRecvAt
+      case FRAME_FIN:
+        if (this.peerFin >= 0 && this.peerFin !== value) {
+          throw new ProtocolError("E_FIN_MISMATCH", `FIN at ${value} after FIN at ${this.peerFin}`);
+        }
+        if (value < this.reorder.contiguous) throw new ProtocolError("E_FIN_MISMATCH", `FIN at ${value} below received data`);
+        this.peerFin = value;
+        this.ackDue = true;
+        return;
+      case FRAME_RESET: {
+        const reason = new TextDecoder().decode(payload.subarray(0, 200)) || "no reason given";
+        this.finish(new BrokenError("E_PEER_RESET", `peer reset the session (code ${value}): ${reason}`), -1);
+        return;
+      }
+      case FRAME_DATA:
+        return; // DATA never reaches here
+      default:
+        throw new ProtocolError("E_UNKNOWN_FRAME", `unexpected frame type ${type}`);
+    }
+  }
+
+  private onAck(flags: number, value: number, payload: Uint8Array): void {
+    if (value > this.nextOffset || value < 0) {
+      throw new ProtocolError("E_BAD_ACK", `ack ${value} beyond data sent (${this.nextOffset})`);
+    }
+    const now = performance.now();
+    const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    for (let pos = 0; pos + 8 <= payload.byteLength; pos += 8) {
+      const s = this.stripes[view.getUint16(pos)];
+      if (s && s.usable && s.generation === view.getUint16(pos + 2)) s.delivered(view.getUint32(pos + 4), now);
+    }
+    if (value > this.sendBuf.acked) this.sendBuf.ack(value);
+    if (flags & ACK_FLAG_FIN) {
+      if (!this.finSent) throw new ProtocolError("E_BAD_ACK", "FIN acknowledged before it was sent");
+      this.finAcked = true;
+      this.finOnStripe = undefined;
+    }
+    if (this.sendBlocked && this.sendBuf.bytes < this.opts.window && this.state !== "closed") {
+      this.sendBlocked = false;
+      this.handler.drain();
+    }
+    this.pump();
+    this.maybeDone();
+  }
+
+  /** Hands in-order data to the handler until it pauses us; then passes the FIN on. */
+  private deliver(): void {
+    if (this.delivering) return;
+    this.delivering = true;
+    try {
+      while (!this.paused && this.state !== "closed") {
+        const chunk = this.reorder.shift();
+        if (chunk === undefined) break;
+        this.stats.bytesIn += chunk.byteLength;
+        this.handler.data(chunk);
+      }
+      if (!this.endDelivered && this.peerFin >= 0 && this.reorder.delivered === this.peerFin && this.state !== "closed") {
+        this.endDelivered = true;
+        this.readable = false;
+        this.ackDue = true;
+        this.handler.end();
+        this.pump();
+        this.maybeDone();
+      }
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private scheduleAck(received: number): void {
+    this.bytesSinceAck += received;
+    if (this.bytesSinceAck >= ACK_EVERY_BYTES || this.reorder.delivered - this.lastAckValue >= ACK_EVERY_BYTES) {
+      this.ackDue = true;
+      return; // the caller pumps
+    }
+    this.ackTimer ??= setTimeout(() => {
+      this.ackTimer = undefined;
+      this.ackDue = true;
+      this.pump();
+    }, ACK_DELAY_MS);
+  }
+
+  // --- sending ------------------------------------------------------------------------------------
+
+  /** Moves frames from the send store, resend queue and control state onto stripes. */
+  private pump(): void {
+    if (this.pumping || this.state === "closed") return;
+    this.pumping = true;
+    try {
+      this.flushControl();
+      const stripes = this.stripes as StripeView[];
+      const mode = this.opts.scheduler;
+      for (;;) {
+        if (!this.hasDataToSend()) break;
+        const i = this.scheduler.pick(stripes, this.opts.frameSize);
+        if (i < 0) break;
+        const stripe = this.stripes[i]!;
+        const budget = mode === "round-robin" ? 1 : mode === "rate" ? this.stripeBudget(stripe) : Infinity;
+        if (!this.writeBatch(stripe, budget)) break;
+      }
+      this.maybeDone();
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private hasDataToSend(): boolean {
+    const acked = this.sendBuf.acked;
+    while (this.resendOff.length > 0 && this.resendOff[0]! + this.resendLen[0]! <= acked) {
+      this.resendOff.shift();
+      this.resendLen.shift();
+    }
+    if (this.resendOff.length > 0) return true;
+    if (this.nextOffset < this.sendBuf.end && this.nextOffset < this.sendBuf.acked + this.peerWindow) return true;
+    return this.finPending && !this.finAcked && this.finOnStripe === undefined && this.nextOffset === this.sendBuf.end;
+  }
+
+  /** Frames the rate scheduler lets this stripe take in one batch. */
+  private stripeBudget(s: Stripe): number {
+    const room = Scheduler.inflightCap(s) - s.inflight;
+    return Math.max(1, Math.ceil(room / this.opts.frameSize));
+  }
+
+  /** Sends control frames that are owed: PONGs on their own stripe, an ACK on any writable one. */
+  private flushControl(): void {
+    for (const s of this.stripes) {
+      if (s && s.usable && s.pendingPong >= 0 && !s.congested) this.writeBatch(s, 0);
+    }
+    if (this.ackDue) {
+      for (const s of this.stripes) {
+        if (s && s.usable && !s.congested) {
+          this.writeBatch(s, 0);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Appends the ACK frame (with per-stripe received counts) to the batch. */
+  private appendAck(): void {
+    let n = 0;
+    for (const s of this.stripes) if (s?.usable) n++;
+    const payload = new Uint8Array(n * 8);
+    const v = new DataView(payload.buffer);
+    let pos = 0;
+    for (const s of this.stripes) {
+      if (!s?.usable) continue;
+      v.setUint16(pos, s.index);
+      v.setUint16(pos + 2, s.generation);
+      v.setUint32(pos + 4, s.recvPos >>> 0);
+      pos += 8;
+    }
+    const finFlag = this.endDelivered ? ACK_FLAG_FIN : 0;
+    this.batch.appendControl(FRAME_ACK, finFlag, this.reorder.delivered, payload);
+    this.lastAckValue = this.reorder.delivered;
+    this.bytesSinceAck = 0;
+    this.ackDue = false;
+    if (this.ackTimer) {
+      clearTimeout(this.ackTimer);
+      this.ackTimer = undefined;
+    }
+  }
+
+  /**
+   * Fills one batch for `stripe`: owed control frames, then up to `maxFrames` DATA frames (resends
+   * first), then the FIN when everything before it has been framed. Returns false when nothing was
+   * written or the stripe became congested.
+   */
+  private writeBatch(stripe: Stripe, maxFrames: number): boolean {
+    const batch = this.batch;
+    const now = performance.now();
+    batch.reset(this.pool.get());
+    if (stripe.pendingPong >= 0) {
+      batch.appendControl(FRAME_PONG, 0, stripe.pendingPong);
+      stripe.pendingPong = -1;
+    }
+    if (stripe.pingSentAt === -1) {
+      batch.appendControl(FRAME_PING, 0, Math.floor(now));
+      stripe.pingSentAt = now;
+    }
+    if (this.ackDue) this.appendAck();
+    let frames = 0;
+    const frameSize = this.opts.frameSize;
+    while (frames < maxFrames && batch.dataRoom >= Math.min(frameSize, 1024)) {
+      let offset: number;
+      let max: number;
+      let resend = false;
+      if (this.resendOff.length > 0) {
+        offset = this.resendOff[0]!;
+        let len = this.resendLen[0]!;
+        const acked = this.sendBuf.acked;
+        if (offset + len <= acked) {
+          this.resendOff.shift();
+          this.resendLen.shift();
+          continue;
+        }
+        if (offset < acked) {
+          len -= acked - offset;
+          offset = acked;
+        }
+        max = len;
+        resend = true;
+      } else if (this.nextOffset < this.sendBuf.end && this.nextOffset < this.sendBuf.acked + this.peerWindow) {
+        offset = this.nextOffset;
+        max = Math.min(this.sendBuf.end, this.sendBuf.acked + this.peerWindow) - offset;
+      } else break;
+      const payload = this.sendBuf.read(offset, Math.min(max, frameSize, batch.dataRoom));
+      const len = payload.byteLength;
+      batch.appendData(offset, payload);
+      frames++;
+      if (resend) {
+        this.resentBytes += len;
+        if (len === this.resendLen[0]! - (offset - this.resendOff[0]!)) {
+          this.resendOff.shift();
+          this.resendLen.shift();
+        } else {
+          const end = this.resendOff[0]! + this.resendLen[0]!;
+          this.resendOff[0] = offset + len;
+          this.resendLen[0] = end - (offset + len);
+        }
+      } else {
+        this.nextOffset = offset + len;
+      }
+      stripe.record(offset, len, stripe.sentPos + batch.length, now);
+    }
+    let finHere = false;
+    if (
+      this.finPending &&
+      !this.finAcked &&
+      this.finOnStripe === undefined &&
+      this.resendOff.length === 0 &&
+      this.nextOffset === this.sendBuf.end &&
+      batch.room >= FRAME_HEADER_SIZE
+    ) {
+      batch.appendControl(FRAME_FIN, 0, this.sendBuf.end);
+      this.finOnStripe = stripe;
+      this.finSent = true;
+      finHere = true;
+    }
+    if (batch.length === 0) {
+      this.pool.put(batch.buf);
+      return false;
+    }
+    const bytes = batch.bytes();
+    stripe.sentPos += bytes.byteLength;
+    const ok = stripe.pipe.send(bytes);
+    if (ok) {
+      this.pool.put(batch.buf);
+      return frames > 0 || finHere;
+    }
+    // The carrier keeps a reference to the unwritten rest: lend it the buffer until drain.
+    stripe.lent = batch.buf;
+    stripe.congested = true;
+    return false;
+  }
+
+  private onStripeDrain(stripe: Stripe): void {
+    if (this.stripes[stripe.index] !== stripe) return;
+    if (stripe.lent) {
+      this.pool.put(stripe.lent);
+      stripe.lent = undefined;
+    }
+    stripe.congested = false;
+    this.pump();
+  }
+
+  // --- stripe death, keepalive, grace --------------------------------------------------------------
+
+  private onStripeEnd(stripe: Stripe): void {
+    // A stripe's FIN is not the session's: unless the session is ending, treat it as a lost stripe.
+    // When both data-level FINs are out, the peer shuts stripes as soon as it is done; our last ACK
+    // arrives on some stripe before that stripe's FIN, and the dead-stripe timer covers the rest.
+    if (this.isDone() || (this.peerFin >= 0 && this.finSent)) return;
+    this.killStripe(stripe, new BrokenError("E_STRIPE_EOF", `stripe ${stripe.index} closed by peer`));
+  }
+
+  private onStripeClose(stripe: Stripe, err: StriperError | undefined): void {
+    if (this.stripes[stripe.index] !== stripe) return;
+    this.killStripe(stripe, err ?? new BrokenError("E_STRIPE_CLOSED", `stripe ${stripe.index} closed`));
+  }
+
+  /** Drops a stripe: its unconfirmed frames go to the resend queue; the client re-dials it. */
+  private killStripe(stripe: Stripe, reason: StriperError): void {
+    if (this.stripes[stripe.index] !== stripe) return;
+    this.stripes[stripe.index] = undefined;
+    stripe.usable = false;
+    if (stripe.lent) {
+      stripe.lent = undefined; // the carrier may still reference it: let it go to the GC, not the pool
+    }
+    if (this.state === "closed") return;
+    this.stripeDeaths++;
+    // Everything the peer has not confirmed receiving on this stripe is re-sent elsewhere, in order.
+    const acked = this.sendBuf.acked;
+    const offs: number[] = [];
+    const lens: number[] = [];
+    for (let k = stripe.fHead; k < stripe.fOff.length; k++) {
+      const off = stripe.fOff[k]!;
+      const len = stripe.fLen[k]!;
+      if (off + len > acked && len > 0) {
+        offs.push(off);
+        lens.push(len);
+      }
+    }
+    if (offs.length > 0) this.mergeResends(offs, lens);
+    if (this.finOnStripe === stripe) this.finOnStripe = undefined;
+    stripe.pipe.close(reason);
+    if (this.usableStripes === 0 && !this.isDone()) this.startGrace();
+    if (this.opts.role === "client" && !this.isDone()) this.redial?.(stripe.index);
+    this.pump();
+  }
+
+  private mergeResends(offs: number[], lens: number[]): void {
+    const all = offs.map((o, k) => [o, lens[k]!] as [number, number]);
+    for (let k = 0; k < this.resendOff.length; k++) all.push([this.resendOff[k]!, this.resendLen[k]!]);
+    all.sort((a, b) => a[0] - b[0]);
+    this.resendOff = all.map((a) => a[0]);
+    this.resendLen = all.map((a) => a[1]);
+  }
+
+  private startGrace(): void {
+    if (this.graceTimer || this.state === "closed") return;
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined;
+      if (this.usableStripes === 0 && this.state !== "closed") {
+        this.finish(
+          new BrokenError("E_GRACE_EXPIRED", `no stripe for ${this.opts.graceMs} ms; session reset`),
+          RESET_GRACE_EXPIRED,
+        );
+      }
+    }, this.opts.graceMs);
+  }
+
+  /** Periodic: keepalive pings and dead-stripe detection. */
+  private tick(): void {
+    const now = performance.now();
+    let ping = false;
+    for (const s of this.stripes) {
+      if (!s || !s.usable) continue;
+      const silent = now - s.lastRecvAt;
+      if (silent >= this.opts.deadMs) {
+        this.killStripe(s, new BrokenError("E_STRIPE_SILENT", `stripe ${s.index} silent for ${Math.round(silent)} ms`));
+        continue;
+      }
+      if (silent >= this.opts.keepaliveMs && s.pingSentAt === 0) {
+        s.pingSentAt = -1; // owed; sent by the next batch on this stripe
+        ping = true;
+      }
+    }
+    if (ping) {
+      for (const s of this.stripes) if (s && s.usable && s.pingSentAt === -1) this.writeBatch(s, 0);
+    }
+  }
+
+  // --- ending -------------------------------------------------------------------------------------
+
+  private isDone(): boolean {
+    return this.finAcked && this.endDelivered && this.lastAckValue === this.peerFin && !this.ackDue;
+  }
+
+  private maybeDone(): void {
+    if (this.state !== "closed" && this.isDone()) this.finish(undefined, -1);
+  }
+
+  /**
+   * Ends the session. With an error and a reset code ≥ 0, a RESET frame tells the peer why. Stripes
+   * are shut down (FIN after what is queued) and terminated if they linger.
+   */
+  private finish(err: StriperError | undefined, resetCode: number): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.error = err;
+    this.readable = false;
+    this.writable = false;
+    clearInterval(this.tickTimer);
+    clearTimeout(this.graceTimer);
+    clearTimeout(this.ackTimer);
+    const reset =
+      err && resetCode >= 0 ? { code: resetCode, reason: new TextEncoder().encode(err.message.slice(0, 200)) } : undefined;
+    const live: Pipe[] = [];
+    for (const s of this.stripes) {
+      if (!s) continue;
+      if (reset && s.usable) {
+        const f = new Uint8Array(FRAME_HEADER_SIZE + reset.reason.byteLength);
+        const b = new FrameBatch(f);
+        b.appendControl(FRAME_RESET, 0, reset.code, reset.reason);
+        try {
+          s.pipe.send(b.bytes());
+        } catch {
+          // the carrier is already closed: nothing to tell
+        }
+      }
+      s.usable = false;
+      s.pipe.setHandler({ data() {}, drain() {}, end() {}, close() {} });
+      s.pipe.shutdown();
+      live.push(s.pipe);
+    }
+    if (live.length > 0) {
+      setTimeout(() => {
+        for (const p of live) if (p.state !== "closed") p.close(err);
+      }, LINGER_MS).unref();
+    }
+    this.sendBuf.clear();
+    this.reorder.clear();
+    this.resendOff = [];
+    this.resendLen = [];
+    const handler = this.handler;
+    this.handler = { data() {}, drain() {}, end() {}, close() {} };
+    this.onFinish?.(err);
+    handler.close(err);
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * TcpPipe: the pipe contract over one Bun TCP socket.
+ *
+ * Bun facts this relies on (../shared/notes/bun-sockets.md): write() takes what the kernel accepts and
+ * drops the rest, so the remainder is queued here and flushed from `drain`; end() is a full close, so FIN
+ * is sent with shutdown() and both ends use allowHalfOpen; terminate() sends RST, which is how a broken
+ * pipe is made visible to a peer as an error rather than a clean EOF.
+ */
+
+import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
+import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
+
+const noopHandler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
+
+/** A pipe over a Bun TCP socket. Create with `connectTcp` or receive from `listenTcp`. */
+export class TcpPipe implements Pipe {
+  state: PipeState = "opening";
+  readable = true;
+  writable = true;
+  error: StriperError | undefined;
+  readonly stats: PipeStats = newStats();
+  /** Human-readable remote address, for logs. */
+  remote = "";
+
+  private socket: Socket<TcpPipe> | undefined;
+  private handler: PipeHandler = noopHandler;
+  // Unsent bytes: chunks waiting for `drain`. Bounded by the callers, who stop on send() === false.
+  private queue: Uint8Array[] = [];
+  private queueHead = 0;
+  private queuedBytes = 0;
+  private finPending = false; // shutdown() called while data was still queued
+  private finSent = false;
+  private paused = false;
+
+  setHandler(handler: PipeHandler): void {
+    this.handler = handler;
+  }
+
+  /** Bytes accepted by send() that the kernel has not taken yet. */
+  get pendingBytes(): number {
+    return this.queuedBytes;
+  }
+
+  send(chunk: Uint8Array): boolean {
+    if (!this.writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
+    this.stats.bytesOut += chunk.byteLength;
+    const socket = this.socket;
+    if (this.queuedBytes === 0 && socket !== undefined && this.state === "open") {
+      const n = socket.write(chunk);
+      if (n === chunk.byteLength) return true;
+      if (n < 0) {
+        // The socket is dead; `close` follows and reports it.
+        return false;
+      }
+      chunk = chunk.subarray(n);
+    }
+    this.queue.push(chunk);
+    this.queuedBytes += chunk.byteLength;
+    this.stats.congestions++;
+    return false;
+  }
+
+  shutdown(): void {
+    if (!this.writable) return;
+    this.writable = false;
+    if (this.queuedBytes > 0 || this.state !== "open") {
+      this.finPending = true;
+      return;
+    }
+    this.sendFin();
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.socket?.pause();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.socket?.resume();
+  }
+
+  close(err?: StriperError): void {
+    if (this.state === "closed") return;
+    const socket = this.socket;
+    this.finish(err);
+    if (socket === undefined) return;
+    if (err !== undefined) socket.terminate();
+    else socket.end();
+  }
+
+  // --- socket events (called from tcpHandlers) ---
+
+  /** @internal */
+  onOpen(socket: Socket<TcpPipe>): void {
+    if (this.state === "closed") {
+      socket.terminate();
+      return;
+    }
+    this.socket = socket;
+    this.remote = this.remote || `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+    this.state = "open";
+    if (this.paused) socket.pause();
+    this.handler.ready?.();
+    if (this.state !== "open") return;
+    if (this.queuedBytes > 0) this.flush();
+    else if (this.finPending) {
+      this.finPending = false;
+      this.sendFin();
+    }
+  }
+
+  /** @internal */
+  onData(chunk: Uint8Array): void {
+    if (this.state !== "open") return;
+    this.stats.bytesIn += chunk.byteLength;
+    this.handler.data(chunk);
+  }
+
+  /** @internal */
+  onDrain(): void {
+    // Bun also fires drain on pause()/resume() of a socket that never wrote: harmless here.
+    if (this.state !== "open" || this.queuedBytes === 0) return;
+    this.flush();
+  }
+
+  /** @internal Peer sent FIN. */
+  onEnd(): void {
+    if (this.state !== "open" || !this.readable) return;
+    this.readable = false;
+    this.handler.end();
+    this.maybeDone();
+  }
+
+  /** @internal */
+  onClose(err?: Error): void {
+    if (this.state === "closed") return;
+    if (err === undefined && this.error === undefined && this.finSent && this.queuedBytes === 0) {
+      // After our own shutdown() Bun reports the peer's FIN as a plain close with no `end` event.
+      if (this.readable) {
+        this.readable = false;
+        this.handler.end();
+      }
+      this.finish(undefined);
+      return;
+    }
+    if (err === undefined && this.error === undefined && !this.readable && !this.writable && this.queuedBytes === 0) {
+      this.finish(undefined);
+      return;
+    }
+    this.finish(
+      this.error ??
+        (err ? asStriperError(err, "E_SOCKET") : new BrokenError("ECONNRESET", `connection to ${this.remote} lost`)),
+    );
+  }
+
+  /** @internal */
+  onError(err: Error): void {
+    this.error ??= asStriperError(err, "E_SOCKET");
+  }
+
+  /** @internal Bun.connect failed before open. */
+  onConnectError(err: unknown, where: string): void {
+    if (this.state === "closed") return;
+    const cause = asStriperError(err, "E_CONNECT");
+    this.finish(new ConnectError(cause.code, `cannot connect to ${where}: ${cause.message}`, { cause: err }));
+  }
+
+  private flush(): void {
+    const socket = this.socket!;
+    while (this.queueHead < this.queue.length) {
+      const chunk = this.queue[this.queueHead]!;
+      const n = socket.write(chunk);
+      if (n < 0) return; // dead; close follows
+      this.queuedBytes -= n;
+      if (n < chunk.byteLength) {
+        this.queue[this.queueHead] = chunk.subarray(n);
+        return;
+      }
+      this.queue[this.queueHead++] = undefined as unknown as Uint8Array;
+    }
+    this.queue = [];
+    this.queueHead = 0;
+    if (this.finPending) {
+      this.finPending = false;
+      this.sendFin();
+      if (this.state !== "open") return;
+    }
+    this.handler.drain();
+  }
+
+  private sendFin(): void {
+    this.finSent = true;
+    this.socket!.shutdown();
+    this.maybeDone();
+  }
+
+  /** Both directions finished: close the descriptor and report a clean close. */
+  private maybeDone(): void {
+    if (this.readable || this.writable || !this.finSent || this.queuedBytes > 0) return;
+    const socket = this.socket;
+    this.finish(undefined);
+    socket?.end();
+  }
+
+  private finish(err: StriperError | undefined): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.error = err;
+    this.readable = false;
+    this.writable = false;
+    this.queue = [];
+    this.queueHead = 0;
+    this.queuedBytes = 0;
+    const handler = this.handler;
+    this.handler = noopHandler;
+    handler.close(err);
+  }
+}
+
+/** Bun socket handlers shared by every TcpPipe; `socket.data` is the pipe. */
+const tcpHandlers: SocketHandler<TcpPipe> = {
+  open(socket) {
+    socket.data.onOpen(socket);
+  },
+  data(socket, chunk) {
+    socket.data.onData(chunk);
+  },
+  drain(socket) {
+    socket.data.onDrain();
+  },
+  end(socket) {
+    socket.data.onEnd();
+  },
+  close(socket, err) {
+    socket.data?.onClose(err ?? undefined);
+  },
+  error(socket, err) {
+    socket.data?.onError(err);
+  },
+  connectError(socket, err) {
+    socket.data?.onConnectError(err, socket.data.remote);
+  },
+};
+
+/** Parsed HOST:PORT. IPv6 hosts are kept without brackets. */
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** Formats an address for logs, bracketing IPv6 hosts. */
+export function formatAddress(a: Address): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** Opens a TCP connection; returns at once with a pipe in state "opening". Failure closes it with ConnectError. */
+export function connectTcp(to: Address, handler?: PipeHandler): TcpPipe {
+  const pipe = new TcpPipe();
+  if (handler) pipe.setHandler(handler);
+  pipe.remote = formatAddress(to);
+  Bun.connect<TcpPipe>({
+    hostname: to.host,
+    port: to.port,
+    data: pipe,
+    allowHalfOpen: true,
+    socket: tcpHandlers,
+  } as Parameters<typeof Bun.connect<TcpPipe>>[0]).catch((err: unknown) => pipe.onConnectError(err, pipe.remote));
+  return pipe;
+}
+
+/** A TCP listener that hands each accepted connection to `onAccept` as an open TcpPipe. */
+export interface TcpListener {
+  readonly host: string;
+  readonly port: number;
+  /** Stops accepting. Existing connections stay open. */
+  stop(): void;
+}
+
+/**
+ * Listens on `at`; `onAccept` must install a handler synchronously. The returned pipe is already open, so
+ * `ready` is not called for accepted pipes.
+ */
+export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
+  const listener: TCPSocketListener<TcpPipe> = Bun.listen<TcpPipe>({
+    hostname: at.host,
+    port: at.port,
+    allowHalfOpen: true,
+    socket: {
+      ...tcpHandlers,
+      open(socket) {
+        const pipe = new TcpPipe();
+        socket.data = pipe;
+        pipe.remote = `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+        try {
+          onAccept(pipe);
+        } catch (err) {
+          socket.terminate();
+          return;
+        }
+        pipe.onOpen(socket);
+      },
+    },
+  } as Parameters<typeof Bun.listen<TcpPipe>>[0]);
+  return {
+    host: at.host,
+    port: listener.port,
+    stop() {
+      listener.stop(false);
+    },
+  };
+}

@@ -1,0 +1,25 @@
+/** One-line logs on stderr. Quiet mode (tests, demo) swaps the sink. */
+
+/** Where proxy log lines go. */
+export type LogSink = (line: string) => void;
+
+/** Writes "ISO-time tag message" to stderr. */
+export const stderrLog: LogSink = (line) => {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+};
+
+/** Discards log lines. */
+export const quietLog: LogSink = () => {};
+
+/** Human-readable byte count. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
+
+/** Short hex id for logs. */
+export function hexId(id: Uint8Array, bytes = 6): string {
+  return Buffer.from(id.subarray(0, bytes)).toString("hex");
+}

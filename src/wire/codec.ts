@@ -1,0 +1,295 @@
+/**
+ * Pure encoders and an incremental decoder for the stripe wire format (docs/protocol.md). No sockets.
+ * All integers are big-endian.
+ */
+
+import { ProtocolError } from "../errors.ts";
+import {
+  FRAME_DATA,
+  FRAME_HEADER_SIZE,
+  FRAME_TYPE_MAX,
+  HELLO_SIZE,
+  MAGIC,
+  MAX_FRAME_PAYLOAD,
+  MAX_PAD,
+  SESSION_ID_SIZE,
+  WELCOME_SIZE,
+} from "./constants.ts";
+
+/** 2^53 is the largest offset a JS number holds exactly; the high word must stay below 2^21. */
+const MAX_HIGH_WORD = 1 << 21;
+
+/** Writes a u64 from a non-negative safe integer. */
+export function writeU64(view: DataView, pos: number, value: number): void {
+  view.setUint32(pos, Math.floor(value / 0x1_0000_0000));
+  view.setUint32(pos + 4, value >>> 0);
+}
+
+/** Reads a u64 that must fit in 53 bits (offsets never get near it); larger is a protocol error. */
+export function readU64(view: DataView, pos: number): number {
+  const hi = view.getUint32(pos);
+  if (hi >= MAX_HIGH_WORD) throw new ProtocolError("E_OFFSET_RANGE", `64-bit value out of range (high word ${hi})`);
+  return hi * 0x1_0000_0000 + view.getUint32(pos + 4);
+}
+
+// --- HELLO -----------------------------------------------------------------------------------------
+//  0                   1                   2                   3
+//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+// |                         magic "TSTR"                          |
+// |    version    |     kind      |          stripe index         |
+// |          stripe count         |          generation           |
+// |                  session id (16 bytes) ...                    |
+// |                 receive window (bytes, u32)                   |
+
+/** What a stripe announces when it connects. */
+export interface Hello {
+  version: number;
+  kind: number;
+  stripeIndex: number;
+  stripeCount: number;
+  /** Counts the client's dials of this stripe index; ACK entries name it so stale counts are ignored. */
+  generation: number;
+  sessionId: Uint8Array;
+  window: number;
+}
+
+/** Encodes a HELLO into a new 32-byte buffer. */
+export function encodeHello(h: Hello): Uint8Array {
+  const buf = new Uint8Array(HELLO_SIZE);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, MAGIC);
+  v.setUint8(4, h.version);
+  v.setUint8(5, h.kind);
+  v.setUint16(6, h.stripeIndex);
+  v.setUint16(8, h.stripeCount);
+  v.setUint16(10, h.generation);
+  buf.set(h.sessionId.subarray(0, SESSION_ID_SIZE), 12);
+  v.setUint32(28, h.window);
+  return buf;
+}
+
+/** Decodes a complete HELLO; throws ProtocolError E_BAD_MAGIC when it is not one. */
+export function decodeHello(buf: Uint8Array): Hello {
+  if (buf.byteLength < HELLO_SIZE) throw new ProtocolError("E_SHORT_HELLO", "HELLO shorter than 32 bytes");
+  const v = new DataView(buf.buffer, buf.byteOffset, HELLO_SIZE);
+  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper HELLO");
+  return {
+    version: v.getUint8(4),
+    kind: v.getUint8(5),
+    stripeIndex: v.getUint16(6),
+    stripeCount: v.getUint16(8),
+    generation: v.getUint16(10),
+    sessionId: buf.slice(12, 12 + SESSION_ID_SIZE),
+    window: v.getUint32(28),
+  };
+}
+
+// --- WELCOME ---------------------------------------------------------------------------------------
+// |                         magic "TSTR"                          |
+// |    version    |    status     |           reserved            |
+// |                 receive window (bytes, u32)                   |
+// |                           reserved                            |
+
+/** The server's answer to a HELLO. */
+export interface Welcome {
+  version: number;
+  status: number;
+  window: number;
+}
+
+/** Encodes a WELCOME into a new 16-byte buffer. */
+export function encodeWelcome(w: Welcome): Uint8Array {
+  const buf = new Uint8Array(WELCOME_SIZE);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, MAGIC);
+  v.setUint8(4, w.version);
+  v.setUint8(5, w.status);
+  v.setUint32(8, w.window);
+  return buf;
+}
+
+/** Decodes a complete WELCOME; throws ProtocolError when it is not one. */
+export function decodeWelcome(buf: Uint8Array): Welcome {
+  if (buf.byteLength < WELCOME_SIZE) throw new ProtocolError("E_SHORT_WELCOME", "WELCOME shorter than 16 bytes");
+  const v = new DataView(buf.buffer, buf.byteOffset, WELCOME_SIZE);
+  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper WELCOME");
+  return { version: v.getUint8(4), status: v.getUint8(5), window: v.getUint32(8) };
+}
+
+// --- Frames ----------------------------------------------------------------------------------------
+//  0                   1                   2                   3
+//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+// |     type      |     flags     |      pad      |   reserved    |
+// |                     payload length (u32)                      |
+// |                        value (u64) ...                        |
+// |                              ...                              |
+// then `pad` bytes to skip (DATA only), then `payload length` bytes.
+
+/**
+ * Writes a frame header at `pos` of `view`. `pad` bytes (0–63) follow the header before the payload; the
+ * sender uses them to keep the payload copy 64-byte co-aligned with its source.
+ */
+export function writeFrameHeader(
+  view: DataView,
+  pos: number,
+  type: number,
+  flags: number,
+  pad: number,
+  length: number,
+  value: number,
+): void {
+  view.setUint32(pos, (type << 24) | (flags << 16) | (pad << 8));
+  view.setUint32(pos + 4, length);
+  writeU64(view, pos + 8, value);
+}
+
+/** Encodes one control frame (any type, small payload) into a new buffer. */
+export function encodeFrame(type: number, flags: number, value: number, payload?: Uint8Array): Uint8Array {
+  const len = payload?.byteLength ?? 0;
+  const buf = new Uint8Array(FRAME_HEADER_SIZE + len);
+  writeFrameHeader(new DataView(buf.buffer), 0, type, flags, 0, len, value);
+  if (payload) buf.set(payload, FRAME_HEADER_SIZE);
+  return buf;
+}
+
+/** Receives what the decoder finds. DATA payloads arrive as one or more fragments, never copied. */
+export interface FrameSink {
+  /** A piece of a DATA frame's payload: `bytes` belong at stream `offset`. */
+  data(offset: number, bytes: Uint8Array): void;
+  /** A whole non-DATA frame (payload joined; empty when none). */
+  control(type: number, flags: number, value: number, payload: Uint8Array): void;
+}
+
+const enum Phase {
+  Header,
+  Pad,
+  Payload,
+}
+
+/**
+ * Incremental frame decoder: push() chunks split anywhere. DATA payload fragments are subarrays of the
+ * pushed chunks (zero-copy). Throws ProtocolError (E_UNKNOWN_FRAME, E_FRAME_TOO_LARGE, E_BAD_PAD,
+ * E_OFFSET_RANGE) on malformed input; after a throw the decoder must be discarded.
+ */
+export class FrameDecoder {
+  private readonly header = new Uint8Array(FRAME_HEADER_SIZE);
+  private readonly headerView = new DataView(this.header.buffer);
+  private headerFill = 0;
+  private phase = Phase.Header;
+  private type = 0;
+  private flags = 0;
+  private value = 0;
+  private remaining = 0; // pad or payload bytes left in the current phase
+  private payloadLength = 0;
+  private control: Uint8Array | undefined; // joined payload of a control frame
+  private controlFill = 0;
+
+  constructor(
+    private readonly sink: FrameSink,
+    private readonly maxPayload = MAX_FRAME_PAYLOAD,
+  ) {}
+
+  /** True when no frame is partially decoded (a clean frame boundary). */
+  get atBoundary(): boolean {
+    return this.phase === Phase.Header && this.headerFill === 0;
+  }
+
+  push(chunk: Uint8Array): void {
+    let pos = 0;
+    const end = chunk.byteLength;
+    while (pos < end) {
+      switch (this.phase) {
+        case Phase.Header: {
+          if (this.headerFill === 0 && end - pos >= FRAME_HEADER_SIZE) {
+            // Fast path: the whole header is in this chunk.
+            this.parseHeader(new DataView(chunk.buffer, chunk.byteOffset + pos, FRAME_HEADER_SIZE));
+            pos += FRAME_HEADER_SIZE;
+          } else {
+            const take = Math.min(FRAME_HEADER_SIZE - this.headerFill, end - pos);
+            this.header.set(chunk.subarray(pos, pos + take), this.headerFill);
+            this.headerFill += take;
+            pos += take;
+            if (this.headerFill < FRAME_HEADER_SIZE) return;
+            this.headerFill = 0;
+            this.parseHeader(this.headerView);
+          }
+          break;
+        }
+        case Phase.Pad: {
+          const take = Math.min(this.remaining, end - pos);
+          this.remaining -= take;
+          pos += take;
+          if (this.remaining === 0) this.startPayload();
+          break;
+        }
+        case Phase.Payload: {
+          const take = Math.min(this.remaining, end - pos);
+          if (this.type === FRAME_DATA) {
+            const offset = this.value + (this.payloadLength - this.remaining);
+            this.remaining -= take;
+            const bytes = chunk.subarray(pos, pos + take);
+            pos += take;
+            if (this.remaining === 0) this.phase = Phase.Header;
+            this.sink.data(offset, bytes);
+          } else {
+            this.control!.set(chunk.subarray(pos, pos + take), this.controlFill);
+            this.controlFill += take;
+            this.remaining -= take;
+            pos += take;
+            if (this.remaining === 0) this.emitControl();
+          }
+          break;
+        }
+        default: {
+          const unreachable: never = this.phase;
+          throw new Error(`bad decoder phase ${unreachable}`);
+        }
+      }
+    }
+  }
+
+  private parseHeader(v: DataView): void {
+    const word = v.getUint32(0);
+    const type = word >>> 24;
+    const flags = (word >>> 16) & 0xff;
+    const pad = (word >>> 8) & 0xff;
+    const length = v.getUint32(4);
+    const value = readU64(v, 8);
+    if (type > FRAME_TYPE_MAX) throw new ProtocolError("E_UNKNOWN_FRAME", `unknown frame type ${type}`);
+    if (length > this.maxPayload) {
+      throw new ProtocolError("E_FRAME_TOO_LARGE", `frame payload of ${length} bytes exceeds ${this.maxPayload}`);
+    }
+    if (pad > MAX_PAD || (pad !== 0 && type !== FRAME_DATA)) {
+      throw new ProtocolError("E_BAD_PAD", `invalid padding ${pad} on frame type ${type}`);
+    }
+    this.type = type;
+    this.flags = flags;
+    this.value = value;
+    this.payloadLength = length;
+    if (pad > 0) {
+      this.phase = Phase.Pad;
+      this.remaining = pad;
+    } else {
+      this.startPayload();
+    }
+  }
+
+  private startPayload(): void {
+    this.remaining = this.payloadLength;
+    if (this.type === FRAME_DATA) {
+      this.phase = this.payloadLength > 0 ? Phase.Payload : Phase.Header;
+      return;
+    }
+    this.control = new Uint8Array(this.payloadLength);
+    this.controlFill = 0;
+    if (this.payloadLength === 0) this.emitControl();
+    else this.phase = Phase.Payload;
+  }
+
+  private emitControl(): void {
+    this.phase = Phase.Header;
+    const payload = this.control!;
+    this.control = undefined;
+    this.sink.control(this.type, this.flags, this.value, payload);
+  }
+}

@@ -1,0 +1,66 @@
+/**
+ * Wire constants. Every value is specified in docs/protocol.md; test/wire.test.ts pins each one so a
+ * reordered or edited constant cannot silently change the protocol.
+ */
+
+/** "TSTR": first four bytes of every HELLO and WELCOME (big-endian u32). */
+export const MAGIC = 0x54535452;
+/** Protocol version carried in HELLO and WELCOME. Bumped on any incompatible change. */
+export const VERSION = 1;
+
+/** HELLO: client → server, first bytes on every stripe. */
+export const HELLO_SIZE = 32;
+/** WELCOME: server → client, the reply to a HELLO. */
+export const WELCOME_SIZE = 16;
+/** Bytes in a session id: random, unguessable (128 bits). */
+export const SESSION_ID_SIZE = 16;
+
+/** HELLO kind: open a new session (stripe index 0 is not required to be first). */
+export const HELLO_OPEN = 1;
+/** HELLO kind: join (or re-join) an existing session. */
+export const HELLO_JOIN = 2;
+
+/** WELCOME status: accepted, frames follow. */
+export const STATUS_OK = 0;
+/** WELCOME status: JOIN named a session the server does not have (expired or never existed). */
+export const STATUS_UNKNOWN_SESSION = 1;
+/** WELCOME status: the HELLO's version is not spoken here. */
+export const STATUS_BAD_VERSION = 2;
+/** WELCOME status: refused by a limit (too many sessions or stripes). */
+export const STATUS_REFUSED = 3;
+
+/** Every frame starts with this fixed header. */
+export const FRAME_HEADER_SIZE = 16;
+/** Largest payload a frame may announce; larger is a protocol error (E_FRAME_TOO_LARGE). */
+export const MAX_FRAME_PAYLOAD = 1 << 20;
+/** Largest padding between a DATA header and its payload (keeps copies 64-byte co-aligned). */
+export const MAX_PAD = 63;
+
+/** Frame type: bytes of the stream at a byte offset. value = offset. */
+export const FRAME_DATA = 0;
+/** Frame type: cumulative data-level ack. value = every byte below it was delivered. */
+export const FRAME_ACK = 1;
+/** Frame type: keepalive probe on this stripe. value = opaque token echoed by PONG. */
+export const FRAME_PING = 2;
+/** Frame type: answer to PING, on the same stripe. value = the PING's token. */
+export const FRAME_PONG = 3;
+/** Frame type: data-level FIN. value = final length of the stream in this direction. */
+export const FRAME_FIN = 4;
+/** Frame type: abort the whole session. value = reset code; payload = UTF-8 reason. */
+export const FRAME_RESET = 5;
+/** Highest defined frame type; anything above is E_UNKNOWN_FRAME. */
+export const FRAME_TYPE_MAX = FRAME_RESET;
+
+/** ACK flag: the sender of the ACK has received the peer's data-level FIN (and all data before it). */
+export const ACK_FLAG_FIN = 0x01;
+
+/** RESET code: the app or target connection was reset or failed. */
+export const RESET_PEER_FAILED = 1;
+/** RESET code: no stripe for longer than the grace period. */
+export const RESET_GRACE_EXPIRED = 2;
+/** RESET code: a protocol violation was detected. */
+export const RESET_PROTOCOL = 3;
+/** RESET code: the proxy is shutting down. */
+export const RESET_SHUTDOWN = 4;
+/** RESET code: the target could not be reached. */
+export const RESET_TARGET_UNREACHABLE = 5;

@@ -1,0 +1,234 @@
+/**
+ * Test helpers over real loopback sockets: a target server that echoes or answers, and an app client
+ * that sends a buffer, half-closes, and collects what comes back — all with backpressure and hashes.
+ */
+
+import type { Socket, TCPSocketListener } from "bun";
+
+/** sha256 hex of the bytes. */
+export function sha256(data: Uint8Array): string {
+  return new Bun.CryptoHasher("sha256").update(data).digest("hex");
+}
+
+/** Random bytes from a seeded generator (fast; crypto quality not needed). */
+export function randomData(size: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(size);
+  const words = new Uint32Array(out.buffer, 0, size >>> 2);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x >>> 0;
+  }
+  for (let i = words.length * 4; i < size; i++) out[i] = i & 0xff;
+  return out;
+}
+
+interface Conn {
+  out: Uint8Array;
+  sent: number;
+  received: Uint8Array[];
+  receivedBytes: number;
+  gotEnd: boolean;
+  closeErr?: Error;
+  resolve: (r: AppResult) => void;
+  shutdownAfterSend: boolean;
+  done: boolean;
+}
+
+/** What an app client saw. */
+export interface AppResult {
+  received: Uint8Array;
+  /** The peer's FIN arrived (clean EOF) before the connection closed. */
+  cleanEnd: boolean;
+  /** The connection ended with an error (e.g. ECONNRESET) or closed without EOF. */
+  error?: string;
+  ms: number;
+}
+
+function pump(s: Socket<Conn>): void {
+  const c = s.data;
+  while (c.sent < c.out.byteLength) {
+    const n = s.write(c.out.subarray(c.sent, Math.min(c.out.byteLength, c.sent + 256 * 1024)));
+    if (n <= 0) return;
+    c.sent += n;
+  }
+  if (c.shutdownAfterSend && !c.done) {
+    c.done = true;
+    s.shutdown();
+  }
+}
+
+/**
+ * Connects to host:port, sends `data`, shuts down its write side, and resolves with everything received
+ * once the connection closes (clean EOF or error). Rejects on connect failure.
+ */
+export async function appExchange(
+  port: number,
+  data: Uint8Array,
+  opts: { host?: string; shutdown?: boolean; timeoutMs?: number } = {},
+): Promise<AppResult> {
+  const started = performance.now();
+  return new Promise<AppResult>((resolve, reject) => {
+    const conn: Conn = {
+      out: data,
+      sent: 0,
+      received: [],
+      receivedBytes: 0,
+      gotEnd: false,
+      resolve,
+      shutdownAfterSend: opts.shutdown ?? true,
+      done: false,
+    };
+    let settled = false;
+    const finish = (err?: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({ received: Buffer.concat(conn.received), cleanEnd: conn.gotEnd, error: err, ms: performance.now() - started });
+    };
+    const timer = setTimeout(() => finish(`timeout after ${opts.timeoutMs ?? 60000} ms with ${conn.receivedBytes} bytes received`), opts.timeoutMs ?? 60000);
+    Bun.connect<Conn>({
+      hostname: opts.host ?? "127.0.0.1",
+      port,
+      data: conn,
+      allowHalfOpen: true,
+      socket: {
+        open: (s) => pump(s),
+        drain: (s) => pump(s),
+        data: (s, chunk) => {
+          conn.received.push(chunk);
+          conn.receivedBytes += chunk.byteLength;
+        },
+        end: (s) => {
+          conn.gotEnd = true;
+          if (conn.sent >= conn.out.byteLength && conn.done) {
+            s.end();
+          }
+        },
+        close: (s, err) => {
+          // After our own shutdown(), Bun reports the peer's FIN as a plain close with no `end` event.
+          if (err) finish(err.code ?? err.message);
+          else if (!conn.gotEnd && !conn.done) finish("closed without EOF");
+          else {
+            conn.gotEnd = true;
+            finish(undefined);
+          }
+        },
+        error: (s, err) => finish(err.message),
+        connectError: (s, err) => {
+          settled = true;
+          clearTimeout(timer);
+          reject(err);
+        },
+      },
+    } as any).catch((err) => {
+      if (!settled) {
+        settled = true;
+        clearTimeout(timer);
+        reject(err);
+      }
+    });
+  });
+}
+
+/** Per-connection record of a target server. */
+export interface TargetConn {
+  received: Uint8Array[];
+  receivedBytes: number;
+  gotEnd: boolean;
+  closed: boolean;
+  error?: string;
+}
+
+/** A target server. mode "echo" sends everything back; "reply" reads to EOF then answers with reply(data). */
+export interface Target {
+  port: number;
+  conns: TargetConn[];
+  stop(): void;
+}
+
+interface TState extends TargetConn {
+  out: Uint8Array[];
+  closing: boolean;
+  paused: boolean;
+}
+
+/**
+ * Starts a target on 127.0.0.1:0. "echo": echoes with backpressure and half-closes after the client's
+ * FIN. "reply": collects until FIN, then sends `reply(received)` and half-closes. `readDelayMs` makes it
+ * a slow reader (pause after each chunk).
+ */
+export function startTarget(opts: { mode: "echo" | "reply"; reply?: (data: Uint8Array) => Uint8Array; readDelayMs?: number; host?: string }): Target {
+  const conns: TargetConn[] = [];
+  const flush = (s: Socket<TState>) => {
+    const st = s.data;
+    while (st.out.length > 0) {
+      const b = st.out[0]!;
+      const n = s.write(b);
+      if (n < 0) return;
+      if (n < b.byteLength) {
+        st.out[0] = b.subarray(n);
+        if (!st.paused) {
+          st.paused = true;
+          s.pause();
+        }
+        return;
+      }
+      st.out.shift();
+    }
+    if (st.paused && opts.readDelayMs === undefined) {
+      st.paused = false;
+      s.resume();
+    }
+    if (st.closing) {
+      st.closing = false;
+      s.shutdown();
+    }
+  };
+  const listener: TCPSocketListener<TState> = Bun.listen<TState>({
+    hostname: opts.host ?? "127.0.0.1",
+    port: 0,
+    allowHalfOpen: true,
+    socket: {
+      open(s) {
+        const st: TState = { received: [], receivedBytes: 0, gotEnd: false, closed: false, out: [], closing: false, paused: false };
+        s.data = st;
+        conns.push(st);
+      },
+      data(s, chunk) {
+        const st = s.data;
+        st.receivedBytes += chunk.byteLength;
+        if (opts.mode === "echo") {
+          st.out.push(chunk);
+          flush(s);
+        } else st.received.push(chunk);
+        if (opts.readDelayMs !== undefined) {
+          s.pause();
+          setTimeout(() => s.resume(), opts.readDelayMs);
+        }
+      },
+      drain(s) {
+        flush(s);
+      },
+      end(s) {
+        const st = s.data;
+        st.gotEnd = true;
+        if (opts.mode === "reply") st.out.push(opts.reply!(Buffer.concat(st.received)));
+        st.closing = true;
+        flush(s);
+      },
+      close(s, err) {
+        if (!s.data) return;
+        s.data.closed = true;
+        if (err) s.data.error = err.code ?? err.message;
+        else if (!s.data.gotEnd) s.data.error = "closed without EOF";
+      },
+      error(s, err) {
+        if (s.data) s.data.error = err.message;
+      },
+    },
+  } as any);
+  return { port: listener.port, conns, stop: () => listener.stop(true) };
+}

@@ -1,0 +1,459 @@
+/**
+ * Capped link, fault proxy and link CLI over real loopback sockets (port 0 everywhere). Targets are
+ * echo/sink servers defined here; every wait has a watchdog that names what did not happen.
+ */
+
+import { afterEach, describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { startCappedLink } from "../src/link/capped.ts";
+import { startFaultProxy } from "../src/link/fault.ts";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+/** A Bun read delivers at most 512 KiB: a queue may exceed its bound by less than one read. */
+const MAX_READ = 512 * KiB;
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+function randomBytes(n: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, i + 65536));
+  return b;
+}
+
+const sha = (b: Uint8Array | string) => new Bun.CryptoHasher("sha256").update(b).digest("hex");
+
+/** One end of a test connection: counts and hashes what it reads, writes with backpressure. */
+class Peer {
+  sock!: Socket<Peer>;
+  bytes = 0;
+  reads = 0;
+  sawEnd = false;
+  closed = false;
+  closeErr: Error | undefined;
+  dead = false;
+  readonly hash = new Bun.CryptoHasher("sha256");
+  onChunk?: (c: Uint8Array) => void;
+  onEnd?: () => void;
+  onFlushed?: () => void;
+  private out: Uint8Array[] = [];
+  private shutdownWhenFlushed = false;
+  private waiters = new Set<() => void>();
+
+  /** Writes what the kernel takes and queues the rest; true when nothing is left queued. */
+  write(buf: Uint8Array): boolean {
+    this.out.push(buf);
+    this.flush();
+    return this.out.length === 0;
+  }
+
+  flush(): void {
+    while (this.out.length && !this.dead) {
+      const b = this.out[0]!;
+      const n = this.sock.write(b);
+      if (n < 0) this.dead = true;
+      else if (n < b.length) {
+        this.out[0] = b.subarray(n);
+        return;
+      } else this.out.shift();
+    }
+    if (this.dead) this.out = [];
+    if (this.shutdownWhenFlushed && !this.dead) this.sock.shutdown();
+    this.onFlushed?.();
+    this.notify();
+  }
+
+  /** FIN after everything queued. */
+  finish(): void {
+    this.shutdownWhenFlushed = true;
+    this.flush();
+  }
+
+  /** Sends `total` bytes of `buf` repeated (or buf once), waiting for drain; false if the socket died. */
+  async send(buf: Uint8Array, total = buf.length, ms = 10_000): Promise<boolean> {
+    for (let sent = 0; sent < total && !this.dead; ) {
+      const piece = buf.subarray(0, Math.min(buf.length, total - sent));
+      sent += piece.length;
+      if (!this.write(piece)) await this.until(() => this.out.length === 0, ms, `the peer drained its writes (${sent} of ${total} B)`);
+    }
+    return !this.dead;
+  }
+
+  /** Resolves when `cond` holds (checked on this peer's events and every 5 ms), rejects after `ms` naming `what`. */
+  until(cond: () => boolean, ms: number, what: string): Promise<void> {
+    if (cond()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(t);
+        clearInterval(poll);
+        this.waiters.delete(check);
+      };
+      const check = () => {
+        if (!cond()) return;
+        done();
+        resolve();
+      };
+      const poll = setInterval(check, 5);
+      const t = setTimeout(() => {
+        done();
+        reject(new Error(`within ${ms} ms, not true: ${what} (read ${this.bytes} B, closed=${this.closed})`));
+      }, ms);
+      this.waiters.add(check);
+    });
+  }
+
+  notify(): void {
+    for (const w of [...this.waiters]) w();
+  }
+}
+
+const peerHandlers = {
+  data(s: Socket<Peer>, c: Uint8Array) {
+    const p = s.data;
+    p.bytes += c.length;
+    p.reads++;
+    p.hash.update(c);
+    p.onChunk?.(c);
+    p.notify();
+  },
+  drain: (s: Socket<Peer>) => s.data.flush(),
+  end(s: Socket<Peer>) {
+    s.data.sawEnd = true;
+    s.data.onEnd?.();
+    s.data.notify();
+  },
+  close(s: Socket<Peer>, err?: Error) {
+    Object.assign(s.data, { closed: true, closeErr: err, dead: true });
+    s.data.notify();
+  },
+  error(s: Socket<Peer>, err: Error) {
+    s.data.closeErr = err;
+  },
+};
+
+/** A target server; `behave` sets up each accepted peer. */
+function server(behave: (p: Peer) => void): { port: number; peers: Peer[] } {
+  const peers: Peer[] = [];
+  const l = Bun.listen<Peer>({
+    hostname: "127.0.0.1",
+    port: 0,
+    allowHalfOpen: true,
+    socket: {
+      ...peerHandlers,
+      open(s) {
+        const p = new Peer();
+        p.sock = s;
+        s.data = p;
+        peers.push(p);
+        behave(p);
+      },
+    },
+  });
+  cleanups.push(() => {
+    l.stop(true);
+    for (const p of peers) if (!p.closed) p.sock.terminate();
+  });
+  return { port: l.port, peers };
+}
+
+/** Echoes everything, pausing reads while its writes are congested; FIN after the last echo. */
+const echo = (p: Peer) => {
+  p.onChunk = (c) => {
+    if (!p.write(c)) p.sock.pause();
+  };
+  p.onFlushed = () => p.sock.resume();
+  p.onEnd = () => p.finish();
+};
+const sink = (_p: Peer) => {};
+
+async function connect(port: number): Promise<Peer> {
+  const p = new Peer();
+  await Bun.connect<Peer>({
+    hostname: "127.0.0.1",
+    port,
+    allowHalfOpen: true,
+    data: p,
+    socket: { ...peerHandlers, open: (s) => void (p.sock = s) },
+  });
+  cleanups.push(() => {
+    if (!p.closed) p.sock.terminate();
+  });
+  return p;
+}
+
+async function cappedLink(opts: Omit<Parameters<typeof startCappedLink>[0], "targetHost">) {
+  const link = await startCappedLink({ targetHost: "127.0.0.1", ...opts });
+  cleanups.push(() => link.stop());
+  return link;
+}
+
+async function faultProxy(opts: Omit<Parameters<typeof startFaultProxy>[0], "targetHost">) {
+  const proxy = await startFaultProxy({ targetHost: "127.0.0.1", ...opts });
+  cleanups.push(() => proxy.stop());
+  return proxy;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("capped link", () => {
+  test("relays 8 MiB each way byte-exact when uncapped", async () => {
+    const target = server(echo);
+    const link = await cappedLink({ targetPort: target.port });
+    const c = await connect(link.port);
+    const data = randomBytes(8 * MiB);
+    expect(await c.send(data)).toBe(true);
+    c.finish();
+    await c.until(() => c.closed, 10_000, "the client received the echo and the close");
+    expect(c.closeErr).toBeUndefined();
+    expect(c.bytes).toBe(data.length);
+    expect(c.hash.digest("hex")).toBe(sha(data));
+    expect(link.connections()).toEqual([{ index: 0, rate: 0, bytesUp: data.length, bytesDown: data.length, open: false }]);
+  });
+
+  test("caps a connection at its rate (2 MB/s, 3 MB, within 15%)", async () => {
+    const target = server(sink);
+    const link = await cappedLink({ targetPort: target.port, rates: [2e6] });
+    const c = await connect(link.port);
+    const total = 3e6;
+    const t0 = performance.now();
+    void c.send(new Uint8Array(64 * KiB), total);
+    await c.until(() => target.peers.length > 0, 2000, "the target accepted");
+    const s = target.peers[0]!;
+    await s.until(() => s.bytes === total, 5000, "3 MB reached the target");
+    const rate = total / ((performance.now() - t0) / 1000);
+    expect(rate).toBeGreaterThan(2e6 * 0.85);
+    expect(rate).toBeLessThan(2e6 * 1.15);
+  });
+
+  test("assigns rates to connections in turn", async () => {
+    const target = server(echo);
+    const link = await cappedLink({ targetPort: target.port, rates: [1e6, 4e6] });
+    for (let i = 0; i < 3; i++) {
+      const c = await connect(link.port);
+      c.write(new Uint8Array([i]));
+      await c.until(() => c.bytes === 1, 2000, `connection ${i} got its echo`);
+    }
+    expect(link.connections().map((s) => s.rate)).toEqual([1e6, 4e6, 1e6]);
+  });
+
+  test("adds its delay in each direction (1-byte ping-pong over 50 ms takes >= 100 ms)", async () => {
+    const target = server(echo);
+    const link = await cappedLink({ targetPort: target.port, delayMs: 50 });
+    const c = await connect(link.port);
+    for (let i = 1; i <= 2; i++) {
+      const t0 = performance.now();
+      c.write(new Uint8Array([i]));
+      await c.until(() => c.bytes === i, 2000, `ping ${i} came back`);
+      const rtt = performance.now() - t0;
+      expect(rtt).toBeGreaterThanOrEqual(100);
+      expect(rtt).toBeLessThan(400);
+    }
+  });
+
+  test("passes the client's half-close: the target still replies after the client's FIN", async () => {
+    // The target replies only once it has seen EOF, so the reply must cross the half-closed connection.
+    const target = server((p) => {
+      const got: Uint8Array[] = [];
+      p.onChunk = (c) => void got.push(c);
+      p.onEnd = () => {
+        p.write(Buffer.concat(got).reverse());
+        p.finish();
+      };
+    });
+    const link = await cappedLink({ targetPort: target.port, delayMs: 5 });
+    const c = await connect(link.port);
+    c.write(Buffer.from("hello, half-closed world"));
+    c.finish();
+    await c.until(() => c.closed, 3000, "the client got the reply and EOF");
+    expect(c.closeErr).toBeUndefined();
+    expect(c.hash.digest("hex")).toBe(sha(Buffer.from("hello, half-closed world").reverse()));
+    await Bun.sleep(20);
+    expect(link.connections()[0]).toMatchObject({ bytesUp: 24, bytesDown: 24, open: false });
+    expect(link.connections()[0]!.error).toBeUndefined();
+  });
+
+  test("passes the target's half-close: the client still sends after the target's FIN", async () => {
+    const target = server((p) => {
+      p.write(Buffer.from("hi"));
+      p.finish();
+    });
+    const link = await cappedLink({ targetPort: target.port });
+    const c = await connect(link.port);
+    await c.until(() => c.sawEnd, 2000, "the client saw the target's EOF");
+    expect(c.hash.digest("hex")).toBe(sha("hi"));
+    c.write(Buffer.from("still talking"));
+    c.finish();
+    const s = target.peers[0]!;
+    await s.until(() => s.closed, 2000, "the target got the client's bytes and FIN");
+    expect(s.closeErr).toBeUndefined();
+    expect(s.hash.digest("hex")).toBe(sha("still talking"));
+  });
+
+  test("closes the client when the target is unreachable", async () => {
+    const gone = server(sink);
+    const port = gone.port;
+    await cleanups.pop()!(); // stop that server: its port now refuses
+    const link = await cappedLink({ targetPort: port });
+    const c = await connect(link.port);
+    await c.until(() => c.closed, 2000, "the client was closed");
+    expect(c.sawEnd).toBe(false);
+    expect(link.connections()[0]).toMatchObject({ open: false, bytesUp: 0 });
+  });
+});
+
+describe("fault proxy", () => {
+  test("reset() resets both sides", async () => {
+    const target = server(echo);
+    const proxy = await faultProxy({ targetPort: target.port });
+    const c = await connect(proxy.port);
+    c.write(new Uint8Array([1]));
+    await c.until(() => c.bytes === 1, 2000, "the echo came back");
+    proxy.connections()[0]!.reset();
+    await c.until(() => c.closed, 2000, "the client saw the reset");
+    const s = target.peers[0]!;
+    await s.until(() => s.closed, 2000, "the target saw the reset");
+    expect(c.sawEnd).toBe(false);
+    expect((c.closeErr as { code?: string } | undefined)?.code).toBe("ECONNRESET");
+    expect(s.sawEnd).toBe(false);
+    expect(proxy.live()).toEqual([]);
+  });
+
+  test("resetAfterBytes resets after exactly that many bytes", async () => {
+    const target = server(sink);
+    const proxy = await faultProxy({ targetPort: target.port, resetAfterBytes: 100_000 });
+    const c = await connect(proxy.port);
+    void c.send(new Uint8Array(64 * KiB), MiB);
+    await c.until(() => c.closed, 3000, "the client saw the reset");
+    expect(c.sawEnd).toBe(false);
+    expect(proxy.connections()[0]).toMatchObject({ bytesUp: 100_000, bytesDown: 0, open: false });
+    const s = target.peers[0]!;
+    await s.until(() => s.closed, 2000, "the target saw the reset");
+    expect(s.bytes).toBeLessThanOrEqual(100_000);
+    expect(s.sawEnd).toBe(false);
+  });
+
+  test("resetEvery resets live connections one by one", async () => {
+    const target = server(echo);
+    const proxy = await faultProxy({ targetPort: target.port });
+    const clients = await Promise.all([connect(proxy.port), connect(proxy.port)]);
+    await clients[0]!.until(() => proxy.live().length === 2, 2000, "both connections are up");
+    const stopResets = proxy.resetEvery(30, (live) => live[0]);
+    await Promise.all(clients.map((c) => c.until(() => c.closed, 2000, "the client was reset")));
+    stopResets();
+    expect(proxy.live()).toEqual([]);
+  });
+
+  test("a 1-byte slicer delivers 64 KiB intact in tiny writes", async () => {
+    const target = server(sink);
+    const proxy = await faultProxy({ targetPort: target.port, sliceBytes: 1 });
+    const c = await connect(proxy.port);
+    const data = randomBytes(64 * KiB);
+    c.write(data);
+    c.finish();
+    await c.until(() => target.peers.length === 1, 2000, "the target accepted");
+    const s = target.peers[0]!;
+    await s.until(() => s.sawEnd, 4000, "64 KiB crossed the slicer and the FIN followed");
+    expect(s.bytes).toBe(data.length);
+    expect(s.hash.digest("hex")).toBe(sha(data));
+    // Unsliced, 64 KiB arrives in one or two reads.
+    expect(s.reads).toBeGreaterThan(16);
+  });
+
+  test("blackhole stops delivery without closing anything, and can be lifted", async () => {
+    const target = server(echo);
+    const proxy = await faultProxy({ targetPort: target.port });
+    const c = await connect(proxy.port);
+    c.write(new Uint8Array([1]));
+    await c.until(() => c.bytes === 1, 2000, "the echo came back");
+    const conn = proxy.connections()[0]!;
+    conn.blackhole();
+    c.write(new Uint8Array(1000));
+    await sleep(300);
+    const s = target.peers[0]!;
+    expect([s.bytes, c.bytes]).toEqual([1, 1]);
+    expect([c.closed, s.closed, conn.open]).toEqual([false, false, true]);
+    conn.blackhole(false);
+    await c.until(() => c.bytes === 1001, 2000, "the held bytes were echoed after the blackhole lifted");
+  });
+});
+
+describe("bounded queues", () => {
+  /** Pushes 64 MiB at a target that reads one chunk per 100 ms; returns the largest queue sampled and whether the send finished. */
+  async function pressure(relay: { port: number; queuedBytes(): number }, ms = 1000) {
+    let maxQueued = 0;
+    const sample = setInterval(() => (maxQueued = Math.max(maxQueued, relay.queuedBytes())), 5);
+    cleanups.push(() => clearInterval(sample));
+    const c = await connect(relay.port);
+    let finished = false;
+    void c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true));
+    await sleep(ms);
+    return { maxQueued, finished };
+  }
+
+  function slowTarget() {
+    return server((p) => {
+      p.sock.pause();
+      const t = setInterval(() => p.sock.resume(), 100);
+      cleanups.push(() => clearInterval(t));
+      p.onChunk = () => p.sock.pause();
+    });
+  }
+
+  test("the capped link holds at most its bound while the target reads slowly", async () => {
+    const link = await cappedLink({ targetPort: slowTarget().port });
+    const { maxQueued, finished } = await pressure(link);
+    expect(finished).toBe(false); // backpressure reached the sender
+    expect(maxQueued).toBeLessThan(4 * MiB + MAX_READ);
+  });
+
+  test("the fault proxy holds at most rate*latency + burst + 256 KiB (+ one read) under a 1 MB/s cap", async () => {
+    const proxy = await faultProxy({ targetPort: slowTarget().port, rate: 1e6, latencyMs: 100 });
+    const { maxQueued, finished } = await pressure(proxy);
+    const bound = 1e6 * 0.1 + 20_000 + 256 * KiB;
+    expect(finished).toBe(false);
+    expect(maxQueued).toBeGreaterThan(bound / 2); // the queue was really used
+    expect(maxQueued).toBeLessThan(bound + MAX_READ);
+  });
+});
+
+describe("link CLI", () => {
+  const cli = (args: string[]) =>
+    Bun.spawn([process.execPath, "run", "src/link/cli.ts", ...args], { cwd: `${import.meta.dir}/..`, stderr: "pipe", stdout: "ignore" });
+
+  test("rejects bad arguments with one line and exit 2", async () => {
+    const p = cli(["--target", "nowhere", "--rate", "4,x"]);
+    expect(await p.exited).toBe(2);
+    const err = await new Response(p.stderr).text();
+    expect(err.trim().split("\n")).toHaveLength(1);
+  });
+
+  test("announces itself, relays, prints counters and exits 0 on SIGTERM", async () => {
+    const target = server(echo);
+    const p = cli(["--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--rate", "4,0", "--delay", "1"]);
+    cleanups.push(() => p.kill());
+    const reader = p.stderr.getReader();
+    let err = "";
+    const readUntil = async (re: RegExp) => {
+      const deadline = Date.now() + 5000;
+      while (!re.test(err) && Date.now() < deadline) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        err += new TextDecoder().decode(value);
+      }
+      return re.exec(err);
+    };
+    const m = await readUntil(/link listening on 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:(\d+)\n/);
+    expect(m?.[2]).toBe(String(target.port));
+    const c = await connect(Number(m![1]));
+    c.write(Buffer.from("ping"));
+    c.finish();
+    await c.until(() => c.closed, 3000, "the echo and EOF came back through the CLI link");
+    expect(c.bytes).toBe(4);
+    expect(await readUntil(/link conn 0 \[4 MB\/s\]: up 4 B, down 4 B, closed\n/)).not.toBeNull();
+    p.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+  });
+});
