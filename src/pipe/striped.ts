@@ -485,7 +485,7 @@ export class StripedPipe implements Pipe {
     this.pumping = true;
     try {
       this.flushControl();
-      const stripes = this.stripes as StripeView[];
+      const stripes: readonly (StripeView | undefined)[] = this.stripes;
       const mode = this.opts.scheduler;
       for (;;) {
         if (!this.hasDataToSend()) break;

@@ -51,8 +51,8 @@ export class Scheduler {
     return Math.max(MIN_INFLIGHT, cap * 2);
   }
 
-  /** Index of the stripe to send `frameBytes` on, or -1 to wait for a drain or an ack. */
-  pick(stripes: readonly StripeView[], frameBytes: number): number {
+  /** Index of the stripe to send `frameBytes` on, or -1 to wait for a drain or an ack. Holes are dead stripes. */
+  pick(stripes: readonly (StripeView | undefined)[], frameBytes: number): number {
     const n = stripes.length;
     if (n === 0) return -1;
     switch (this.mode) {
@@ -60,16 +60,16 @@ export class Scheduler {
         const start = this.last >= 0 && this.last < n ? this.last : 0;
         for (let k = 0; k < n; k++) {
           const i = (start + k) % n;
-          const s = stripes[i]!;
-          if (s.usable && !s.congested) return (this.last = i);
+          const s = stripes[i];
+          if (s?.usable && !s.congested) return (this.last = i);
         }
         return -1;
       }
       case "round-robin": {
         for (let k = 1; k <= n; k++) {
           const i = (this.last + k) % n;
-          const s = stripes[i]!;
-          if (!s.usable) continue; // dead or joining stripes lose their turn
+          const s = stripes[i];
+          if (!s?.usable) continue; // dead or joining stripes lose their turn
           if (s.congested) return -1; // strict: wait for the stripe whose turn it is
           return (this.last = i);
         }
@@ -79,8 +79,8 @@ export class Scheduler {
         let best = -1;
         let bestTime = Infinity;
         for (let i = 0; i < n; i++) {
-          const s = stripes[i]!;
-          if (!s.usable || s.congested) continue;
+          const s = stripes[i];
+          if (!s?.usable || s.congested) continue;
           if (s.inflight > 0 && s.inflight + frameBytes > Scheduler.inflightCap(s)) continue;
           // Unmeasured stripes count as fast so they get measured.
           const time = s.rate > 0 ? (s.inflight + frameBytes) / s.rate : (s.inflight + frameBytes) / 1e12;

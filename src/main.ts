@@ -1,0 +1,70 @@
+#!/usr/bin/env bun
+/** Command-line entry: parses arguments and starts a mode. No logic of its own. */
+
+import { parseArgs, USAGE, type Command } from "./cli/args.ts";
+import { UsageError } from "./errors.ts";
+import { startClient } from "./proxy/client.ts";
+import { startRelay } from "./proxy/relay.ts";
+import { startServer } from "./proxy/server.ts";
+import { stderrLog } from "./proxy/log.ts";
+
+function onSignals(stop: () => void): void {
+  const handler = (): void => {
+    stop();
+    // Give shutdown frames a moment to leave, then exit cleanly.
+    setTimeout(() => process.exit(0), 200).unref();
+  };
+  process.once("SIGINT", handler);
+  process.once("SIGTERM", handler);
+}
+
+async function run(cmd: Command): Promise<void> {
+  switch (cmd.mode) {
+    case "help":
+      process.stdout.write(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
+      if (cmd.topic === "link") {
+        const { runLinkCli } = await import("./link/cli.ts");
+        await runLinkCli(["--help"]);
+      }
+      return;
+    case "server": {
+      const s = startServer({ listen: cmd.listen, target: cmd.target, session: cmd.session, maxSessions: cmd.maxSessions });
+      onSignals(() => s.stop());
+      return;
+    }
+    case "client": {
+      const c = startClient({ listen: cmd.listen, peer: cmd.peer, stripes: cmd.stripes, session: cmd.session });
+      onSignals(() => c.stop());
+      return;
+    }
+    case "relay": {
+      const r = startRelay({ listen: cmd.listen, target: cmd.target });
+      onSignals(() => r.stop());
+      return;
+    }
+    case "link": {
+      const { runLinkCli } = await import("./link/cli.ts");
+      await runLinkCli(cmd.argv);
+      return;
+    }
+    case "demo": {
+      const { runDemo } = await import("./cli/demo.ts");
+      await runDemo(cmd);
+      process.exit(0);
+    }
+  }
+}
+
+const argv = process.argv.slice(2);
+try {
+  await run(parseArgs(argv));
+} catch (err) {
+  if (err instanceof UsageError) {
+    process.stderr.write(`error: ${err.message}\n\n${USAGE[argv[0] ?? "main"] ?? USAGE.main}\n`);
+    process.exit(2);
+  }
+  const e = err as { code?: string; message?: string };
+  // A listener that cannot bind (port in use, bad address) is the common case here.
+  stderrLog(`fatal: ${e.code ?? "E_START"} ${e.message ?? String(err)}`);
+  process.exit(1);
+}
