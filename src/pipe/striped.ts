@@ -72,6 +72,8 @@ const ACK_EVERY_BYTES = 256 * 1024;
 const TICK_MS = 250;
 const LINGER_MS = 3000;
 const MIN_RATE_INTERVAL_MS = 50;
+/** Least time without ack progress before head-of-line frames are re-sent on other stripes. */
+const HOL_MIN_MS = 400;
 
 const pools = new Map<number, BufferPool>();
 function poolFor(size: number): BufferPool {
@@ -97,6 +99,8 @@ class Stripe implements StripeView {
   lastRecvAt: number;
   pingSentAt = 0;
   pendingPong = -1;
+  /** Times this stripe held up in-order delivery and had its frames re-sent elsewhere. */
+  stalls = 0;
   /** A pooled buffer the carrier still holds (congested write); returned on drain. */
   lent: Uint8Array | undefined;
   decoder!: FrameDecoder;
@@ -180,7 +184,7 @@ export interface SessionMetrics {
   peakSendBufferBytes: number;
   reorderBytes: number;
   peakReorderBytes: number;
-  perStripe: { index: number; inflight: number; rate: number; rtt: number; sent: number; received: number }[];
+  perStripe: { index: number; inflight: number; rate: number; rtt: number; sent: number; received: number; stalls: number }[];
 }
 
 /** One pipe over several carriers; see the module comment. */
@@ -228,6 +232,7 @@ export class StripedPipe implements Pipe {
   private bytesSinceAck = 0;
 
   private tickTimer: Timer | undefined;
+  private lastAckProgress = performance.now();
   private graceTimer: Timer | undefined;
   private pumping = false;
   private delivering = false;
@@ -266,7 +271,7 @@ export class StripedPipe implements Pipe {
   metrics(): SessionMetrics {
     const perStripe = [];
     for (const s of this.stripes) {
-      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.rtt, sent: s.sentPos, received: s.recvPos });
+      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.rtt, sent: s.sentPos, received: s.recvPos, stalls: s.stalls });
     }
     return {
       stripes: perStripe.length,
@@ -426,7 +431,10 @@ export class StripedPipe implements Pipe {
       const s = this.stripes[view.getUint16(pos)];
       if (s && s.usable && s.generation === view.getUint16(pos + 2)) s.delivered(view.getUint32(pos + 4), now);
     }
-    if (value > this.sendBuf.acked) this.sendBuf.ack(value);
+    if (value > this.sendBuf.acked) {
+      this.sendBuf.ack(value);
+      this.lastAckProgress = now;
+    }
     if (flags & ACK_FLAG_FIN) {
       if (!this.finSent) throw new ProtocolError("E_BAD_ACK", "FIN acknowledged before it was sent");
       this.finAcked = true;
@@ -493,7 +501,7 @@ export class StripedPipe implements Pipe {
         if (i < 0) break;
         const stripe = this.stripes[i]!;
         const budget = mode === "round-robin" ? 1 : mode === "rate" ? this.stripeBudget(stripe) : Infinity;
-        if (!this.writeBatch(stripe, budget)) break;
+        if (!this.writeBatch(stripe, budget, mode === "rate" ? this.frameFor(stripe) : this.opts.frameSize)) break;
       }
       this.maybeDone();
     } finally {
@@ -510,6 +518,15 @@ export class StripedPipe implements Pipe {
     if (this.resendOff.length > 0) return true;
     if (this.nextOffset < this.sendBuf.end && this.nextOffset < this.sendBuf.acked + this.peerWindow) return true;
     return this.finPending && !this.finAcked && this.finOnStripe === undefined && this.nextOffset === this.sendBuf.end;
+  }
+
+  /**
+   * DATA payload size for a stripe in rate mode: about 25 ms of its measured rate, so a frame on a slow
+   * stripe does not hold up in-order delivery for long (between 4 KiB and frameSize).
+   */
+  private frameFor(s: Stripe): number {
+    if (s.rate <= 0) return this.opts.frameSize;
+    return Math.max(4096, Math.min(this.opts.frameSize, Math.floor(s.rate * 0.025)));
   }
 
   /** Frames the rate scheduler lets this stripe take in one batch. */
@@ -563,7 +580,7 @@ export class StripedPipe implements Pipe {
    * first), then the FIN when everything before it has been framed. Returns false when nothing was
    * written or the stripe became congested.
    */
-  private writeBatch(stripe: Stripe, maxFrames: number): boolean {
+  private writeBatch(stripe: Stripe, maxFrames: number, frameSize = this.opts.frameSize): boolean {
     const batch = this.batch;
     const now = performance.now();
     batch.reset(this.pool.get());
@@ -577,7 +594,6 @@ export class StripedPipe implements Pipe {
     }
     if (this.ackDue) this.appendAck();
     let frames = 0;
-    const frameSize = this.opts.frameSize;
     while (frames < maxFrames && batch.dataRoom >= Math.min(frameSize, 1024)) {
       let offset: number;
       let max: number;
@@ -730,6 +746,7 @@ export class StripedPipe implements Pipe {
   /** Periodic: keepalive pings and dead-stripe detection. */
   private tick(): void {
     const now = performance.now();
+    this.rescueHeadOfLine(now);
     let ping = false;
     for (const s of this.stripes) {
       if (!s || !s.usable) continue;
@@ -745,6 +762,50 @@ export class StripedPipe implements Pipe {
     }
     if (ping) {
       for (const s of this.stripes) if (s && s.usable && s.pingSentAt === -1) this.writeBatch(s, 0);
+    }
+  }
+
+  /**
+   * When the cumulative ack has not moved for a while and the first unacknowledged frame is still in
+   * flight on some stripe (the peer has not reported receiving it there), that stripe is stalling
+   * in-order delivery: re-send what it holds on the others and halve its rate estimate (MPTCP's
+   * opportunistic retransmission and penalisation). A blackholed stripe is bypassed this way long
+   * before the dead-stripe timer drops it.
+   */
+  private rescueHeadOfLine(now: number): void {
+    const acked = this.sendBuf.acked;
+    if (acked >= this.nextOffset || this.state !== "open") {
+      this.lastAckProgress = now;
+      return;
+    }
+    let maxRtt = 0;
+    for (const s of this.stripes) if (s?.usable && s.rtt > maxRtt) maxRtt = s.rtt;
+    if (now - this.lastAckProgress < Math.max(HOL_MIN_MS, 4 * maxRtt)) return;
+    if (this.usableStripes < 2) return;
+    for (const s of this.stripes) {
+      if (!s?.usable) continue;
+      let holds = false;
+      for (let k = s.fHead; k < s.fOff.length; k++) {
+        if (s.fOff[k]! <= acked && acked < s.fOff[k]! + s.fLen[k]!) {
+          holds = true;
+          break;
+        }
+      }
+      if (!holds) continue;
+      const offs: number[] = [];
+      const lens: number[] = [];
+      for (let k = s.fHead; k < s.fOff.length; k++) {
+        if (s.fOff[k]! + s.fLen[k]! > acked) {
+          offs.push(s.fOff[k]!);
+          lens.push(s.fLen[k]!);
+        }
+      }
+      this.mergeResends(offs, lens);
+      s.rate *= 0.5;
+      s.stalls++;
+      this.lastAckProgress = now;
+      this.pump();
+      return;
     }
   }
 

@@ -1,0 +1,15 @@
+/** tcp-striper as a library: the pipe contract, its implementations, the bridge and the proxies. */
+
+export type { Pipe, PipeHandler, PipeState, PipeStats } from "./pipe/pipe.ts";
+export { TcpPipe, connectTcp, listenTcp, formatAddress, type Address, type TcpListener } from "./pipe/tcp.ts";
+export { Bridge, type BridgeResult, type BridgeDirection } from "./pipe/bridge.ts";
+export { StripedPipe, DEFAULT_SESSION_OPTIONS, type SessionOptions, type SessionMetrics } from "./pipe/striped.ts";
+export { Scheduler, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "./stripe/scheduler.ts";
+export { ReorderBuffer } from "./stripe/reorder.ts";
+export { SendBuffer } from "./stripe/sendbuf.ts";
+export { startServer, type ServerOptions, type StriperServer } from "./proxy/server.ts";
+export { startClient, type ClientOptions, type StriperClient } from "./proxy/client.ts";
+export { startRelay, type RelayOptions, type Relay } from "./proxy/relay.ts";
+export { startCappedLink, type CappedLink, type CappedLinkOptions } from "./link/capped.ts";
+export { startFaultProxy, type FaultProxy, type FaultProxyOptions } from "./link/fault.ts";
+export * from "./errors.ts";
