@@ -59,8 +59,8 @@ export interface SessionOptions {
 /** Defaults; the CLI exposes most of them. */
 export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
   window: 16 * 1024 * 1024,
-  frameSize: 64 * 1024,
-  batchSize: 256 * 1024,
+  frameSize: 256 * 1024,
+  batchSize: 512 * 1024,
   scheduler: "rate",
   keepaliveMs: 1000,
   deadMs: 5000,
@@ -88,8 +88,10 @@ class Stripe implements StripeView {
   congested = false;
   inflight = 0;
   rate = 0;
+  /** Minimum RTT seen (ms): the scheduler's RTT, free of the stripe's own queueing delay. */
   rtt = 0;
-  minRtt = 0;
+  /** Smoothed RTT (ms), for statistics. */
+  srtt = 0;
   /** Bytes written to this stripe connection (after the handshake). */
   sentPos = 0;
   /** Bytes received from it (after the handshake). */
@@ -156,13 +158,13 @@ class Stripe implements StripeView {
     this.peerRecv = recv32;
     if (lastTime >= 0) {
       const sample = Math.max(now - lastTime, 0.05);
-      this.rtt = this.rtt === 0 ? sample : this.rtt * 0.875 + sample * 0.125;
-      this.minRtt = this.minRtt === 0 ? sample : Math.min(this.minRtt, sample);
+      this.srtt = this.srtt === 0 ? sample : this.srtt * 0.875 + sample * 0.125;
+      this.rtt = this.rtt === 0 ? sample : Math.min(this.rtt, sample);
     }
     this.inflight -= bytes;
     this.sampleBytes += bytes;
     const elapsed = now - this.sampleStart;
-    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.minRtt * 2)) {
+    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.rtt * 2)) {
       const sample = (this.sampleBytes * 1000) / elapsed;
       // Only let the estimate fall while the stripe had work queued: an idle stripe is not a slow one.
       if (sample > this.rate || this.inflight > 0) this.rate = this.rate === 0 ? sample : this.rate * 0.6 + sample * 0.4;
@@ -271,7 +273,7 @@ export class StripedPipe implements Pipe {
   metrics(): SessionMetrics {
     const perStripe = [];
     for (const s of this.stripes) {
-      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.rtt, sent: s.sentPos, received: s.recvPos, stalls: s.stalls });
+      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sentPos, received: s.recvPos, stalls: s.stalls });
     }
     return {
       stripes: perStripe.length,
@@ -779,7 +781,7 @@ export class StripedPipe implements Pipe {
       return;
     }
     let maxRtt = 0;
-    for (const s of this.stripes) if (s?.usable && s.rtt > maxRtt) maxRtt = s.rtt;
+    for (const s of this.stripes) if (s?.usable && s.srtt > maxRtt) maxRtt = s.srtt;
     if (now - this.lastAckProgress < Math.max(HOL_MIN_MS, 4 * maxRtt)) return;
     if (this.usableStripes < 2) return;
     for (const s of this.stripes) {

@@ -29,7 +29,7 @@ export interface StripeView {
   inflight: number;
   /** Measured delivery rate in bytes/s (0 = not measured yet). */
   rate: number;
-  /** Smoothed round-trip time in ms (0 = not measured yet). */
+  /** Minimum round-trip time seen, in ms (0 = not measured yet): free of the stripe's own queueing. */
   rtt: number;
 }
 
