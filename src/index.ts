@@ -10,6 +10,7 @@ export { SendBuffer } from "./stripe/sendbuf.ts";
 export { startServer, type ServerOptions, type StriperServer } from "./proxy/server.ts";
 export { startClient, type ClientOptions, type StriperClient } from "./proxy/client.ts";
 export { startRelay, type RelayOptions, type Relay } from "./proxy/relay.ts";
+export { DatagramPipe, MessageDecoder, encodeMessage } from "./pipe/datagram.ts";
 export { startCappedLink, type CappedLink, type CappedLinkOptions } from "./link/capped.ts";
 export { startFaultProxy, type FaultProxy, type FaultProxyOptions } from "./link/fault.ts";
 export * from "./errors.ts";

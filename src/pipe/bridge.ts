@@ -47,8 +47,8 @@ export class Bridge {
   private wire(src: Pipe, dst: Pipe, dir: BridgeDirection): void {
     src.setHandler({
       data: (chunk) => {
-        dir.bytes += chunk.byteLength;
         if (!dst.writable) return; // dst already failed; its close tears src down
+        dir.bytes += chunk.byteLength;
         if (!dst.send(chunk)) {
           dir.congestions++;
           src.pause();

@@ -16,7 +16,7 @@
  * acknowledged, the stripes are shut down; stripes do not carry session semantics of their own.
  */
 
-import { BrokenError, ProtocolError, StriperError, asStriperError } from "../errors.ts";
+import { BrokenError, ConnectError, ProtocolError, StriperError, asStriperError } from "../errors.ts";
 import { FrameDecoder, type FrameSink } from "../wire/codec.ts";
 import {
   ACK_FLAG_FIN,
@@ -30,6 +30,8 @@ import {
   RESET_GRACE_EXPIRED,
   RESET_PEER_FAILED,
   RESET_PROTOCOL,
+  RESET_SHUTDOWN,
+  RESET_TARGET_UNREACHABLE,
 } from "../wire/constants.ts";
 import { BufferPool, FrameBatch } from "../wire/batch.ts";
 import { ReorderBuffer } from "../stripe/reorder.ts";
@@ -232,6 +234,7 @@ export class StripedPipe implements Pipe {
   private ackDue = false;
   private lastAckValue = -1;
   private bytesSinceAck = 0;
+  private ackable = 0; // DATA bytes (and FINs) in the chunk being decoded
 
   private tickTimer: Timer | undefined;
   private lastAckProgress = performance.now();
@@ -298,6 +301,11 @@ export class StripedPipe implements Pipe {
       return;
     }
     const old = this.stripes[index];
+    // A late re-dial must not replace a newer stripe (generations are 16-bit and wrap).
+    if (old && ((generation - old.generation) & 0xffff) >= 0x8000) {
+      pipe.close(new BrokenError("E_STALE_STRIPE", `stripe ${index} generation ${generation} is older than ${old.generation}`));
+      return;
+    }
     if (old) this.killStripe(old, new BrokenError("E_STRIPE_REPLACED", `stripe ${index} replaced`));
     const stripe = new Stripe(index, generation, pipe, performance.now());
     stripe.decoder = new FrameDecoder(this.sink(stripe));
@@ -363,7 +371,9 @@ export class StripedPipe implements Pipe {
   close(err?: StriperError): void {
     if (this.state === "closed") return;
     const reason = err ?? new BrokenError("E_ABORTED", "session aborted");
-    this.finish(reason, RESET_PEER_FAILED);
+    const code =
+      reason instanceof ConnectError ? RESET_TARGET_UNREACHABLE : reason.code === "E_SHUTDOWN" ? RESET_SHUTDOWN : RESET_PEER_FAILED;
+    this.finish(reason, code);
   }
 
   // --- receiving ----------------------------------------------------------------------------------
@@ -382,11 +392,16 @@ export class StripedPipe implements Pipe {
     }
     if (this.state === "closed") return;
     this.deliver();
-    this.scheduleAck(chunk.byteLength);
+    // Only DATA and FIN need acknowledging: acking ACK-only chunks would make idle sessions trade ACKs forever.
+    if (this.ackable > 0) {
+      this.scheduleAck(this.ackable);
+      this.ackable = 0;
+    }
     if (this.ackDue || stripe.pendingPong >= 0) this.pump();
   }
 
   private onDataFragment(offset: number, bytes: Uint8Array): void {
+    this.ackable += bytes.byteLength;
     if (this.peerFin >= 0 && offset + bytes.byteLength > this.peerFin) {
       throw new ProtocolError("E_DATA_AFTER_FIN", `data at ${offset} beyond the peer's FIN at ${this.peerFin}`);
     }
@@ -409,7 +424,7 @@ export class StripedPipe implements Pipe {
         }
         if (value < this.reorder.contiguous) throw new ProtocolError("E_FIN_MISMATCH", `FIN at ${value} below received data`);
         this.peerFin = value;
-        this.ackDue = true;
+        this.ackable++;
         return;
       case FRAME_RESET: {
         const reason = new TextDecoder().decode(payload.subarray(0, 200)) || "no reason given";
@@ -455,11 +470,18 @@ export class StripedPipe implements Pipe {
     if (this.delivering) return;
     this.delivering = true;
     try {
+      let handed = 0;
       while (!this.paused && this.state !== "closed") {
         const chunk = this.reorder.shift();
         if (chunk === undefined) break;
         this.stats.bytesIn += chunk.byteLength;
+        handed += chunk.byteLength;
         this.handler.data(chunk);
+      }
+      // Delivered bytes open the peer's window: acknowledge them (soon, or now when it is a lot).
+      if (handed > 0 && this.state !== "closed") {
+        this.scheduleAck(0);
+        if (this.ackDue) this.pump();
       }
       if (!this.endDelivered && this.peerFin >= 0 && this.reorder.delivered === this.peerFin && this.state !== "closed") {
         this.endDelivered = true;
@@ -763,7 +785,8 @@ export class StripedPipe implements Pipe {
       }
     }
     if (ping) {
-      for (const s of this.stripes) if (s && s.usable && s.pingSentAt === -1) this.writeBatch(s, 0);
+      // A congested stripe gets its PING with its next batch.
+      for (const s of this.stripes) if (s && s.usable && !s.congested && s.pingSentAt === -1) this.writeBatch(s, 0);
     }
   }
 

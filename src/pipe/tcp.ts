@@ -51,6 +51,7 @@ export class TcpPipe implements Pipe {
       if (n === chunk.byteLength) return true;
       if (n < 0) {
         // The socket is dead; `close` follows and reports it.
+        this.stats.congestions++;
         return false;
       }
       chunk = chunk.subarray(n);
@@ -279,8 +280,8 @@ export interface TcpListener {
 }
 
 /**
- * Listens on `at`; `onAccept` must install a handler synchronously. The returned pipe is already open, so
- * `ready` is not called for accepted pipes.
+ * Listens on `at`; `onAccept` must install a handler synchronously. The pipe is still "opening" inside
+ * `onAccept`; it opens (and `ready` fires) right after.
  */
 export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
   const listener: TCPSocketListener<TcpPipe> = Bun.listen<TcpPipe>({

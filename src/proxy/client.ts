@@ -14,6 +14,7 @@ import {
   HELLO_JOIN,
   HELLO_OPEN,
   SESSION_ID_SIZE,
+  STATUS_BAD_VERSION,
   STATUS_OK,
   STATUS_UNKNOWN_SESSION,
   VERSION,
@@ -62,7 +63,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     const generation = new Array<number>(n).fill(0);
     const failures = new Array<number>(n).fill(0);
     let everOpen = false;
-    let initialFailures = 0;
+    const failedInitial: number[] = [];
     let lastError: StriperError | undefined;
 
     const dial = (index: number): void => {
@@ -88,9 +89,18 @@ export function startClient(opts: ClientOptions): StriperClient {
         else {
           try {
             const w = decodeWelcome(r.message);
+            if (w.version !== VERSION || w.status === STATUS_BAD_VERSION) {
+              pipe.close();
+              session.close(new ConnectError("E_BAD_VERSION", `server proxy speaks protocol version ${w.version}, not ${VERSION}`));
+              return;
+            }
             if (w.status === STATUS_OK) {
-              everOpen = true;
               failures[index] = 0;
+              if (!everOpen) {
+                everOpen = true;
+                // Stripes whose first dial failed before any succeeded are re-dialled now.
+                for (const i of failedInitial.splice(0)) redial(i);
+              }
               session.setPeerWindow(w.window);
               session.attach(index, gen, pipe, r.leftover);
               pipe.resume();
@@ -115,7 +125,8 @@ export function startClient(opts: ClientOptions): StriperClient {
     const stripeFailed = (index: number, err: StriperError): void => {
       if (!everOpen) {
         // Before the session ever opened: fail fast once every initial stripe has failed.
-        if (++initialFailures >= n) {
+        failedInitial.push(index);
+        if (failedInitial.length >= n) {
           session.close(new ConnectError(err.code, `server proxy ${formatAddress(opts.peer)} unreachable: ${err.message}`));
         }
         return;

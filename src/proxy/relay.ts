@@ -1,5 +1,6 @@
 /** Plain relay: each accepted connection is bridged to a new connection to the target. */
 
+import { BrokenError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpPipe } from "../pipe/tcp.ts";
 import { formatBytes, stderrLog, type LogSink } from "./log.ts";
@@ -45,9 +46,11 @@ export function startRelay(opts: RelayOptions): Relay {
     active,
     stop() {
       listener.stop();
+      // A connection cut by shutdown must look like a reset to both peers, never like a clean EOF.
+      const err = new BrokenError("E_SHUTDOWN", "relay stopped");
       for (const b of active) {
-        b.a.close();
-        b.b.close();
+        b.a.close(err);
+        b.b.close(err);
       }
     },
   };

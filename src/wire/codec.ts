@@ -10,6 +10,7 @@ import {
   FRAME_TYPE_MAX,
   HELLO_SIZE,
   MAGIC,
+  MAX_CONTROL_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_PAD,
   SESSION_ID_SIZE,
@@ -79,7 +80,7 @@ export function decodeHello(buf: Uint8Array): Hello {
     stripeIndex: v.getUint16(6),
     stripeCount: v.getUint16(8),
     generation: v.getUint16(10),
-    sessionId: buf.slice(12, 12 + SESSION_ID_SIZE),
+    sessionId: new Uint8Array(buf.subarray(12, 12 + SESSION_ID_SIZE)), // a copy: Buffer#slice would share memory
     window: v.getUint32(28),
   };
 }
@@ -256,7 +257,7 @@ export class FrameDecoder {
     const length = v.getUint32(4);
     const value = readU64(v, 8);
     if (type > FRAME_TYPE_MAX) throw new ProtocolError("E_UNKNOWN_FRAME", `unknown frame type ${type}`);
-    if (length > this.maxPayload) {
+    if (length > this.maxPayload || (type !== FRAME_DATA && length > MAX_CONTROL_PAYLOAD)) {
       throw new ProtocolError("E_FRAME_TOO_LARGE", `frame payload of ${length} bytes exceeds ${this.maxPayload}`);
     }
     if (pad > MAX_PAD || (pad !== 0 && type !== FRAME_DATA)) {

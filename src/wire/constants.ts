@@ -33,6 +33,8 @@ export const STATUS_REFUSED = 3;
 export const FRAME_HEADER_SIZE = 16;
 /** Largest payload a frame may announce; larger is a protocol error (E_FRAME_TOO_LARGE). */
 export const MAX_FRAME_PAYLOAD = 1 << 20;
+/** Largest payload of a non-DATA frame (ACK, RESET...); larger is E_FRAME_TOO_LARGE. */
+export const MAX_CONTROL_PAYLOAD = 64 * 1024;
 /** Largest padding between a DATA header and its payload (keeps copies 64-byte co-aligned). */
 export const MAX_PAD = 63;
 
