@@ -356,7 +356,8 @@ export class DatagramPipe implements Pipe {
     this.inHandler = true;
     this.handler.data(msg);
     this.inHandler = false;
-    return !this.paused && this._state !== "closed";
+    // The handler may have closed us: re-read the state (TypeScript's narrowing does not know that).
+    return !this.paused && (this._state as PipeState) !== "closed";
   }
 
   private schedulePump(): void {
@@ -376,7 +377,7 @@ export class DatagramPipe implements Pipe {
     }
     if (this.paused || this.pumping || this._state === "closed" || this.backlog.length > 0) return;
     if (this.endPending) this.deliverEnd();
-    if (this.closePending && this._state !== "closed") this.finish(undefined);
+    if (this.closePending && (this._state as PipeState) !== "closed") this.finish(undefined);
   }
 
   private deliverEnd(): void {

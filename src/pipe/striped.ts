@@ -390,7 +390,7 @@ export class StripedPipe implements Pipe {
       this.finish(e, RESET_PROTOCOL);
       return;
     }
-    if (this.state === "closed") return;
+    if (this.closed) return; // a RESET frame in the chunk ended the session
     this.deliver();
     // Only DATA and FIN need acknowledging: acking ACK-only chunks would make idle sessions trade ACKs forever.
     if (this.ackable > 0) {

@@ -7,7 +7,7 @@
  * pipe is made visible to a peer as an error rather than a clean EOF.
  */
 
-import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import type { Socket, SocketHandler, TCPSocketConnectOptions, TCPSocketListenOptions, TCPSocketListener } from "bun";
 import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
 import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
@@ -261,13 +261,15 @@ export function connectTcp(to: Address, handler?: PipeHandler): TcpPipe {
   const pipe = new TcpPipe();
   if (handler) pipe.setHandler(handler);
   pipe.remote = formatAddress(to);
-  Bun.connect<TcpPipe>({
+  // allowHalfOpen works (see the notes) but is missing from bun-types.
+  const options: TCPSocketConnectOptions<TcpPipe> & { allowHalfOpen: true } = {
     hostname: to.host,
     port: to.port,
     data: pipe,
     allowHalfOpen: true,
     socket: tcpHandlers,
-  } as Parameters<typeof Bun.connect<TcpPipe>>[0]).catch((err: unknown) => pipe.onConnectError(err, pipe.remote));
+  };
+  Bun.connect<TcpPipe>(options).catch((err: unknown) => pipe.onConnectError(err, pipe.remote));
   return pipe;
 }
 
@@ -284,7 +286,7 @@ export interface TcpListener {
  * `onAccept`; it opens (and `ready` fires) right after.
  */
 export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
-  const listener: TCPSocketListener<TcpPipe> = Bun.listen<TcpPipe>({
+  const options: TCPSocketListenOptions<TcpPipe> & { allowHalfOpen: true } = {
     hostname: at.host,
     port: at.port,
     allowHalfOpen: true,
@@ -303,7 +305,8 @@ export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpLi
         pipe.onOpen(socket);
       },
     },
-  } as Parameters<typeof Bun.listen<TcpPipe>>[0]);
+  };
+  const listener: TCPSocketListener<TcpPipe> = Bun.listen<TcpPipe>(options);
   return {
     host: at.host,
     port: listener.port,

@@ -3,7 +3,7 @@
  * that sends a buffer, half-closes, and collects what comes back — all with backpressure and hashes.
  */
 
-import type { Socket, TCPSocketListener } from "bun";
+import type { Socket, TCPSocketConnectOptions, TCPSocketListenOptions, TCPSocketListener } from "bun";
 
 /** sha256 hex of the bytes. */
 export function sha256(data: Uint8Array): string {
@@ -89,7 +89,8 @@ export async function appExchange(
       resolve({ received: Buffer.concat(conn.received), cleanEnd: conn.gotEnd, error: err, ms: performance.now() - started });
     };
     const timer = setTimeout(() => finish(`timeout after ${opts.timeoutMs ?? 60000} ms with ${conn.receivedBytes} bytes received`), opts.timeoutMs ?? 60000);
-    Bun.connect<Conn>({
+    // allowHalfOpen works (see the notes) but is missing from bun-types.
+    const options: TCPSocketConnectOptions<Conn> & { allowHalfOpen: true } = {
       hostname: opts.host ?? "127.0.0.1",
       port,
       data: conn,
@@ -109,7 +110,7 @@ export async function appExchange(
         },
         close: (s, err) => {
           // After our own shutdown(), Bun reports the peer's FIN as a plain close with no `end` event.
-          if (err) finish(err.code ?? err.message);
+          if (err) finish((err as { code?: string }).code ?? err.message);
           else if (!conn.gotEnd && !conn.done) finish("closed without EOF");
           else {
             conn.gotEnd = true;
@@ -123,7 +124,8 @@ export async function appExchange(
           reject(err);
         },
       },
-    } as any).catch((err) => {
+    };
+    Bun.connect<Conn>(options).catch((err: unknown) => {
       if (!settled) {
         settled = true;
         clearTimeout(timer);
@@ -187,7 +189,7 @@ export function startTarget(opts: { mode: "echo" | "reply"; reply?: (data: Uint8
       s.shutdown();
     }
   };
-  const listener: TCPSocketListener<TState> = Bun.listen<TState>({
+  const options: TCPSocketListenOptions<TState> & { allowHalfOpen: true } = {
     hostname: opts.host ?? "127.0.0.1",
     port: 0,
     allowHalfOpen: true,
@@ -222,13 +224,14 @@ export function startTarget(opts: { mode: "echo" | "reply"; reply?: (data: Uint8
       close(s, err) {
         if (!s.data) return;
         s.data.closed = true;
-        if (err) s.data.error = err.code ?? err.message;
+        if (err) s.data.error = (err as { code?: string }).code ?? err.message;
         else if (!s.data.gotEnd) s.data.error = "closed without EOF";
       },
       error(s, err) {
         if (s.data) s.data.error = err.message;
       },
     },
-  } as any);
+  };
+  const listener: TCPSocketListener<TState> = Bun.listen<TState>(options);
   return { port: listener.port, conns, stop: () => listener.stop(true) };
 }
