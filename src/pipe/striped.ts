@@ -184,6 +184,8 @@ export interface SessionMetrics {
   usableStripes: number;
   stripeDeaths: number;
   resentBytes: number;
+  /** Bytes of ACK frames sent: the cost of lossless striping on the wire. */
+  ackBytes: number;
   sendBufferBytes: number;
   peakSendBufferBytes: number;
   reorderBytes: number;
@@ -224,6 +226,7 @@ export class StripedPipe implements Pipe {
   private peakSendBuffer = 0;
   private resentBytes = 0;
   private stripeDeaths = 0;
+  private ackBytes = 0;
 
   // Receive side.
   private readonly reorder: ReorderBuffer;
@@ -283,6 +286,7 @@ export class StripedPipe implements Pipe {
       usableStripes: this.usableStripes,
       stripeDeaths: this.stripeDeaths,
       resentBytes: this.resentBytes,
+      ackBytes: this.ackBytes,
       sendBufferBytes: this.sendBuf.bytes,
       peakSendBufferBytes: this.peakSendBuffer,
       reorderBytes: this.reorder.bufferedBytes,
@@ -590,6 +594,7 @@ export class StripedPipe implements Pipe {
     }
     const finFlag = this.endDelivered ? ACK_FLAG_FIN : 0;
     this.batch.appendControl(FRAME_ACK, finFlag, this.reorder.delivered, payload);
+    this.ackBytes += FRAME_HEADER_SIZE + payload.byteLength;
     this.lastAckValue = this.reorder.delivered;
     this.bytesSinceAck = 0;
     this.ackDue = false;

@@ -21,7 +21,7 @@ import {
   WELCOME_SIZE,
 } from "../wire/constants.ts";
 import { readHandshake } from "./handshake.ts";
-import { formatBytes, hexId, stderrLog, type LogSink } from "./log.ts";
+import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 
 /** Options of the client-side proxy. */
 export interface ClientOptions {
@@ -64,7 +64,6 @@ export function startClient(opts: ClientOptions): StriperClient {
     const failures = new Array<number>(n).fill(0);
     let everOpen = false;
     const failedInitial: number[] = [];
-    let lastError: StriperError | undefined;
 
     const dial = (index: number): void => {
       if (session.closed) return;
@@ -117,7 +116,6 @@ export function startClient(opts: ClientOptions): StriperClient {
           }
         }
         pipe.close(err);
-        lastError = err;
         stripeFailed(index, err);
       });
     };
@@ -145,13 +143,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     log(`session ${id} start app ${app.remote} stripes ${n} peer ${formatAddress(opts.peer)}`);
     new Bridge(app, session, (r) => {
       sessions.delete(session);
-      const m = session.metrics();
-      const err = r.error ?? lastError;
-      const reason = r.error ? `${err!.code} ${err!.message}` : "ok";
-      log(
-        `session ${id} end up ${formatBytes(r.aToB.bytes)} down ${formatBytes(r.bToA.bytes)} ` +
-          `${((performance.now() - started) / 1000).toFixed(2)} s stripe-deaths ${m.stripeDeaths} reason ${reason}`,
-      );
+      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
     });
     for (let i = 0; i < n; i++) dial(i);
   };

@@ -1,5 +1,8 @@
 /** One-line logs on stderr. Quiet mode (tests, demo) swaps the sink. */
 
+import type { StriperError } from "../errors.ts";
+import type { SessionMetrics } from "../pipe/striped.ts";
+
 /** Where proxy log lines go. */
 export type LogSink = (line: string) => void;
 
@@ -22,4 +25,13 @@ export function formatBytes(n: number): string {
 /** Short hex id for logs. */
 export function hexId(id: Uint8Array, bytes = 6): string {
   return Buffer.from(id.subarray(0, bytes)).toString("hex");
+}
+
+/** The one line logged when a session ends: bytes each way, duration, stripe trouble, why it ended. */
+export function sessionEndLine(id: string, up: number, down: number, ms: number, m: SessionMetrics, err?: StriperError): string {
+  const reason = err ? `${err.code} ${err.message}` : "ok";
+  return (
+    `session ${id} end up ${formatBytes(up)} down ${formatBytes(down)} ${(ms / 1000).toFixed(2)} s ` +
+    `stripe-deaths ${m.stripeDeaths} resent ${formatBytes(m.resentBytes)} acks ${formatBytes(m.ackBytes)} reason ${reason}`
+  );
 }

@@ -19,7 +19,7 @@ import {
   VERSION,
 } from "../wire/constants.ts";
 import { readHandshake } from "./handshake.ts";
-import { formatBytes, stderrLog, type LogSink } from "./log.ts";
+import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -68,12 +68,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     log(`session ${key.slice(0, 12)} start target ${formatAddress(opts.target)}`);
     new Bridge(session, target, (r) => {
       sessions.delete(key);
-      const m = session.metrics();
-      const reason = r.error ? `${r.error.code} ${r.error.message}` : "ok";
-      log(
-        `session ${key.slice(0, 12)} end up ${formatBytes(r.aToB.bytes)} down ${formatBytes(r.bToA.bytes)} ` +
-          `${((performance.now() - started) / 1000).toFixed(2)} s stripe-deaths ${m.stripeDeaths} reason ${reason}`,
-      );
+      log(sessionEndLine(key.slice(0, 12), r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
     });
     // A target that cannot be reached ends the session at once; the client sees a reset.
     return session;
