@@ -28,12 +28,18 @@ async function run(cmd: Command): Promise<void> {
       }
       return;
     case "server": {
-      const s = startServer({ listen: cmd.listen, target: cmd.target, session: cmd.session, maxSessions: cmd.maxSessions });
+      const s = startServer({
+        listen: cmd.listen,
+        target: cmd.target,
+        session: cmd.session,
+        maxSessions: cmd.maxSessions,
+        maxBuffer: cmd.maxBuffer,
+      });
       onSignals(() => s.stop());
       return;
     }
     case "client": {
-      const c = startClient({ listen: cmd.listen, peer: cmd.peer, stripes: cmd.stripes, session: cmd.session });
+      const c = startClient({ listen: cmd.listen, peer: cmd.peer, stripes: cmd.stripes, session: cmd.session, maxBuffer: cmd.maxBuffer });
       onSignals(() => c.stop());
       return;
     }

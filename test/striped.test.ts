@@ -155,6 +155,27 @@ describe("backpressure", () => {
   });
 });
 
+describe("memory budget", () => {
+  test("the shared buffer budget bounds all sessions' stores together", async () => {
+    const logs: string[] = [];
+    const target = startTarget({ mode: "echo", readDelayMs: 2 });
+    const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, log: (l) => logs.push(l) });
+    const maxBuffer = 4 * 1024 * 1024;
+    const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, maxBuffer, log: (l) => logs.push(l) });
+    cleanup.push(() => {
+      client.stop();
+      server.stop();
+      target.stop();
+    });
+    const sessions = 10;
+    await Promise.all(Array.from({ length: sessions }, (_, k) => echoIntegrity(client.port, 4 * 1024 * 1024, 200 + k)));
+    // Without the budget the stores could hold all 40 MiB; with it, the limit plus one read chunk per session.
+    expect(client.budget.peak).toBeGreaterThan(maxBuffer / 2);
+    expect(client.budget.peak).toBeLessThanOrEqual(maxBuffer + sessions * 512 * 1024);
+    expect(client.budget.used).toBe(0);
+  });
+});
+
 describe("failures reach the app", () => {
   test("target refused: the app connection is reset promptly, not ended cleanly", async () => {
     const dead = startTarget({ mode: "echo" });

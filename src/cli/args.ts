@@ -29,7 +29,8 @@ Accepts stripes from client proxies and connects each session to the target.
   --grace MS              how long a session outlives having no stripe (default 10000)
   --keepalive MS          ping a stripe silent this long (default 1000)
   --dead-timeout MS       drop a stripe silent this long (default 5000)
-  --max-sessions N        refuse sessions beyond this (default 1024)`,
+  --max-sessions N        refuse sessions beyond this (default 1024)
+  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 67108864)`,
   client: `usage: bun run src/main.ts client --listen HOST:PORT --peer HOST:PORT [options]
 
 Accepts app connections and carries each over N stripes to the server proxy.
@@ -40,7 +41,8 @@ Accepts app connections and carries each over N stripes to the server proxy.
   --window BYTES          receive window per session and direction (default 16777216)
   --grace MS              how long a session outlives having no stripe (default 10000)
   --keepalive MS          ping a stripe silent this long (default 1000)
-  --dead-timeout MS       drop a stripe silent this long (default 5000)`,
+  --dead-timeout MS       drop a stripe silent this long (default 5000)
+  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 67108864)`,
   relay: `usage: bun run src/main.ts relay --listen HOST:PORT --target HOST:PORT
 
 Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.`,
@@ -53,8 +55,8 @@ Pushes data over one plain connection through the link, then striped, and prints
 /** Parsed command line. */
 export type Command =
   | { mode: "help"; topic: string }
-  | { mode: "server"; listen: Address; target: Address; session: SessionFlags; maxSessions?: number }
-  | { mode: "client"; listen: Address; peer: Address; stripes: number; session: SessionFlags }
+  | { mode: "server"; listen: Address; target: Address; session: SessionFlags; maxSessions?: number; maxBuffer?: number }
+  | { mode: "client"; listen: Address; peer: Address; stripes: number; session: SessionFlags; maxBuffer?: number }
   | { mode: "relay"; listen: Address; target: Address }
   | { mode: "link"; argv: string[] }
   | { mode: "demo"; cap: number; delayMs: number; stripes: number; seconds: number };
@@ -143,7 +145,7 @@ export function parseArgs(argv: string[]): Command {
   }
   switch (mode) {
     case "server": {
-      const f = flags(rest, ["listen", "target", "max-sessions", ...SESSION_FLAGS], mode);
+      const f = flags(rest, ["listen", "target", "max-sessions", "max-buffer", ...SESSION_FLAGS], mode);
       const cmd: Command = {
         mode,
         listen: parseAddress(required(f, "listen", mode), "--listen"),
@@ -151,10 +153,11 @@ export function parseArgs(argv: string[]): Command {
         session: sessionFlags(f),
       };
       if (f.has("max-sessions")) cmd.maxSessions = parseInt(f.get("max-sessions"), "--max-sessions", 1, 1_000_000);
+      if (f.has("max-buffer")) cmd.maxBuffer = parseInt(f.get("max-buffer"), "--max-buffer", 1 << 20, 2 ** 40);
       return cmd;
     }
     case "client": {
-      const f = flags(rest, ["listen", "peer", "stripes", "scheduler", ...SESSION_FLAGS], mode);
+      const f = flags(rest, ["listen", "peer", "stripes", "scheduler", "max-buffer", ...SESSION_FLAGS], mode);
       const session = sessionFlags(f);
       const sched = f.get("scheduler");
       if (sched !== undefined) {
@@ -169,6 +172,7 @@ export function parseArgs(argv: string[]): Command {
         peer: parseAddress(required(f, "peer", mode), "--peer"),
         stripes: f.has("stripes") ? parseInt(f.get("stripes"), "--stripes", 1, 64) : 4,
         session,
+        ...(f.has("max-buffer") ? { maxBuffer: parseInt(f.get("max-buffer"), "--max-buffer", 1 << 20, 2 ** 40) } : {}),
       };
     }
     case "relay": {

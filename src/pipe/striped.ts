@@ -36,6 +36,7 @@ import {
 import { BufferPool, FrameBatch } from "../wire/batch.ts";
 import { ReorderBuffer } from "../stripe/reorder.ts";
 import { SendBuffer } from "../stripe/sendbuf.ts";
+import type { BufferBudget } from "../stripe/budget.ts";
 import { Scheduler, type SchedulerMode, type StripeView } from "../stripe/scheduler.ts";
 import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
@@ -68,6 +69,9 @@ export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
   deadMs: 5000,
   graceMs: 10_000,
 };
+
+/** Default limit on the bytes all sessions of one proxy hold in their send stores. */
+export const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
 
 const ACK_DELAY_MS = 2;
 const ACK_EVERY_BYTES = 256 * 1024;
@@ -246,7 +250,14 @@ export class StripedPipe implements Pipe {
   private delivering = false;
   private readonly sink: (s: Stripe) => FrameSink;
 
-  constructor(opts: SessionOptions, peerWindow = opts.window) {
+  /**
+   * `budget`, when given, is shared by all sessions of a proxy and caps their send stores together.
+   */
+  constructor(
+    opts: SessionOptions,
+    peerWindow = opts.window,
+    private readonly budget?: BufferBudget,
+  ) {
     this.opts = opts;
     this.peerWindow = peerWindow;
     this.scheduler = new Scheduler(opts.scheduler);
@@ -345,15 +356,25 @@ export class StripedPipe implements Pipe {
     if (!this.writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
     this.stats.bytesOut += chunk.byteLength;
     this.sendBuf.append(chunk);
+    this.budget?.take(chunk.byteLength);
     if (this.sendBuf.bytes > this.peakSendBuffer) this.peakSendBuffer = this.sendBuf.bytes;
     this.pump();
-    if (this.sendBuf.bytes >= this.opts.window) {
+    if (this.sendBuf.bytes >= this.opts.window || (this.budget !== undefined && !this.budget.open)) {
       this.sendBlocked = true;
       this.stats.congestions++;
+      if (this.sendBuf.bytes < this.opts.window) this.budget!.wait(this.wakeFromBudget);
       return false;
     }
     return true;
   }
+
+  /** The shared budget has room again: resume reading the local socket unless the window is full. */
+  private readonly wakeFromBudget = (): void => {
+    if (this.state === "closed" || !this.sendBlocked) return;
+    if (this.sendBuf.bytes >= this.opts.window) return; // the next ack wakes us
+    this.sendBlocked = false;
+    this.handler.drain();
+  };
 
   shutdown(): void {
     if (!this.writable) return;
@@ -453,7 +474,7 @@ export class StripedPipe implements Pipe {
       if (s && s.usable && s.generation === view.getUint16(pos + 2)) s.delivered(view.getUint32(pos + 4), now);
     }
     if (value > this.sendBuf.acked) {
-      this.sendBuf.ack(value);
+      this.budget?.give(this.sendBuf.ack(value));
       this.lastAckProgress = now;
     }
     if (flags & ACK_FLAG_FIN) {
@@ -462,8 +483,11 @@ export class StripedPipe implements Pipe {
       this.finOnStripe = undefined;
     }
     if (this.sendBlocked && this.sendBuf.bytes < this.opts.window && this.state !== "closed") {
-      this.sendBlocked = false;
-      this.handler.drain();
+      if (this.budget !== undefined && !this.budget.open) this.budget.wait(this.wakeFromBudget);
+      else {
+        this.sendBlocked = false;
+        this.handler.drain();
+      }
     }
     this.pump();
     this.maybeDone();
@@ -887,6 +911,8 @@ export class StripedPipe implements Pipe {
         for (const p of live) if (p.state !== "closed") p.close(err);
       }, LINGER_MS).unref();
     }
+    this.budget?.give(this.sendBuf.bytes);
+    this.budget?.cancel(this.wakeFromBudget);
     this.sendBuf.clear();
     this.reorder.clear();
     this.resendOff = [];

@@ -7,7 +7,8 @@
 import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
-import { DEFAULT_SESSION_OPTIONS, StripedPipe, type SessionOptions } from "../pipe/striped.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, StripedPipe, type SessionOptions } from "../pipe/striped.ts";
+import { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeWelcome, encodeHello } from "../wire/codec.ts";
 import {
@@ -31,6 +32,8 @@ export interface ClientOptions {
   stripes?: number;
   session?: Partial<Omit<SessionOptions, "role">>;
   handshakeTimeoutMs?: number;
+  /** Bytes all sessions together may hold unacknowledged (default 64 MiB). */
+  maxBuffer?: number;
   log?: LogSink;
 }
 
@@ -39,6 +42,8 @@ export interface StriperClient {
   readonly port: number;
   /** Live sessions. */
   readonly sessions: Set<StripedPipe>;
+  /** The memory budget all sessions share (for statistics and tests). */
+  readonly budget: BufferBudget;
   /** Stops accepting and resets every session. */
   stop(): void;
 }
@@ -53,11 +58,12 @@ export function startClient(opts: ClientOptions): StriperClient {
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "client" };
   const handshakeTimeout = opts.handshakeTimeoutMs ?? 5000;
   const sessions = new Set<StripedPipe>();
+  const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
 
   const onApp = (app: TcpPipe): void => {
     const sessionId = randomBytes(SESSION_ID_SIZE);
     const id = hexId(sessionId);
-    const session = new StripedPipe(sessionOpts);
+    const session = new StripedPipe(sessionOpts, sessionOpts.window, budget);
     sessions.add(session);
     const started = performance.now();
     const generation = new Array<number>(n).fill(0);
@@ -153,6 +159,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   return {
     port: listener.port,
     sessions,
+    budget,
     stop() {
       listener.stop();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));

@@ -5,7 +5,8 @@
 
 import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
-import { StripedPipe, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../pipe/striped.ts";
+import { StripedPipe, DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../pipe/striped.ts";
+import { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeHello, encodeWelcome } from "../wire/codec.ts";
 import {
@@ -32,6 +33,8 @@ export interface ServerOptions {
   maxSessions?: number;
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes?: number;
+  /** Bytes all sessions together may hold unacknowledged (default 64 MiB). */
+  maxBuffer?: number;
   log?: LogSink;
 }
 
@@ -40,6 +43,8 @@ export interface StriperServer {
   readonly port: number;
   /** Live sessions by hex id. */
   readonly sessions: Map<string, StripedPipe>;
+  /** The memory budget all sessions share (for statistics and tests). */
+  readonly budget: BufferBudget;
   /** Stops accepting and resets every session. */
   stop(): void;
 }
@@ -52,6 +57,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const maxSessions = opts.maxSessions ?? 1024;
   const maxStripes = opts.maxStripes ?? 64;
   const sessions = new Map<string, StripedPipe>();
+  const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
   let stopped = false;
 
   const reject = (pipe: TcpPipe, status: number): void => {
@@ -61,7 +67,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   const openSession = (key: string, peerWindow: number): StripedPipe => {
-    const session = new StripedPipe(sessionOpts, peerWindow);
+    const session = new StripedPipe(sessionOpts, peerWindow, budget);
     sessions.set(key, session);
     const target = connectTcp(opts.target);
     const started = performance.now();
@@ -126,6 +132,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   return {
     port: listener.port,
     sessions,
+    budget,
     stop() {
       stopped = true;
       listener.stop();
