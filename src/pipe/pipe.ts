@@ -70,6 +70,12 @@ export interface Pipe {
   /** The reason the pipe broke, once it has. */
   readonly error: StriperError | undefined;
   readonly stats: PipeStats;
+  /**
+   * True when send() returning true means the bytes were copied out (a socket: the kernel took them),
+   * and when `drain` means every queued chunk was; the caller may then reuse its buffers. Pipes that
+   * keep chunks by reference leave it unset, and callers must hand them buffers they never touch again.
+   */
+  readonly copiesOnSend?: boolean;
   /** Installs the event handler. Must be called before the pipe opens. */
   setHandler(handler: PipeHandler): void;
   /** Sends a chunk (ownership passes to the pipe). Returns false when congested: wait for drain(). */

@@ -107,6 +107,8 @@ class Stripe implements StripeView {
   lastRecvAt: number;
   pingSentAt = 0;
   pendingPong = -1;
+  /** The peer's stripe-level FIN arrived (only expected once the session is ending). */
+  peerEnded = false;
   /** Times this stripe held up in-order delivery and had its frames re-sent elsewhere. */
   stalls = 0;
   /** A pooled buffer the carrier still holds (congested write); returned on drain. */
@@ -474,7 +476,8 @@ export class StripedPipe implements Pipe {
       if (s && s.usable && s.generation === view.getUint16(pos + 2)) s.delivered(view.getUint32(pos + 4), now);
     }
     if (value > this.sendBuf.acked) {
-      this.budget?.give(this.sendBuf.ack(value));
+      const released = this.sendBuf.ack(value); // not inside `budget?.give(...)`: that skips the call without a budget
+      this.budget?.give(released);
       this.lastAckProgress = now;
     }
     if (flags & ACK_FLAG_FIN) {
@@ -511,12 +514,14 @@ export class StripedPipe implements Pipe {
         this.scheduleAck(0);
         if (this.ackDue) this.pump();
       }
-      if (!this.endDelivered && this.peerFin >= 0 && this.reorder.delivered === this.peerFin && this.state !== "closed") {
+      // EOF is held back while paused (the pipe contract), like data.
+      if (!this.paused && !this.endDelivered && this.peerFin >= 0 && this.reorder.delivered === this.peerFin && this.state !== "closed") {
         this.endDelivered = true;
         this.readable = false;
         this.ackDue = true;
         this.handler.end();
         this.pump();
+        this.checkPeerFinished();
         this.maybeDone();
       }
     } finally {
@@ -707,15 +712,16 @@ export class StripedPipe implements Pipe {
       this.pool.put(batch.buf);
       return false;
     }
-    const bytes = batch.bytes();
+    let bytes = batch.bytes();
     stripe.sentPos += bytes.byteLength;
+    const copies = stripe.pipe.copiesOnSend === true;
+    // A carrier that keeps chunks by reference gets its own copy; the batch buffer goes back to the pool.
+    if (!copies) bytes = bytes.slice();
     const ok = stripe.pipe.send(bytes);
-    if (ok) {
-      this.pool.put(batch.buf);
-      return frames > 0 || finHere;
-    }
-    // The carrier keeps a reference to the unwritten rest: lend it the buffer until drain.
-    stripe.lent = batch.buf;
+    if (ok || !copies) this.pool.put(batch.buf);
+    if (ok) return frames > 0 || finHere;
+    // A copying carrier keeps a reference to the unwritten rest: lend it the buffer until drain.
+    if (copies) stripe.lent = batch.buf;
     stripe.congested = true;
     return false;
   }
@@ -734,10 +740,32 @@ export class StripedPipe implements Pipe {
 
   private onStripeEnd(stripe: Stripe): void {
     // A stripe's FIN is not the session's: unless the session is ending, treat it as a lost stripe.
-    // When both data-level FINs are out, the peer shuts stripes as soon as it is done; our last ACK
-    // arrives on some stripe before that stripe's FIN, and the dead-stripe timer covers the rest.
-    if (this.isDone() || (this.peerFin >= 0 && this.finSent)) return;
-    this.killStripe(stripe, new BrokenError("E_STRIPE_EOF", `stripe ${stripe.index} closed by peer`));
+    if (this.isDone()) return;
+    if (!(this.peerFin >= 0 && this.finSent)) {
+      this.killStripe(stripe, new BrokenError("E_STRIPE_EOF", `stripe ${stripe.index} closed by peer`));
+      return;
+    }
+    // Both data-level FINs are out. The peer shuts its stripes only once it is done, and it is done
+    // only after it received all our data and our FIN. So when every stripe has ended cleanly and we
+    // have delivered its FIN, our FIN was received even if the ACK saying so died with a stripe.
+    stripe.peerEnded = true;
+    this.checkPeerFinished();
+  }
+
+  /** See onStripeEnd: every stripe ended cleanly after both FINs means the peer has finished. */
+  private checkPeerFinished(): void {
+    if (!this.endDelivered || !this.finSent || this.finAcked || this.state === "closed") return;
+    let any = false;
+    for (const s of this.stripes) {
+      if (!s?.usable) continue;
+      if (!s.peerEnded) return;
+      any = true;
+    }
+    if (!any) return;
+    this.finAcked = true;
+    this.finOnStripe = undefined;
+    this.pump();
+    this.maybeDone();
   }
 
   private onStripeClose(stripe: Stripe, err: StriperError | undefined): void {
@@ -755,6 +783,9 @@ export class StripedPipe implements Pipe {
     }
     if (this.state === "closed") return;
     this.stripeDeaths++;
+    // The last ACK may have died with this stripe: repeat it on the others, or the peer may wait for
+    // window space (or for the ACK of its FIN) forever.
+    this.ackDue = true;
     // Everything the peer has not confirmed receiving on this stripe is re-sent elsewhere, in order.
     const acked = this.sendBuf.acked;
     const offs: number[] = [];
@@ -800,6 +831,11 @@ export class StripedPipe implements Pipe {
   private tick(): void {
     const now = performance.now();
     this.rescueHeadOfLine(now);
+    // Safety net: delivered bytes that no ACK has reported yet.
+    if (this.reorder.delivered !== this.lastAckValue) {
+      this.ackDue = true;
+      this.pump();
+    }
     let ping = false;
     for (const s of this.stripes) {
       if (!s || !s.usable) continue;

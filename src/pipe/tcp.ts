@@ -20,6 +20,8 @@ export class TcpPipe implements Pipe {
   writable = true;
   error: StriperError | undefined;
   readonly stats: PipeStats = newStats();
+  /** The kernel copies what write() accepts; the queue is empty again at `drain`. */
+  readonly copiesOnSend = true;
   /** Human-readable remote address, for logs. */
   remote = "";
 
