@@ -73,8 +73,14 @@ export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
 /** Default limit on the bytes all sessions of one proxy hold in their send stores. */
 export const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
 
+/** Bytes a batch buffer has beyond batchSize. */
+const BATCH_SLACK = 32 * 1024;
+/** A chunk tail shorter than this rides along in the current batch rather than leaving alone later. */
+const SHORT_TAIL = 16 * 1024;
+
 const ACK_DELAY_MS = 2;
-const ACK_EVERY_BYTES = 256 * 1024;
+/** An ACK goes out at once after this much (or window/8 if smaller); otherwise after ACK_DELAY_MS. */
+const ACK_EVERY_BYTES = 1024 * 1024;
 const TICK_MS = 250;
 const LINGER_MS = 3000;
 const MIN_RATE_INTERVAL_MS = 50;
@@ -263,7 +269,8 @@ export class StripedPipe implements Pipe {
     this.opts = opts;
     this.peerWindow = peerWindow;
     this.scheduler = new Scheduler(opts.scheduler);
-    this.pool = poolFor(opts.batchSize + FRAME_HEADER_SIZE + 64);
+    // Slack beyond batchSize for frame headers, padding and a chunk's short tail (see writeBatch).
+    this.pool = poolFor(opts.batchSize + BATCH_SLACK);
     this.batch = new FrameBatch(this.pool.get());
     this.reorder = new ReorderBuffer(opts.window);
     this.sink = (s) => ({
@@ -531,7 +538,8 @@ export class StripedPipe implements Pipe {
 
   private scheduleAck(received: number): void {
     this.bytesSinceAck += received;
-    if (this.bytesSinceAck >= ACK_EVERY_BYTES || this.reorder.delivered - this.lastAckValue >= ACK_EVERY_BYTES) {
+    const every = Math.min(ACK_EVERY_BYTES, this.opts.window / 8);
+    if (this.bytesSinceAck >= every || this.reorder.delivered - this.lastAckValue >= every) {
       this.ackDue = true;
       return; // the caller pumps
     }
@@ -557,8 +565,11 @@ export class StripedPipe implements Pipe {
         const i = this.scheduler.pick(stripes, this.opts.frameSize);
         if (i < 0) break;
         const stripe = this.stripes[i]!;
-        const budget = mode === "round-robin" ? 1 : mode === "rate" ? this.stripeBudget(stripe) : Infinity;
-        if (!this.writeBatch(stripe, budget, mode === "rate" ? this.frameFor(stripe) : this.opts.frameSize)) break;
+        const frameSize = mode === "rate" ? this.frameFor(stripe) : this.opts.frameSize;
+        // Budgets are in bytes, not frames: a frame is cut short at a chunk boundary, and counting
+        // such stubs as frames made many tiny writes.
+        const budget = mode === "round-robin" ? frameSize : mode === "rate" ? this.stripeBudget(stripe, frameSize) : Infinity;
+        if (!this.writeBatch(stripe, budget, frameSize)) break;
       }
       this.maybeDone();
     } finally {
@@ -586,10 +597,9 @@ export class StripedPipe implements Pipe {
     return Math.max(4096, Math.min(this.opts.frameSize, Math.floor(s.rate * 0.025)));
   }
 
-  /** Frames the rate scheduler lets this stripe take in one batch. */
-  private stripeBudget(s: Stripe): number {
-    const room = Scheduler.inflightCap(s) - s.inflight;
-    return Math.max(1, Math.ceil(room / this.opts.frameSize));
+  /** Payload bytes the rate scheduler lets this stripe take in one batch (at least one frame). */
+  private stripeBudget(s: Stripe, frameSize: number): number {
+    return Math.max(frameSize, Scheduler.inflightCap(s) - s.inflight);
   }
 
   /** Sends control frames that are owed: PONGs on their own stripe, an ACK on any writable one. */
@@ -634,11 +644,11 @@ export class StripedPipe implements Pipe {
   }
 
   /**
-   * Fills one batch for `stripe`: owed control frames, then up to `maxFrames` DATA frames (resends
+   * Fills one batch for `stripe`: owed control frames, then up to `maxBytes` of DATA frames (resends
    * first), then the FIN when everything before it has been framed. Returns false when nothing was
    * written or the stripe became congested.
    */
-  private writeBatch(stripe: Stripe, maxFrames: number, frameSize = this.opts.frameSize): boolean {
+  private writeBatch(stripe: Stripe, maxBytes: number, frameSize = this.opts.frameSize): boolean {
     const batch = this.batch;
     const now = performance.now();
     batch.reset(this.pool.get());
@@ -652,7 +662,10 @@ export class StripedPipe implements Pipe {
     }
     if (this.ackDue) this.appendAck();
     let frames = 0;
-    while (frames < maxFrames && batch.dataRoom >= Math.min(frameSize, 1024)) {
+    let budget = maxBytes;
+    let payloadBytes = 0;
+    const batchSize = this.opts.batchSize;
+    while (budget > 0 && payloadBytes < batchSize && batch.dataRoom >= 1024) {
       let offset: number;
       let max: number;
       let resend = false;
@@ -675,10 +688,16 @@ export class StripedPipe implements Pipe {
         offset = this.nextOffset;
         max = Math.min(this.sendBuf.end, this.sendBuf.acked + this.peerWindow) - offset;
       } else break;
-      const payload = this.sendBuf.read(offset, Math.min(max, frameSize, batch.dataRoom));
+      let payload = this.sendBuf.read(offset, Math.min(max, frameSize, budget, batch.dataRoom));
+      // Cut at the batch size, unless what would be left of this chunk is a short tail: that would
+      // go out later as a write of its own (measured: one 79-byte write per 512 KiB otherwise).
+      const left = batchSize - payloadBytes;
+      if (payload.byteLength > left && payload.byteLength - left >= SHORT_TAIL) payload = payload.subarray(0, left);
       const len = payload.byteLength;
+      payloadBytes += len;
       batch.appendData(offset, payload);
       frames++;
+      budget -= len;
       if (resend) {
         this.resentBytes += len;
         if (len === this.resendLen[0]! - (offset - this.resendOff[0]!)) {
