@@ -87,6 +87,28 @@ describe("striped integrity", () => {
     for (const c of conns) expect(c.bytesUp).toBeGreaterThan(0);
   });
 
+  test("framing overhead on the wire stays under 3% with the rate scheduler on uneven capped stripes", async () => {
+    // Regression: a fractional in-flight budget once filled batches with thousands of empty DATA frames.
+    let link: CappedLink | undefined;
+    const target = startTarget({ mode: "reply", reply: (d) => new TextEncoder().encode(sha256(d)) });
+    const p = await pair({
+      stripes: 4,
+      target,
+      middle: async (serverPort) => {
+        link = await startCappedLink({ targetHost: LOOP, targetPort: serverPort, rates: [8e6, 8e6, 8e6, 0.8e6], delayMs: 5 });
+        cleanup.push(() => link!.stop());
+        return link.port;
+      },
+    });
+    const data = randomData(12 * 1024 * 1024, 12);
+    const r = await appExchange(p.client.port, data, { timeoutMs: 30_000 });
+    expect(r.error).toBeUndefined();
+    expect(new TextDecoder().decode(r.received)).toBe(sha256(data));
+    const onWire = link!.connections().reduce((n, c) => n + c.bytesUp, 0);
+    expect(onWire).toBeGreaterThanOrEqual(data.byteLength);
+    expect(onWire / data.byteLength).toBeLessThan(1.03);
+  });
+
   test("1 stripe carries small and empty transfers", async () => {
     const p = await pair({ stripes: 1 });
     await echoIntegrity(p.client.port, 1, 1);

@@ -599,7 +599,8 @@ export class StripedPipe implements Pipe {
 
   /** Payload bytes the rate scheduler lets this stripe take in one batch (at least one frame). */
   private stripeBudget(s: Stripe, frameSize: number): number {
-    return Math.max(frameSize, Scheduler.inflightCap(s) - s.inflight);
+    // Whole bytes: a fractional remainder (the cap comes from a rate) once made empty frames.
+    return Math.max(frameSize, Math.floor(Scheduler.inflightCap(s) - s.inflight));
   }
 
   /** Sends control frames that are owed: PONGs on their own stripe, an ACK on any writable one. */
@@ -665,7 +666,7 @@ export class StripedPipe implements Pipe {
     let budget = maxBytes;
     let payloadBytes = 0;
     const batchSize = this.opts.batchSize;
-    while (budget > 0 && payloadBytes < batchSize && batch.dataRoom >= 1024) {
+    while (budget >= 1 && payloadBytes < batchSize && batch.dataRoom >= 1024) {
       let offset: number;
       let max: number;
       let resend = false;
@@ -694,6 +695,7 @@ export class StripedPipe implements Pipe {
       const left = batchSize - payloadBytes;
       if (payload.byteLength > left && payload.byteLength - left >= SHORT_TAIL) payload = payload.subarray(0, left);
       const len = payload.byteLength;
+      if (len === 0) break; // never an empty DATA frame
       payloadBytes += len;
       batch.appendData(offset, payload);
       frames++;
