@@ -87,7 +87,17 @@ const MIN_RATE_INTERVAL_MS = 50;
 /** Least time without ack progress before head-of-line frames are re-sent on other stripes. */
 const HOL_MIN_MS = 400;
 
+/** Below this, a batch is copied out rather than lending a whole pooled buffer to a congested socket. */
+const LEND_MIN = 64 * 1024;
+
 const pools = new Map<number, BufferPool>();
+const batches = new Map<BufferPool, FrameBatch>();
+/** One FrameBatch per pool, shared by all sessions (it holds a buffer only inside writeBatch). */
+function batchFor(pool: BufferPool): FrameBatch {
+  let b = batches.get(pool);
+  if (!b) batches.set(pool, (b = new FrameBatch(new Uint8Array(0))));
+  return b;
+}
 function poolFor(size: number): BufferPool {
   let pool = pools.get(size);
   if (!pool) pools.set(size, (pool = new BufferPool(size)));
@@ -222,7 +232,7 @@ export class StripedPipe implements Pipe {
   private readonly stripes: (Stripe | undefined)[] = [];
   private readonly scheduler: Scheduler;
   private readonly pool: BufferPool;
-  private readonly batch: FrameBatch;
+  private readonly batch: FrameBatch; // shared by all sessions: writeBatch is synchronous
   private peerWindow: number;
 
   // Send side.
@@ -271,7 +281,7 @@ export class StripedPipe implements Pipe {
     this.scheduler = new Scheduler(opts.scheduler);
     // Slack beyond batchSize for frame headers, padding and a chunk's short tail (see writeBatch).
     this.pool = poolFor(opts.batchSize + BATCH_SLACK);
-    this.batch = new FrameBatch(this.pool.get());
+    this.batch = batchFor(this.pool);
     this.reorder = new ReorderBuffer(opts.window);
     this.sink = (s) => ({
       data: (offset, bytes) => this.onDataFragment(offset, bytes),
@@ -735,8 +745,9 @@ export class StripedPipe implements Pipe {
     }
     let bytes = batch.bytes();
     stripe.sentPos += bytes.byteLength;
-    const copies = stripe.pipe.copiesOnSend === true;
-    // A carrier that keeps chunks by reference gets its own copy; the batch buffer goes back to the pool.
+    // A carrier that keeps chunks by reference gets its own copy, and so does a small batch: a congested
+    // socket would otherwise pin a whole pooled buffer for a few bytes (hundreds of stripes add up).
+    const copies = stripe.pipe.copiesOnSend === true && bytes.byteLength >= LEND_MIN;
     if (!copies) bytes = bytes.slice();
     const ok = stripe.pipe.send(bytes);
     if (ok || !copies) this.pool.put(batch.buf);

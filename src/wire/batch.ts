@@ -17,7 +17,7 @@ export class BufferPool {
   private free: Uint8Array[] = [];
   constructor(
     readonly size: number,
-    private readonly keep = 64,
+    private readonly keep = 16,
   ) {}
   get(): Uint8Array {
     return this.free.pop() ?? new Uint8Array(this.size);
@@ -35,7 +35,7 @@ export class FrameBatch {
 
   constructor(public buf: Uint8Array) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-    this.base = ptr(buf);
+    this.base = buf.byteLength > 0 ? ptr(buf) : 0;
   }
 
   /** Points the batch at a (new) empty buffer. */
