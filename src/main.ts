@@ -22,10 +22,6 @@ async function run(cmd: Command): Promise<void> {
   switch (cmd.mode) {
     case "help":
       process.stdout.write(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
-      if (cmd.topic === "link") {
-        const { runLinkCli } = await import("./link/cli.ts");
-        await runLinkCli(["--help"]);
-      }
       return;
     case "server": {
       const s = startServer({

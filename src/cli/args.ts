@@ -46,6 +46,13 @@ Accepts app connections and carries each over N stripes to the server proxy.
   relay: `usage: bun run src/main.ts relay --listen HOST:PORT --target HOST:PORT
 
 Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.`,
+  link: `usage: bun run src/main.ts link --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS] [--burst BYTES]
+
+A TCP relay that simulates a route capping each TCP stream (for tests, benchmarks and the demo).
+  --rate MBPS[,...]       per-connection cap in MB/s (10^6 bytes/s), each direction; a list is
+                          assigned to connections in turn; 0 = uncapped (default 0)
+  --delay MS              added one-way delay, each direction (default 0)
+  --burst BYTES           token bucket depth (default max(16 KiB, 20 ms of the rate))`,
   demo: `usage: bun run src/main.ts demo [--cap MBPS] [--delay MS] [--stripes N] [--seconds S]
 
 Runs, in one process on loopback: a target, a capped link (per-connection rate limit), both proxies.
@@ -140,7 +147,7 @@ export function parseArgs(argv: string[]): Command {
   if (mode === undefined) throw new UsageError("no mode given");
   if (mode === "--help" || mode === "-h" || mode === "help") return { mode: "help", topic: "main" };
   if (rest.includes("--help") || rest.includes("-h")) {
-    if (!(mode in USAGE) && mode !== "link") throw new UsageError(`unknown mode "${mode}"`);
+    if (!(mode in USAGE)) throw new UsageError(`unknown mode "${mode}"`);
     return { mode: "help", topic: mode };
   }
   switch (mode) {
