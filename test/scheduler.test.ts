@@ -168,21 +168,24 @@ describe("rate", () => {
     expect(s.pick([stripe({ rate: 1e6, rtt: 10 }), stripe({ rate: 1e6, rtt: 10 })], FRAME)).toBe(0);
   });
 
-  test("the frame size counts: a small frame can fit where a large one would not", () => {
+  test("a stripe below its cap may take a frame of any size (the session sizes the batch to the room)", () => {
+    // Testing inflight + frame against the cap starved slow stripes whose cap is close to one frame.
     const s = new Scheduler("rate");
     const cap = Scheduler.inflightCap(stripe({ rate: 1e6, rtt: 20 })); // 100 000
-    const v = [stripe({ rate: 1e6, rtt: 20, inflight: cap - 1000 })];
+    const v = [stripe({ rate: 1e6, rtt: 20, inflight: cap - 1 })];
     expect(s.pick(v, 1000)).toBe(0);
-    expect(s.pick(v, 1001)).toBe(-1);
+    expect(s.pick(v, 10 * cap)).toBe(0);
+    v[0]!.inflight = cap;
+    expect(s.pick(v, 1)).toBe(-1);
   });
 
   test("respects inflightCap: a stripe at its cap is skipped even when it would be fastest", () => {
     const s = new Scheduler("rate");
     const fast = stripe({ rate: 100e6, rtt: 10 }); // cap 8 MB: 80 ms to deliver a frame when full
     const slow = stripe({ rate: 1e6, rtt: 100, inflight: 150_000 }); // 215 ms to deliver a frame
-    fast.inflight = Scheduler.inflightCap(fast) - FRAME + 1;
+    fast.inflight = Scheduler.inflightCap(fast);
     expect(s.pick([fast, slow], FRAME)).toBe(1);
-    fast.inflight = Scheduler.inflightCap(fast) - FRAME;
+    fast.inflight = Scheduler.inflightCap(fast) - 1;
     expect(s.pick([fast, slow], FRAME)).toBe(0);
   });
 
@@ -200,7 +203,7 @@ describe("rate", () => {
     // Among unmeasured stripes, the one with less in flight.
     expect(s.pick([stripe({ inflight: 200_000 }), stripe({ inflight: 100_000 }), measured], FRAME)).toBe(1);
     // An unmeasured stripe at its cap (4 × MIN_INFLIGHT) is skipped.
-    fresh.inflight = 4 * MIN_INFLIGHT - FRAME + 1;
+    fresh.inflight = 4 * MIN_INFLIGHT;
     expect(s.pick([measured, fresh], FRAME)).toBe(0);
   });
 

@@ -110,7 +110,14 @@ class Stripe implements StripeView {
   congested = false;
   inflight = 0;
   rate = 0;
-  /** Minimum RTT seen (ms): the scheduler's RTT, free of the stripe's own queueing delay. */
+  /** Minimum RTT this stripe has measured (ms). */
+  minRtt = 0;
+  /**
+   * The RTT the scheduler sizes this stripe by: its own minimum, but at most twice the session's
+   * smallest. A slow stripe's early samples include its own queue (its first frames wait behind
+   * each other), and a minimum taken from them never comes down: its cap, and queue, would stay
+   * inflated for the whole session (measured: 464 ms on a 20 ms path).
+   */
   rtt = 0;
   /** Smoothed RTT (ms), for statistics. */
   srtt = 0;
@@ -183,12 +190,12 @@ class Stripe implements StripeView {
     if (lastTime >= 0) {
       const sample = Math.max(now - lastTime, 0.05);
       this.srtt = this.srtt === 0 ? sample : this.srtt * 0.875 + sample * 0.125;
-      this.rtt = this.rtt === 0 ? sample : Math.min(this.rtt, sample);
+      this.minRtt = this.minRtt === 0 ? sample : Math.min(this.minRtt, sample);
     }
     this.inflight -= bytes;
     this.sampleBytes += bytes;
     const elapsed = now - this.sampleStart;
-    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.rtt * 2)) {
+    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.minRtt * 2)) {
       const sample = (this.sampleBytes * 1000) / elapsed;
       // Only let the estimate fall while the stripe had work queued: an idle stripe is not a slow one.
       if (sample > this.rate || this.inflight > 0) this.rate = this.rate === 0 ? sample : this.rate * 0.6 + sample * 0.4;
@@ -492,6 +499,9 @@ export class StripedPipe implements Pipe {
       const s = this.stripes[view.getUint16(pos)];
       if (s && s.usable && s.generation === view.getUint16(pos + 2)) s.delivered(view.getUint32(pos + 4), now);
     }
+    let base = Infinity;
+    for (const s of this.stripes) if (s?.usable && s.minRtt > 0 && s.minRtt < base) base = s.minRtt;
+    for (const s of this.stripes) if (s?.usable && s.minRtt > 0) s.rtt = Math.min(s.minRtt, 2 * base);
     if (value > this.sendBuf.acked) {
       const released = this.sendBuf.ack(value); // not inside `budget?.give(...)`: that skips the call without a budget
       this.budget?.give(released);
@@ -603,7 +613,8 @@ export class StripedPipe implements Pipe {
    * stripe does not hold up in-order delivery for long (between 4 KiB and frameSize).
    */
   private frameFor(s: Stripe): number {
-    if (s.rate <= 0) return this.opts.frameSize;
+    // Unmeasured: moderate frames, so a slow stripe's first frames do not queue for long.
+    if (s.rate <= 0) return Math.min(this.opts.frameSize, 64 * 1024);
     return Math.max(4096, Math.min(this.opts.frameSize, Math.floor(s.rate * 0.025)));
   }
 
@@ -900,9 +911,10 @@ export class StripedPipe implements Pipe {
       this.lastAckProgress = now;
       return;
     }
-    let maxRtt = 0;
-    for (const s of this.stripes) if (s?.usable && s.srtt > maxRtt) maxRtt = s.srtt;
-    if (now - this.lastAckProgress < Math.max(HOL_MIN_MS, 4 * maxRtt)) return;
+    // Relative to the fastest stripe: a stalling stripe's own (inflated) RTT must not delay its rescue.
+    let minRtt = Infinity;
+    for (const s of this.stripes) if (s?.usable && s.srtt > 0 && s.srtt < minRtt) minRtt = s.srtt;
+    if (now - this.lastAckProgress < Math.max(HOL_MIN_MS, 4 * (minRtt === Infinity ? 0 : minRtt))) return;
     if (this.usableStripes < 2) return;
     for (const s of this.stripes) {
       if (!s?.usable) continue;

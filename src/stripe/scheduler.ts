@@ -81,7 +81,9 @@ export class Scheduler {
         for (let i = 0; i < n; i++) {
           const s = stripes[i];
           if (!s?.usable || s.congested) continue;
-          if (s.inflight > 0 && s.inflight + frameBytes > Scheduler.inflightCap(s)) continue;
+          // Below its cap a stripe may take more (the session sizes the batch to the room left); testing
+          // inflight + frame against the cap starved slow stripes whose cap is near one frame.
+          if (s.inflight >= Scheduler.inflightCap(s)) continue;
           // Unmeasured stripes count as fast so they get measured.
           const time = s.rate > 0 ? (s.inflight + frameBytes) / s.rate : (s.inflight + frameBytes) / 1e12;
           if (time < bestTime) {
