@@ -30,7 +30,7 @@ Accepts stripes from client proxies and connects each session to the target.
   --keepalive MS          ping a stripe silent this long (default 1000)
   --dead-timeout MS       drop a stripe silent this long (default 5000)
   --max-sessions N        refuse sessions beyond this (default 1024)
-  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 67108864)`,
+  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 33554432)`,
   client: `usage: bun run src/main.ts client --listen HOST:PORT --peer HOST:PORT [options]
 
 Accepts app connections and carries each over N stripes to the server proxy.
@@ -42,7 +42,7 @@ Accepts app connections and carries each over N stripes to the server proxy.
   --grace MS              how long a session outlives having no stripe (default 10000)
   --keepalive MS          ping a stripe silent this long (default 1000)
   --dead-timeout MS       drop a stripe silent this long (default 5000)
-  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 67108864)`,
+  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 33554432)`,
   relay: `usage: bun run src/main.ts relay --listen HOST:PORT --target HOST:PORT
 
 Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.`,

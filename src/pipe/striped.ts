@@ -71,7 +71,7 @@ export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
 };
 
 /** Default limit on the bytes all sessions of one proxy hold in their send stores. */
-export const DEFAULT_MAX_BUFFER = 64 * 1024 * 1024;
+export const DEFAULT_MAX_BUFFER = 32 * 1024 * 1024;
 
 /** Bytes a batch buffer has beyond batchSize. */
 const BATCH_SLACK = 32 * 1024;

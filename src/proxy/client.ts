@@ -9,6 +9,7 @@ import { BrokenError, ConnectError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import { BufferBudget } from "../stripe/budget.ts";
+import { startMemoryGovernor } from "./governor.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeWelcome, encodeHello } from "../wire/codec.ts";
 import {
@@ -32,7 +33,7 @@ export interface ClientOptions {
   stripes?: number;
   session?: Partial<Omit<SessionOptions, "role">>;
   handshakeTimeoutMs?: number;
-  /** Bytes all sessions together may hold unacknowledged (default 64 MiB). */
+  /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
   maxBuffer?: number;
   log?: LogSink;
 }
@@ -59,6 +60,8 @@ export function startClient(opts: ClientOptions): StriperClient {
   const handshakeTimeout = opts.handshakeTimeoutMs ?? 5000;
   const sessions = new Set<StripedPipe>();
   const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
+  // Garbage from forwarded read buffers: collect once it exceeds the budget plus a margin.
+  const stopGovernor = startMemoryGovernor(budget.limit + 32 * 1024 * 1024);
 
   const onApp = (app: TcpPipe): void => {
     const sessionId = randomBytes(SESSION_ID_SIZE);
@@ -161,6 +164,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     sessions,
     budget,
     stop() {
+      stopGovernor();
       listener.stop();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
     },

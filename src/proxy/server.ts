@@ -7,6 +7,7 @@ import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { StripedPipe, DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../pipe/striped.ts";
 import { BufferBudget } from "../stripe/budget.ts";
+import { startMemoryGovernor } from "./governor.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeHello, encodeWelcome } from "../wire/codec.ts";
 import {
@@ -33,7 +34,7 @@ export interface ServerOptions {
   maxSessions?: number;
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes?: number;
-  /** Bytes all sessions together may hold unacknowledged (default 64 MiB). */
+  /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
   maxBuffer?: number;
   log?: LogSink;
 }
@@ -58,6 +59,8 @@ export function startServer(opts: ServerOptions): StriperServer {
   const maxStripes = opts.maxStripes ?? 64;
   const sessions = new Map<string, StripedPipe>();
   const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
+  // Garbage from forwarded read buffers: collect once it exceeds the budget plus a margin.
+  const stopGovernor = startMemoryGovernor(budget.limit + 32 * 1024 * 1024);
   let stopped = false;
 
   const reject = (pipe: TcpPipe, status: number): void => {
@@ -135,6 +138,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     budget,
     stop() {
       stopped = true;
+      stopGovernor();
       listener.stop();
       for (const s of sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },

@@ -3,8 +3,10 @@
  * with many sessions keeps bounded memory even when every session's window would allow more. Pure.
  *
  * A session whose store is over budget stops reading its local socket (send() returns false) and waits
- * here; when acknowledgements bring the total below the low-water mark, the waiting sessions are woken
- * (hysteresis, so they do not wake one chunk at a time).
+ * here. When acknowledgements bring the total below the low-water mark (75%, so sessions do not wake one
+ * chunk at a time), waiters are woken first-come first-served, only as many as the free room can take
+ * at one read chunk each: every woken session reads at least one more chunk before it can stop again,
+ * and waking all of a hundred sessions at once overshot the limit by 50 MB.
  */
 
 /** See module comment. */
@@ -15,7 +17,11 @@ export class BufferBudget {
   peak = 0;
   private readonly waiters = new Set<() => void>();
 
-  constructor(readonly limit: number) {}
+  /** `chunk`: what one woken session may read before it stops again (Bun reads up to 512 KiB). */
+  constructor(
+    readonly limit: number,
+    private readonly chunk = 512 * 1024,
+  ) {}
 
   /** True while more may be taken. */
   get open(): boolean {
@@ -29,10 +35,12 @@ export class BufferBudget {
 
   give(bytes: number): void {
     this.used -= bytes;
-    if (this.waiters.size > 0 && this.used < this.limit * 0.75) {
-      const woken = [...this.waiters];
-      this.waiters.clear();
-      for (const w of woken) w();
+    let room = this.limit * 0.75 - this.used;
+    while (room > 0 && this.waiters.size > 0) {
+      const [w] = this.waiters;
+      this.waiters.delete(w!);
+      room -= this.chunk;
+      w!();
     }
   }
 
