@@ -285,6 +285,7 @@ export class StripedPipe implements Pipe {
   ) {
     this.opts = opts;
     this.peerWindow = peerWindow;
+    if (budget) budget.holders++;
     this.scheduler = new Scheduler(opts.scheduler);
     // Slack beyond batchSize for frame headers, padding and a chunk's short tail (see writeBatch).
     this.pool = poolFor(opts.batchSize + BATCH_SLACK);
@@ -385,7 +386,7 @@ export class StripedPipe implements Pipe {
     this.budget?.take(chunk.byteLength);
     if (this.sendBuf.bytes > this.peakSendBuffer) this.peakSendBuffer = this.sendBuf.bytes;
     this.pump();
-    if (this.sendBuf.bytes >= this.opts.window || (this.budget !== undefined && !this.budget.open)) {
+    if (this.sendBuf.bytes >= this.opts.window || (this.budget !== undefined && !this.budget.admits(this.sendBuf.bytes))) {
       this.sendBlocked = true;
       this.stats.congestions++;
       if (this.sendBuf.bytes < this.opts.window) this.budget!.wait(this.wakeFromBudget);
@@ -513,7 +514,7 @@ export class StripedPipe implements Pipe {
       this.finOnStripe = undefined;
     }
     if (this.sendBlocked && this.sendBuf.bytes < this.opts.window && this.state !== "closed") {
-      if (this.budget !== undefined && !this.budget.open) this.budget.wait(this.wakeFromBudget);
+      if (this.budget !== undefined && !this.budget.admits(this.sendBuf.bytes)) this.budget.wait(this.wakeFromBudget);
       else {
         this.sendBlocked = false;
         this.handler.drain();
@@ -993,6 +994,7 @@ export class StripedPipe implements Pipe {
     }
     this.budget?.give(this.sendBuf.bytes);
     this.budget?.cancel(this.wakeFromBudget);
+    if (this.budget) this.budget.holders--;
     this.sendBuf.clear();
     this.reorder.clear();
     this.resendOff = [];

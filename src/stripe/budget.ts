@@ -23,9 +23,22 @@ export class BufferBudget {
     private readonly chunk = 512 * 1024,
   ) {}
 
+  /** Sessions sharing the budget (for the fair share). */
+  holders = 0;
+
   /** True while more may be taken. */
   get open(): boolean {
     return this.used < this.limit;
+  }
+
+  /**
+   * Whether a session holding `held` bytes may read more. Past half the limit, only sessions under
+   * their fair share (limit / sessions) may: every session reads one more chunk before it can stop,
+   * so with many sessions the limit alone was overshot by sessions × 512 KiB.
+   */
+  admits(held: number): boolean {
+    if (this.used >= this.limit) return false;
+    return this.used < this.limit / 2 || held < this.limit / Math.max(1, this.holders);
   }
 
   take(bytes: number): void {
