@@ -1,20 +1,18 @@
 /** The command line as users run it: real processes, real signals, real sockets. */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { parseAddress, parseArgs } from "../src/cli/args.ts";
 import { UsageError } from "../src/errors.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
+import { cleanups } from "./helpers/util.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
-const procs: Subprocess[] = [];
-afterEach(() => {
-  for (const p of procs.splice(0)) p.kill("SIGKILL");
-});
+const cleanup = cleanups();
 
 function spawn(args: string[]): Subprocess<"ignore", "pipe", "pipe"> {
   const p = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  procs.push(p);
+  cleanup.push(() => p.kill("SIGKILL"));
   return p;
 }
 

@@ -4,7 +4,7 @@
  * re-slices the byte stream into random small writes. Seeds are printed when a seeded test fails.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { MessageTooLargeError, ProtocolError, StriperError } from "../src/errors.ts";
 import {
@@ -19,30 +19,15 @@ import {
 } from "../src/pipe/datagram.ts";
 import { newStats, type Pipe, type PipeHandler, type PipeState } from "../src/pipe/pipe.ts";
 import { connectTcp, listenTcp } from "../src/pipe/tcp.ts";
+import { cleanups, prng, until } from "./helpers/util.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const HOST = "127.0.0.1";
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const cleanup = cleanups();
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** xorshift32: small, seeded, reproducible. Returns floats in [0, 1). */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x1_0000_0000;
-  };
-}
 
 /** Runs `fn` with a fresh seed (or TEST_SEED) and names the seed if it fails. */
 async function withSeed(fn: (rand: () => number, seed: number) => unknown): Promise<void> {
@@ -250,26 +235,8 @@ class Inbox implements PipeHandler {
     this.notify();
   }
 
-  until(cond: () => boolean, ms: number, what: string): Promise<void> {
-    if (cond()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer);
-        clearInterval(poll);
-        this.waiters.delete(check);
-      };
-      const check = () => {
-        if (!cond()) return;
-        done();
-        resolve();
-      };
-      const poll = setInterval(check, 5);
-      const timer = setTimeout(() => {
-        done();
-        reject(new Error(`within ${ms} ms, not true: ${what} (${this.messages.length} messages, events ${this.events.slice(-3)})`));
-      }, ms);
-      this.waiters.add(check);
-    });
+  until(cond: () => boolean, what: string, ms: number): Promise<void> {
+    return until(cond, () => `${what} (${this.messages.length} messages, events ${this.events.slice(-3)})`, ms, this.waiters);
   }
 
   private notify(): void {
@@ -294,7 +261,7 @@ function datagramServer(opts: DatagramOptions = {}): Server {
     server.inboxes.push(inbox);
   });
   server.port = listener.port;
-  cleanups.push(() => {
+  cleanup.push(() => {
     listener.stop();
     for (const p of server.pipes) p.close();
   });
@@ -313,8 +280,8 @@ async function datagramClient(port: number, opts: DatagramOptions = {}): Promise
       },
     }),
   );
-  cleanups.push(() => pipe.close());
-  await inbox.until(() => opened || inbox.closed, 5000, "the client connected");
+  cleanup.push(() => pipe.close());
+  await inbox.until(() => opened || inbox.closed, "the client connected", 5000);
   expect(pipe.state).toBe("open");
   return { pipe, inbox };
 }
@@ -323,7 +290,7 @@ async function datagramClient(port: number, opts: DatagramOptions = {}): Promise
 async function sendAll(pipe: DatagramPipe, inbox: Inbox, msgs: Uint8Array[], ms = 20_000): Promise<void> {
   for (let i = 0; i < msgs.length; i++) {
     const drainsBefore = inbox.drains;
-    if (!pipe.send(msgs[i]!)) await inbox.until(() => inbox.drains > drainsBefore || inbox.closed, ms, `drain after message ${i}`);
+    if (!pipe.send(msgs[i]!)) await inbox.until(() => inbox.drains > drainsBefore || inbox.closed, `drain after message ${i}`, ms);
   }
 }
 
@@ -349,7 +316,7 @@ async function rawClient(port: number) {
       },
     },
   });
-  cleanups.push(() => {
+  cleanup.push(() => {
     if (!st.closed) sock.terminate();
   });
   return { sock, st };
@@ -505,7 +472,7 @@ function startSlicer(targetPort: number, rand: () => number, maxSlice: number) {
       error() {},
     },
   });
-  cleanups.push(() => {
+  cleanup.push(() => {
     listener.stop(true);
     for (const l of links) l.kill();
   });
@@ -592,7 +559,7 @@ describe("DatagramPipe over a scripted carrier", () => {
     expect(pipe.readable).toBe(true);
     expect(pipe.state).toBe("open");
     pipe.resume();
-    await inbox.until(() => inbox.closed, 1000, "held messages, FIN and close were delivered after resume");
+    await inbox.until(() => inbox.closed, "held messages, FIN and close were delivered after resume", 1000);
     expect(inbox.messages.map((m) => m[0])).toEqual([1, 2, 3, 4]);
     expect(inbox.events).toEqual(["data", "data", "data", "data", "end", "close"]);
     expect(inbox.closeErr).toBeUndefined();
@@ -632,11 +599,11 @@ describe("DatagramPipe over TCP", () => {
     for (const m of msgs) client.send(m);
     expect(client.stats.bytesOut).toBe(130);
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length >= 3, 5000, "three messages arrived");
+    await inbox.until(() => inbox.messages.length >= 3, "three messages arrived", 5000);
     client.shutdown();
     expect(client.writable).toBe(false);
     expect(() => client.send(new Uint8Array(1))).toThrow(StriperError);
-    await inbox.until(() => inbox.ended, 5000, "the server saw the client's FIN");
+    await inbox.until(() => inbox.ended, "the server saw the client's FIN", 5000);
     expect(inbox.messages.map((m) => m.byteLength)).toEqual([3, 123, 4]);
     for (let i = 0; i < 3; i++) expect(same(inbox.messages[i]!, msgs[i]!)).toBe(true);
     expect(server.pipes[0]!.stats.bytesIn).toBe(130);
@@ -644,8 +611,8 @@ describe("DatagramPipe over TCP", () => {
     // The other direction still works after the half-close; then both close cleanly.
     server.pipes[0]!.send(new Uint8Array([1, 2]));
     server.pipes[0]!.shutdown();
-    await clientInbox.until(() => clientInbox.closed, 5000, "the client closed after the server's FIN");
-    await inbox.until(() => inbox.closed, 5000, "the server closed");
+    await clientInbox.until(() => clientInbox.closed, "the client closed after the server's FIN", 5000);
+    await inbox.until(() => inbox.closed, "the server closed", 5000);
     expect(clientInbox.events).toEqual(["data", "end", "close"]);
     expect(inbox.events).toEqual(["data", "data", "data", "end", "close"]);
     expect(inbox.closeErr).toBeUndefined();
@@ -659,7 +626,7 @@ describe("DatagramPipe over TCP", () => {
     for (const n of sizes) client.send(new Uint8Array(n).fill(9));
     client.shutdown();
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.ended, 5000, "the server saw the FIN");
+    await inbox.until(() => inbox.ended, "the server saw the FIN", 5000);
     expect(inbox.messages.map((m) => m.byteLength)).toEqual(sizes);
   });
 
@@ -683,7 +650,7 @@ describe("DatagramPipe over TCP", () => {
       await sendAll(client, clientInbox, msgs);
       client.shutdown();
       const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-      await inbox.until(() => inbox.ended || inbox.closed, 20_000, `500 messages (${total} B) arrived through the slicer`);
+      await inbox.until(() => inbox.ended || inbox.closed, `500 messages (${total} B) arrived through the slicer`, 20_000);
       expect(inbox.closeErr).toBeUndefined();
       expect(inbox.messages.length).toBe(500);
       for (let i = 0; i < 500; i++) {
@@ -694,7 +661,7 @@ describe("DatagramPipe over TCP", () => {
       expect(slicer.stats.bytes).toBe(total + 500 * LENGTH_PREFIX_SIZE);
       expect(slicer.stats.writes).toBeGreaterThan(2000);
       server.pipes[0]!.shutdown();
-      await clientInbox.until(() => clientInbox.closed, 5000, "the client closed cleanly");
+      await clientInbox.until(() => clientInbox.closed, "the client closed cleanly", 5000);
       expect(clientInbox.closeErr).toBeUndefined();
     }), 30_000);
 
@@ -710,7 +677,7 @@ describe("DatagramPipe over TCP", () => {
     expect(small.stats.bytesOut).toBe(0);
     small.send(new Uint8Array(1000).fill(3));
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length === 1, 5000, "the 1000-byte message arrived");
+    await inbox.until(() => inbox.messages.length === 1, "the 1000-byte message arrived", 5000);
 
     // Default maximum (1 MiB): exactly 1 MiB goes (the uncopied two-send path), one byte more does not.
     const big = datagramServer();
@@ -720,7 +687,7 @@ describe("DatagramPipe over TCP", () => {
     client.send(m);
     client.shutdown();
     const bigInbox = await waitFor(() => big.inboxes[0], "the server accepted");
-    await bigInbox.until(() => bigInbox.ended, 10_000, "the 1 MiB message and FIN arrived");
+    await bigInbox.until(() => bigInbox.ended, "the 1 MiB message and FIN arrived", 10_000);
     expect(bigInbox.messages.length).toBe(1);
     expect(same(bigInbox.messages[0]!, m)).toBe(true);
   }, 20_000);
@@ -733,7 +700,7 @@ describe("DatagramPipe over TCP", () => {
       // A valid message first, then the hostile prefix and a few body bytes.
       sock.write(concat([encodeMessage(new Uint8Array([1, 2, 3])), encodeLength(announced), new Uint8Array(100)]));
       const inbox = await waitFor(() => server.inboxes[before], "the server accepted");
-      await inbox.until(() => inbox.closed, 5000, `the pipe closed after announcing ${announced}`);
+      await inbox.until(() => inbox.closed, `the pipe closed after announcing ${announced}`, 5000);
       expect(inbox.closeErr).toBeInstanceOf(MessageTooLargeError);
       expect(inbox.closeErr?.code).toBe("E_MSG_TOO_LARGE");
       expect(inbox.messages.map((m) => m.byteLength)).toEqual([3]);
@@ -747,7 +714,7 @@ describe("DatagramPipe over TCP", () => {
     const { pipe } = await datagramClient(server.port, { maxMessage: 64 * KiB });
     pipe.send(new Uint8Array([42]));
     const inbox = await waitFor(() => server.inboxes[2], "the server accepted a third connection");
-    await inbox.until(() => inbox.messages.length === 1, 5000, "a message arrived after the hostile peers");
+    await inbox.until(() => inbox.messages.length === 1, "a message arrived after the hostile peers", 5000);
     expect(inbox.messages[0]![0]).toBe(42);
   }, 15_000);
 
@@ -762,7 +729,7 @@ describe("DatagramPipe over TCP", () => {
       sock.write(cases[i]!);
       sock.shutdown();
       const inbox = await waitFor(() => server.inboxes[i], "the server accepted");
-      await inbox.until(() => inbox.closed, 5000, `the pipe closed after a truncated message (case ${i})`);
+      await inbox.until(() => inbox.closed, `the pipe closed after a truncated message (case ${i})`, 5000);
       expect(inbox.closeErr).toBeInstanceOf(ProtocolError);
       expect(inbox.closeErr?.code).toBe("E_TRUNCATED");
       expect(inbox.ended).toBe(false);
@@ -784,12 +751,12 @@ describe("DatagramPipe over TCP", () => {
     inbox.onMessage = () => {
       if (inbox.messages.length === 1) pipe.pause();
     };
-    await inbox.until(() => inbox.messages.length >= 1, 5000, "the first message arrived");
+    await inbox.until(() => inbox.messages.length >= 1, "the first message arrived", 5000);
     await sleep(100);
     expect(inbox.messages.length).toBe(1);
     expect(inbox.ended).toBe(false);
     pipe.resume();
-    await inbox.until(() => inbox.ended, 5000, "the other 49 messages and the FIN arrived after resume");
+    await inbox.until(() => inbox.ended, "the other 49 messages and the FIN arrived after resume", 5000);
     expect(inbox.messages.map((m) => m[0])).toEqual(Array.from({ length: count }, (_, i) => i));
     expect(inbox.events.at(-1)).toBe("end");
   }, 10_000);
@@ -799,7 +766,7 @@ describe("DatagramPipe over TCP", () => {
     const { pipe: client, inbox: clientInbox } = await datagramClient(server.port);
     client.send(new Uint8Array(1));
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length === 1, 5000, "the first message arrived");
+    await inbox.until(() => inbox.messages.length === 1, "the first message arrived", 5000);
     server.pipes[0]!.pause();
     const rand = prng(11);
     const sent: Uint8Array[] = [];
@@ -815,8 +782,8 @@ describe("DatagramPipe over TCP", () => {
     await sleep(50);
     expect(inbox.messages.length).toBe(1);
     server.pipes[0]!.resume();
-    await clientInbox.until(() => clientInbox.drains > 0, 10_000, "the client drained after the server resumed");
-    await inbox.until(() => inbox.messages.length === 1 + sent.length, 10_000, `${sent.length} messages arrived`);
+    await clientInbox.until(() => clientInbox.drains > 0, "the client drained after the server resumed", 10_000);
+    await inbox.until(() => inbox.messages.length === 1 + sent.length, `${sent.length} messages arrived`, 10_000);
     for (let i = 0; i < sent.length; i++) expect(same(inbox.messages[i + 1]!, sent[i]!)).toBe(true);
   }, 20_000);
 });

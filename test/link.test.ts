@@ -3,20 +3,18 @@
  * echo/sink servers defined here; every wait has a watchdog that names what did not happen.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { startCappedLink } from "../src/link/capped.ts";
 import { startFaultProxy } from "../src/link/fault.ts";
+import { cleanups, until } from "./helpers/util.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 /** A Bun read delivers at most 512 KiB: a queue may exceed its bound by less than one read. */
 const MAX_READ = 512 * KiB;
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
+const cleanup = cleanups();
 
 function randomBytes(n: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -77,32 +75,14 @@ class Peer {
     for (let sent = 0; sent < total && !this.dead; ) {
       const piece = buf.subarray(0, Math.min(buf.length, total - sent));
       sent += piece.length;
-      if (!this.write(piece)) await this.until(() => this.out.length === 0 || this.dead, ms, `the peer drained its writes (${sent} of ${total} B)`);
+      if (!this.write(piece)) await this.until(() => this.out.length === 0 || this.dead, `the peer drained its writes (${sent} of ${total} B)`, ms);
     }
     return !this.dead;
   }
 
   /** Resolves when `cond` holds (checked on this peer's events and every 5 ms), rejects after `ms` naming `what`. */
-  until(cond: () => boolean, ms: number, what: string): Promise<void> {
-    if (cond()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = () => {
-        clearTimeout(t);
-        clearInterval(poll);
-        this.waiters.delete(check);
-      };
-      const check = () => {
-        if (!cond()) return;
-        done();
-        resolve();
-      };
-      const poll = setInterval(check, 5);
-      const t = setTimeout(() => {
-        done();
-        reject(new Error(`within ${ms} ms, not true: ${what} (read ${this.bytes} B, closed=${this.closed})`));
-      }, ms);
-      this.waiters.add(check);
-    });
+  until(cond: () => boolean, what: string, ms: number): Promise<void> {
+    return until(cond, () => `${what} (read ${this.bytes} B, closed=${this.closed})`, ms, this.waiters);
   }
 
   notify(): void {
@@ -152,7 +132,7 @@ function server(behave: (p: Peer) => void): { port: number; peers: Peer[] } {
       },
     },
   });
-  cleanups.push(() => {
+  cleanup.push(() => {
     l.stop(true);
     for (const p of peers) if (!p.closed) p.sock.terminate();
   });
@@ -178,7 +158,7 @@ async function connect(port: number): Promise<Peer> {
     data: p,
     socket: { ...peerHandlers, open: (s) => void (p.sock = s) },
   });
-  cleanups.push(() => {
+  cleanup.push(() => {
     if (!p.closed) p.sock.terminate();
   });
   return p;
@@ -186,13 +166,13 @@ async function connect(port: number): Promise<Peer> {
 
 async function cappedLink(opts: Omit<Parameters<typeof startCappedLink>[0], "targetHost">) {
   const link = await startCappedLink({ targetHost: "127.0.0.1", ...opts });
-  cleanups.push(() => link.stop());
+  cleanup.push(() => link.stop());
   return link;
 }
 
 async function faultProxy(opts: Omit<Parameters<typeof startFaultProxy>[0], "targetHost">) {
   const proxy = await startFaultProxy({ targetHost: "127.0.0.1", ...opts });
-  cleanups.push(() => proxy.stop());
+  cleanup.push(() => proxy.stop());
   return proxy;
 }
 
@@ -206,7 +186,7 @@ describe("capped link", () => {
     const data = randomBytes(8 * MiB);
     expect(await c.send(data)).toBe(true);
     c.finish();
-    await c.until(() => c.closed, 10_000, "the client received the echo and the close");
+    await c.until(() => c.closed, "the client received the echo and the close", 10_000);
     expect(c.closeErr).toBeUndefined();
     expect(c.bytes).toBe(data.length);
     expect(c.hash.digest("hex")).toBe(sha(data));
@@ -220,9 +200,9 @@ describe("capped link", () => {
     const total = 3e6;
     const t0 = performance.now();
     c.send(new Uint8Array(64 * KiB), total).catch(() => {});
-    await c.until(() => target.peers.length > 0, 2000, "the target accepted");
+    await c.until(() => target.peers.length > 0, "the target accepted", 2000);
     const s = target.peers[0]!;
-    await s.until(() => s.bytes === total, 5000, "3 MB reached the target");
+    await s.until(() => s.bytes === total, "3 MB reached the target", 5000);
     const rate = total / ((performance.now() - t0) / 1000);
     expect(rate).toBeGreaterThan(2e6 * 0.85);
     expect(rate).toBeLessThan(2e6 * 1.15);
@@ -234,7 +214,7 @@ describe("capped link", () => {
     for (let i = 0; i < 3; i++) {
       const c = await connect(link.port);
       c.write(new Uint8Array([i]));
-      await c.until(() => c.bytes === 1, 2000, `connection ${i} got its echo`);
+      await c.until(() => c.bytes === 1, `connection ${i} got its echo`, 2000);
     }
     expect(link.connections().map((s) => s.rate)).toEqual([1e6, 4e6, 1e6]);
   });
@@ -246,7 +226,7 @@ describe("capped link", () => {
     for (let i = 1; i <= 2; i++) {
       const t0 = performance.now();
       c.write(new Uint8Array([i]));
-      await c.until(() => c.bytes === i, 2000, `ping ${i} came back`);
+      await c.until(() => c.bytes === i, `ping ${i} came back`, 2000);
       const rtt = performance.now() - t0;
       expect(rtt).toBeGreaterThanOrEqual(100);
       expect(rtt).toBeLessThan(400);
@@ -267,7 +247,7 @@ describe("capped link", () => {
     const c = await connect(link.port);
     c.write(Buffer.from("hello, half-closed world"));
     c.finish();
-    await c.until(() => c.closed, 3000, "the client got the reply and EOF");
+    await c.until(() => c.closed, "the client got the reply and EOF", 3000);
     expect(c.closeErr).toBeUndefined();
     expect(c.hash.digest("hex")).toBe(sha(Buffer.from("hello, half-closed world").reverse()));
     await Bun.sleep(20);
@@ -282,12 +262,12 @@ describe("capped link", () => {
     });
     const link = await cappedLink({ targetPort: target.port });
     const c = await connect(link.port);
-    await c.until(() => c.sawEnd, 2000, "the client saw the target's EOF");
+    await c.until(() => c.sawEnd, "the client saw the target's EOF", 2000);
     expect(c.hash.digest("hex")).toBe(sha("hi"));
     c.write(Buffer.from("still talking"));
     c.finish();
     const s = target.peers[0]!;
-    await s.until(() => s.closed, 2000, "the target got the client's bytes and FIN");
+    await s.until(() => s.closed, "the target got the client's bytes and FIN", 2000);
     expect(s.closeErr).toBeUndefined();
     expect(s.hash.digest("hex")).toBe(sha("still talking"));
   });
@@ -295,10 +275,10 @@ describe("capped link", () => {
   test("closes the client when the target is unreachable", async () => {
     const gone = server(sink);
     const port = gone.port;
-    await cleanups.pop()!(); // stop that server: its port now refuses
+    await cleanup.pop()!(); // stop that server: its port now refuses
     const link = await cappedLink({ targetPort: port });
     const c = await connect(link.port);
-    await c.until(() => c.closed, 2000, "the client was closed");
+    await c.until(() => c.closed, "the client was closed", 2000);
     expect(c.sawEnd).toBe(false);
     expect(link.connections()[0]).toMatchObject({ open: false, bytesUp: 0 });
   });
@@ -310,11 +290,11 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port });
     const c = await connect(proxy.port);
     c.write(new Uint8Array([1]));
-    await c.until(() => c.bytes === 1, 2000, "the echo came back");
+    await c.until(() => c.bytes === 1, "the echo came back", 2000);
     proxy.connections()[0]!.reset();
-    await c.until(() => c.closed, 2000, "the client saw the reset");
+    await c.until(() => c.closed, "the client saw the reset", 2000);
     const s = target.peers[0]!;
-    await s.until(() => s.closed, 2000, "the target saw the reset");
+    await s.until(() => s.closed, "the target saw the reset", 2000);
     expect(c.sawEnd).toBe(false);
     expect((c.closeErr as { code?: string } | undefined)?.code).toBe("ECONNRESET");
     expect(s.sawEnd).toBe(false);
@@ -326,11 +306,11 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port, resetAfterBytes: 100_000 });
     const c = await connect(proxy.port);
     c.send(new Uint8Array(64 * KiB), MiB).catch(() => {});
-    await c.until(() => c.closed, 3000, "the client saw the reset");
+    await c.until(() => c.closed, "the client saw the reset", 3000);
     expect(c.sawEnd).toBe(false);
     expect(proxy.connections()[0]).toMatchObject({ bytesUp: 100_000, bytesDown: 0, open: false });
     const s = target.peers[0]!;
-    await s.until(() => s.closed, 2000, "the target saw the reset");
+    await s.until(() => s.closed, "the target saw the reset", 2000);
     expect(s.bytes).toBeLessThanOrEqual(100_000);
     expect(s.sawEnd).toBe(false);
   });
@@ -339,9 +319,9 @@ describe("fault proxy", () => {
     const target = server(echo);
     const proxy = await faultProxy({ targetPort: target.port });
     const clients = await Promise.all([connect(proxy.port), connect(proxy.port)]);
-    await clients[0]!.until(() => proxy.live().length === 2, 2000, "both connections are up");
+    await clients[0]!.until(() => proxy.live().length === 2, "both connections are up", 2000);
     const stopResets = proxy.resetEvery(30, (live) => live[0]);
-    await Promise.all(clients.map((c) => c.until(() => c.closed, 2000, "the client was reset")));
+    await Promise.all(clients.map((c) => c.until(() => c.closed, "the client was reset", 2000)));
     stopResets();
     expect(proxy.live()).toEqual([]);
   });
@@ -353,9 +333,9 @@ describe("fault proxy", () => {
     const data = randomBytes(64 * KiB);
     c.write(data);
     c.finish();
-    await c.until(() => target.peers.length === 1, 2000, "the target accepted");
+    await c.until(() => target.peers.length === 1, "the target accepted", 2000);
     const s = target.peers[0]!;
-    await s.until(() => s.sawEnd, 4000, "64 KiB crossed the slicer and the FIN followed");
+    await s.until(() => s.sawEnd, "64 KiB crossed the slicer and the FIN followed", 4000);
     expect(s.bytes).toBe(data.length);
     expect(s.hash.digest("hex")).toBe(sha(data));
     // Unsliced, 64 KiB arrives in one or two reads.
@@ -367,7 +347,7 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port });
     const c = await connect(proxy.port);
     c.write(new Uint8Array([1]));
-    await c.until(() => c.bytes === 1, 2000, "the echo came back");
+    await c.until(() => c.bytes === 1, "the echo came back", 2000);
     const conn = proxy.connections()[0]!;
     conn.blackhole();
     c.write(new Uint8Array(1000));
@@ -376,7 +356,7 @@ describe("fault proxy", () => {
     expect([s.bytes, c.bytes]).toEqual([1, 1]);
     expect([c.closed, s.closed, conn.open]).toEqual([false, false, true]);
     conn.blackhole(false);
-    await c.until(() => c.bytes === 1001, 2000, "the held bytes were echoed after the blackhole lifted");
+    await c.until(() => c.bytes === 1001, "the held bytes were echoed after the blackhole lifted", 2000);
   });
 });
 
@@ -385,7 +365,7 @@ describe("bounded queues", () => {
   async function pressure(relay: { port: number; queuedBytes(): number }, ms = 1000) {
     let maxQueued = 0;
     const sample = setInterval(() => (maxQueued = Math.max(maxQueued, relay.queuedBytes())), 5);
-    cleanups.push(() => clearInterval(sample));
+    cleanup.push(() => clearInterval(sample));
     const c = await connect(relay.port);
     let finished = false;
     c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true), () => {});
@@ -397,7 +377,7 @@ describe("bounded queues", () => {
     return server((p) => {
       p.sock.pause();
       const t = setInterval(() => p.sock.resume(), 100);
-      cleanups.push(() => clearInterval(t));
+      cleanup.push(() => clearInterval(t));
       p.onChunk = () => p.sock.pause();
     });
   }
@@ -433,7 +413,7 @@ describe("link CLI", () => {
   test("announces itself, relays, prints counters and exits 0 on SIGTERM", async () => {
     const target = server(echo);
     const p = cli(["--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--rate", "4,0", "--delay", "1"]);
-    cleanups.push(() => p.kill());
+    cleanup.push(() => p.kill());
     const reader = p.stderr.getReader();
     let err = "";
     const readUntil = async (re: RegExp) => {
@@ -450,7 +430,7 @@ describe("link CLI", () => {
     const c = await connect(Number(m![1]));
     c.write(Buffer.from("ping"));
     c.finish();
-    await c.until(() => c.closed, 3000, "the echo and EOF came back through the CLI link");
+    await c.until(() => c.closed, "the echo and EOF came back through the CLI link", 3000);
     expect(c.bytes).toBe(4);
     expect(await readUntil(/link conn 0 \[4 MB\/s\]: up 4 B, down 4 B, closed\n/)).not.toBeNull();
     p.kill("SIGTERM");

@@ -5,12 +5,13 @@
  * happen.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { Bridge, type BridgeResult } from "../src/pipe/bridge.ts";
 import { connectTcp, listenTcp, type TcpPipe } from "../src/pipe/tcp.ts";
 import { startRelay, type Relay } from "../src/proxy/relay.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
+import { cleanups, until } from "./helpers/util.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -18,27 +19,11 @@ const HOST = "127.0.0.1";
 /** A Bun read delivers at most 512 KiB, so a pipe's queue may exceed its bound by less than this. */
 const MAX_READ = 512 * KiB;
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Resolves once `cond()` holds (polled every 5 ms); rejects after `ms` with a sentence naming `what`. */
-async function until(cond: () => boolean, ms: number, what: string | (() => string)): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > deadline) {
-      throw new Error(`within ${ms} ms, did not happen: ${typeof what === "string" ? what : what()}`);
-    }
-    await sleep(5);
-  }
-}
+const cleanup = cleanups();
 
 function relay(targetPort: number): Relay {
   const r = startRelay({ listen: { host: HOST, port: 0 }, target: { host: HOST, port: targetPort }, log: () => {} });
-  cleanups.push(() => r.stop());
+  cleanup.push(() => r.stop());
   return r;
 }
 
@@ -145,7 +130,7 @@ function rawServer(onPeer: (p: Peer) => void): { port: number; peers: Peer[] } {
       },
     },
   });
-  cleanups.push(() => {
+  cleanup.push(() => {
     listener.stop(true);
     for (const p of peers) if (!p.closed) p.sock.terminate();
   });
@@ -155,7 +140,7 @@ function rawServer(onPeer: (p: Peer) => void): { port: number; peers: Peer[] } {
 async function rawConnect(port: number): Promise<Peer> {
   const p = new Peer();
   await Bun.connect<Peer>({ hostname: HOST, port, allowHalfOpen: true, data: p, socket: Peer.handlers });
-  cleanups.push(() => {
+  cleanup.push(() => {
     if (!p.closed) p.sock.terminate();
   });
   return p;
@@ -173,21 +158,21 @@ describe("relay", () => {
     const what = () =>
       `both ends read 32 MiB and EOF (app read ${app.bytes} B end=${app.sawEnd}, ` +
       `target read ${target.peers[0]?.bytes ?? 0} B end=${target.peers[0]?.sawEnd})`;
-    await until(() => app.sawEnd && target.peers[0]?.sawEnd === true, 20_000, what);
+    await until(() => app.sawEnd && target.peers[0]?.sawEnd === true, what, 20_000);
     const t = target.peers[0]!;
     expect(app.bytes).toBe(size);
     expect(t.bytes).toBe(size);
     expect(t.sha()).toBe(sha256(up));
     expect(app.sha()).toBe(sha256(down));
-    await until(() => app.closed && t.closed, 5000, "both ends closed after EOF");
+    await until(() => app.closed && t.closed, "both ends closed after EOF", 5000);
     expect(app.err).toBeUndefined();
     expect(t.err).toBeUndefined();
-    await until(() => r.active.size === 0, 5000, "the relay forgot the finished connection");
+    await until(() => r.active.size === 0, "the relay forgot the finished connection", 5000);
   }, 30_000);
 
   test("echoes 32 MiB through the relay to a startTarget echo server, sha256 equal", async () => {
     const target = startTarget({ mode: "echo" });
-    cleanups.push(() => target.stop());
+    cleanup.push(() => target.stop());
     const r = relay(target.port);
     const data = randomData(32 * MiB, 7);
     const res = await appExchange(r.port, data, { timeoutMs: 20_000 });
@@ -205,11 +190,11 @@ describe("relay", () => {
       mode: "reply",
       reply: (got) => new Uint8Array(Buffer.concat([Buffer.from(`${got.byteLength} ${sha256(got)}\n`), tail])),
     });
-    cleanups.push(() => target.stop());
+    cleanup.push(() => target.stop());
     const r = relay(target.port);
     let bridge: Bridge | undefined;
     const grab = setInterval(() => (bridge ??= [...r.active][0]), 1);
-    cleanups.push(() => clearInterval(grab));
+    cleanup.push(() => clearInterval(grab));
     const data = randomData(4 * MiB + 3, 5);
     const res = await appExchange(r.port, data, { timeoutMs: 10_000 });
     expect(res.error).toBeUndefined();
@@ -220,10 +205,10 @@ describe("relay", () => {
     const conn = target.conns[0]!;
     expect(conn.gotEnd).toBe(true);
     expect(conn.receivedBytes).toBe(data.byteLength);
-    await until(() => conn.closed, 5000, "the target's connection closed");
+    await until(() => conn.closed, "the target's connection closed", 5000);
     expect(conn.error).toBeUndefined();
     expect(bridge).toBeDefined();
-    await until(() => r.active.size === 0, 5000, "the bridge finished");
+    await until(() => r.active.size === 0, "the bridge finished", 5000);
     expect(bridge!.aToB).toEqual({ bytes: data.byteLength, congestions: bridge!.aToB.congestions, finished: true });
     expect(bridge!.bToA).toEqual({ bytes: expected.byteLength, congestions: bridge!.bToA.congestions, finished: true });
     expect(bridge!.error).toBeUndefined();
@@ -244,7 +229,7 @@ describe("relay", () => {
     expect(res.error).toBe("ECONNRESET");
     expect(res.cleanEnd).toBe(false);
     expect(res.ms).toBeLessThan(2000);
-    await until(() => r.active.size === 0, 5000, "the relay dropped the failed connection");
+    await until(() => r.active.size === 0, "the relay dropped the failed connection", 5000);
   }, 10_000);
 
   test("stop() resets open connections: a half-closed app waiting for a reply sees a reset, not EOF", async () => {
@@ -252,7 +237,7 @@ describe("relay", () => {
     const silent = Bun.listen({ hostname: HOST, port: 0, allowHalfOpen: true, socket: { data() {}, end() {}, error() {}, close() {} } } as any);
     const r = relay(silent.port);
     const pending = appExchange(r.port, randomData(1000, 3), { timeoutMs: 5000 });
-    await until(() => r.active.size === 1, 5000, "the relay to accept");
+    await until(() => r.active.size === 1, "the relay accepted", 5000);
     await Bun.sleep(50);
     r.stop();
     const res = await pending;
@@ -301,8 +286,8 @@ describe("Bridge", () => {
         onData(chunk);
       };
     });
-    cleanups.push(() => listener.stop());
-    cleanups.push(() => {
+    cleanup.push(() => listener.stop());
+    cleanup.push(() => {
       a?.close();
       b?.close();
     });
@@ -311,17 +296,17 @@ describe("Bridge", () => {
       samples.intervalSamples++;
       samples.maxPending = Math.max(samples.maxPending, b.pendingBytes);
     }, 1);
-    cleanups.push(() => clearInterval(sampler));
+    cleanup.push(() => clearInterval(sampler));
 
     const w = await rawConnect(listener.port);
     w.send(upData, true);
     await until(
       () => result !== undefined,
-      20_000,
       () => `the bridge finished (R read ${readerServer.peers[0]?.bytes ?? 0} B, W read ${w.bytes} B)`,
+      20_000,
     );
     const r = readerServer.peers[0]!;
-    await until(() => w.sawEnd && r.closed && w.closed, 5000, "both raw ends saw EOF and closed");
+    await until(() => w.sawEnd && r.closed && w.closed, "both raw ends saw EOF and closed", 5000);
 
     // Integrity and FIN both ways.
     expect(r.bytes).toBe(upSize);

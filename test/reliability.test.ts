@@ -3,20 +3,17 @@
  * blackholed, sliced into single bytes, and one stripe 100× slower than the others.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { startClient, type StriperClient } from "../src/proxy/client.ts";
 import { startServer, type StriperServer } from "../src/proxy/server.ts";
 import { startFaultProxy, type FaultProxy, type FaultProxyOptions } from "../src/link/fault.ts";
 import type { SessionOptions, StripedPipe } from "../src/pipe/striped.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
+import { cleanups, until } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
 
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.reverse()) await f();
-  cleanup = [];
-});
+const cleanup = cleanups();
 
 interface Rig {
   target: Target;
@@ -51,15 +48,6 @@ async function rig(stripes: number, fault: Omit<FaultProxyOptions, "targetHost" 
   return { target, server, client, fault: proxy, logs, sessions: () => [...seen] };
 }
 
-/** Waits until `cond` holds, failing with `what` after `ms`. */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
-
 function expectIntact(r: { error?: string; cleanEnd: boolean; received: Uint8Array }, data: Uint8Array): void {
   expect(r.error).toBeUndefined();
   expect(r.cleanEnd).toBe(true);
@@ -72,7 +60,7 @@ describe("lossless striping", () => {
     const r0 = await rig(8, {});
     const data = randomData(256 * 1024 * 1024, 101);
     const run = appExchange(r0.client.port, data, { timeoutMs: 100_000 });
-    await until(() => r0.fault.live().length >= 8, "8 stripes to connect");
+    await until(() => r0.fault.live().length >= 8, "8 stripes connected");
     let resets = 0;
     const stop = r0.fault.resetEvery(300, (live) => {
       resets++;
@@ -91,7 +79,7 @@ describe("lossless striping", () => {
     const r0 = await rig(4, {}, { graceMs: 5000 });
     const data = randomData(64 * 1024 * 1024, 102);
     const run = appExchange(r0.client.port, data, { timeoutMs: 60_000 });
-    await until(() => r0.fault.live().some((c) => c.bytesUp > 4 * 1024 * 1024), "data to flow");
+    await until(() => r0.fault.live().some((c) => c.bytesUp > 4 * 1024 * 1024), "data flowed");
     for (const c of r0.fault.live()) c.reset();
     const r = await run;
     expectIntact(r, data);
@@ -103,7 +91,7 @@ describe("lossless striping", () => {
     const data = randomData(96 * 1024 * 1024, 103);
     // Track progress at the target to find the longest stall.
     const run = appExchange(r0.client.port, data, { timeoutMs: 60_000 });
-    await until(() => r0.fault.live().some((c) => c.bytesUp > 4 * 1024 * 1024), "data to flow");
+    await until(() => r0.fault.live().some((c) => c.bytesUp > 4 * 1024 * 1024), "data flowed");
     const victim = r0.fault.live()[2]!;
     victim.blackhole(true);
     const holedAt = performance.now();
@@ -120,9 +108,9 @@ describe("lossless striping", () => {
   test("a silent stripe on an idle session is found by keepalive, dropped and re-dialled", async () => {
     const r0 = await rig(4, {}, { keepaliveMs: 200, deadMs: 1000 });
     const run = appExchange(r0.client.port, randomData(1000, 105), { timeoutMs: 8000, shutdown: false });
-    await until(() => r0.fault.live().length === 4 && r0.target.conns.length === 1, "the session to open");
+    await until(() => r0.fault.live().length === 4 && r0.target.conns.length === 1, "the session opened");
     r0.fault.live()[1]!.blackhole(true);
-    await until(() => r0.fault.connections().length > 4, "a replacement stripe", 4000);
+    await until(() => r0.fault.connections().length > 4, "a replacement stripe connected", 4000);
     const deaths = r0.sessions().reduce((n, s) => n + s.metrics().stripeDeaths, 0);
     expect(deaths).toBeGreaterThanOrEqual(1);
     void run;

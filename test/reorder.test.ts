@@ -7,9 +7,9 @@
 
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ProtocolError } from "../src/errors.ts";
 import { ReorderBuffer } from "../src/stripe/reorder.ts";
 import { SendBuffer } from "../src/stripe/sendbuf.ts";
+import { expectProtocolError } from "./helpers/util.ts";
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) | 0 : (Math.random() * 2 ** 31) | 0;
 /** Arrays use size "max": fast-check's default "small" size keeps them to about ten elements. */
@@ -36,17 +36,6 @@ function drain(rb: ReorderBuffer): Uint8Array {
   const parts: Uint8Array[] = [];
   for (let c = rb.shift(); c !== undefined; c = rb.shift()) parts.push(c);
   return Buffer.concat(parts);
-}
-
-function expectWindowError(fn: () => void): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(ProtocolError);
-  expect((caught as ProtocolError).code).toBe("E_WINDOW");
 }
 
 // --- ReorderBuffer -------------------------------------------------------------------------------
@@ -154,17 +143,17 @@ describe("ReorderBuffer", () => {
   test("data ending beyond delivered + window is E_WINDOW; up to the edge is accepted", () => {
     const s = stream(300);
     const rb = new ReorderBuffer(100);
-    expectWindowError(() => rb.insert(0, s.subarray(0, 101)));
-    expectWindowError(() => rb.insert(100, s.subarray(100, 101)));
-    expectWindowError(() => rb.insert(99, s.subarray(99, 101)));
+    expectProtocolError(() => rb.insert(0, s.subarray(0, 101)), "E_WINDOW");
+    expectProtocolError(() => rb.insert(100, s.subarray(100, 101)), "E_WINDOW");
+    expectProtocolError(() => rb.insert(99, s.subarray(99, 101)), "E_WINDOW");
     expect(rb.insert(90, s.subarray(90, 100))).toBe(false);
     expect(rb.insert(0, s.subarray(0, 90))).toBe(true);
     // The window is counted from what the consumer took (delivered), not from what arrived (contiguous).
-    expectWindowError(() => rb.insert(100, s.subarray(100, 101)));
+    expectProtocolError(() => rb.insert(100, s.subarray(100, 101)), "E_WINDOW");
     expect(rb.bufferedBytes).toBe(100);
     drain(rb);
     expect(rb.insert(100, s.subarray(100, 200))).toBe(true);
-    expectWindowError(() => rb.insert(200, s.subarray(200, 201)));
+    expectProtocolError(() => rb.insert(200, s.subarray(200, 201)), "E_WINDOW");
     drain(rb);
     expect(rb.insert(150, s.subarray(150, 300))).toBe(true);
     expect(drain(rb)).toEqual(s.subarray(200, 300));
@@ -174,7 +163,7 @@ describe("ReorderBuffer", () => {
     const s = stream(200);
     const rb = new ReorderBuffer(100);
     rb.insert(50, s.subarray(50, 60));
-    expectWindowError(() => rb.insert(95, s.subarray(95, 105)));
+    expectProtocolError(() => rb.insert(95, s.subarray(95, 105)), "E_WINDOW");
     expect(rb.bufferedBytes).toBe(10);
     expect(rb.segments).toBe(1);
     rb.insert(0, s.subarray(0, 50));
@@ -338,7 +327,7 @@ describe("ReorderBuffer", () => {
         ranges.forEach(([start, n], i) => {
           const a = start % len;
           const b = Math.min(len, a + n);
-          if (b > delivered + window) expectWindowError(() => rb.insert(a, s.subarray(a, b)));
+          if (b > delivered + window) expectProtocolError(() => rb.insert(a, s.subarray(a, b)), "E_WINDOW");
           else rb.insert(a, s.subarray(a, b));
           // Memory stays within the window.
           expect(rb.bufferedBytes).toBeLessThanOrEqual(window);

@@ -17,7 +17,7 @@
  * stay as regression tests.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { BrokenError, ProtocolError, type StriperError } from "../src/errors.ts";
 import { StripedPipe, type SessionOptions } from "../src/pipe/striped.ts";
@@ -26,6 +26,7 @@ import { FrameDecoder, writeFrameHeader } from "../src/wire/codec.ts";
 import { FRAME_DATA, FRAME_HEADER_SIZE, FRAME_RESET, RESET_PEER_FAILED, RESET_PROTOCOL } from "../src/wire/constants.ts";
 import { flushAll, memPipePair, type MemPipePair } from "./helpers/mempipe.ts";
 import { randomData } from "./helpers/net.ts";
+import { cleanups } from "./helpers/util.ts";
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) | 0 : 0x5eed_2024;
 const RUNS = process.env.TEST_RUNS !== undefined ? Number(process.env.TEST_RUNS) : 300;
@@ -375,11 +376,7 @@ class Harness {
 }
 
 // Whatever a test started, stopped after it (sessions hold a 250 ms interval timer until closed).
-let cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanups) f();
-  cleanups = [];
-});
+const cleanup = cleanups();
 
 function harness(cfg: Partial<Config> = {}): Harness {
   const h = new Harness({
@@ -391,7 +388,7 @@ function harness(cfg: Partial<Config> = {}): Harness {
     copyOnSend: true,
     ...cfg,
   });
-  cleanups.push(() => h.dispose());
+  cleanup.push(() => h.dispose());
   return h;
 }
 
@@ -537,7 +534,7 @@ function forgedPeer(): { B: Side; raw: MemPipePair["a"]; link: MemPipePair; seen
   link.a.setHandler({ data: (c) => seen.push(c), drain() {}, end() {}, close() {} });
   B.s.attach(0, 0, link.b);
   link.flushAll(); // B's first ACK
-  cleanups.push(() => {
+  cleanup.push(() => {
     if (!B.s.closed) B.s.close();
     link.kill("test teardown");
   });

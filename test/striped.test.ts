@@ -3,23 +3,20 @@
  * half-close, backpressure bounds, and every failure path the app can see.
  */
 
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { startClient, type StriperClient } from "../src/proxy/client.ts";
 import { startServer, type StriperServer } from "../src/proxy/server.ts";
 import { startCappedLink, type CappedLink } from "../src/link/capped.ts";
 import { startFaultProxy, type FaultProxy } from "../src/link/fault.ts";
 import type { SessionOptions } from "../src/pipe/striped.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
+import { cleanups } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
 const quiet = () => {};
 
 // Everything a test starts, stopped after it whatever happened.
-let cleanup: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.reverse()) await f();
-  cleanup = [];
-});
+const cleanup = cleanups();
 
 interface Pair {
   target: Target;

@@ -7,7 +7,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
-import { ProtocolError, StriperError } from "../src/errors.ts";
+import { ProtocolError } from "../src/errors.ts";
 import { FrameBatch, BufferPool } from "../src/wire/batch.ts";
 import {
   FrameDecoder,
@@ -44,22 +44,11 @@ import {
   VERSION,
   WELCOME_SIZE,
 } from "../src/wire/constants.ts";
+import { expectProtocolError, prng, randInt } from "./helpers/util.ts";
 
 // --- helpers -----------------------------------------------------------------------------------------
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) >>> 0 : (Math.random() * 2 ** 32) >>> 0;
-
-/** mulberry32: a small, fast, seedable PRNG. Returns a function giving floats in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Runs `fn` with a PRNG seeded from SEED (+ salt); on failure the error names the seed. */
 function seeded(salt: number, fn: (rand: () => number) => void): void {
@@ -72,8 +61,6 @@ function seeded(salt: number, fn: (rand: () => number) => void): void {
     throw Object.assign(err as Error, { message: msg });
   }
 }
-
-const int = (rand: () => number, lo: number, hi: number): number => lo + Math.floor(rand() * (hi - lo + 1));
 
 function randomBytes(rand: () => number, n: number): Uint8Array {
   const b = new Uint8Array(n);
@@ -163,28 +150,28 @@ function mixedStream(rand: () => number, frames: number): { bytes: Uint8Array; e
   let at = 0;
   const reasons = ["", "target refused", "stripe 3 — ünïcödé ✓", "x".repeat(200)];
   for (let f = 0; f < frames; f++) {
-    const kind = int(rand, 0, 9);
+    const kind = randInt(rand, 0, 9);
     let frame: Uint8Array;
     if (kind <= 3) {
       // DATA: random offset anywhere below 2^53, random pad, sometimes empty.
-      const len = rand() < 0.1 ? 0 : int(rand, 1, 300);
-      const offset = rand() < 0.5 ? int(rand, 0, 1_000_000) : Math.floor(rand() * (2 ** 53 - 1 - len));
-      const pad = rand() < 0.5 ? 0 : int(rand, 1, MAX_PAD);
+      const len = rand() < 0.1 ? 0 : randInt(rand, 1, 300);
+      const offset = rand() < 0.5 ? randInt(rand, 0, 1_000_000) : Math.floor(rand() * (2 ** 53 - 1 - len));
+      const pad = rand() < 0.5 ? 0 : randInt(rand, 1, MAX_PAD);
       const payload = randomBytes(rand, len);
-      frame = dataFrame(offset, payload, pad, int(rand, 0, 255));
+      frame = dataFrame(offset, payload, pad, randInt(rand, 0, 255));
       events.push({ kind: "data", offset, bytes: Array.from(payload) });
     } else {
       const type = [FRAME_ACK, FRAME_ACK, FRAME_PING, FRAME_PONG, FRAME_FIN, FRAME_RESET][kind - 4]!;
       const flags = type === FRAME_ACK && rand() < 0.5 ? ACK_FLAG_FIN : 0;
-      const value = rand() < 0.5 ? int(rand, 0, 2 ** 32) : Math.floor(rand() * 2 ** 53);
+      const value = rand() < 0.5 ? randInt(rand, 0, 2 ** 32) : Math.floor(rand() * 2 ** 53);
       let payload: Uint8Array = new Uint8Array(0);
       if (type === FRAME_ACK) {
-        const n = int(rand, 0, 8);
+        const n = randInt(rand, 0, 8);
         const entries: [number, number, number][] = [];
-        for (let k = 0; k < n; k++) entries.push([k, int(rand, 0, 0xffff), int(rand, 0, 0xffffffff)]);
+        for (let k = 0; k < n; k++) entries.push([k, randInt(rand, 0, 0xffff), randInt(rand, 0, 0xffffffff)]);
         payload = ackPayload(entries);
       } else if (type === FRAME_RESET) {
-        payload = new TextEncoder().encode(reasons[int(rand, 0, reasons.length - 1)]!);
+        payload = new TextEncoder().encode(reasons[randInt(rand, 0, reasons.length - 1)]!);
       }
       frame = encodeFrame(type, flags, value, payload);
       events.push({ kind: "control", type, flags, value, payload: Array.from(payload) });
@@ -212,19 +199,6 @@ function decodeChunks(chunks: Uint8Array[], checkZeroCopy = false): Recorder {
   }
   expect(dec.atBoundary).toBe(true);
   return rec;
-}
-
-/** Expects `fn` to throw a ProtocolError with `code`. */
-function expectProtocolError(fn: () => void, code: string): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  expect(caught).toBeInstanceOf(ProtocolError);
-  expect(caught).toBeInstanceOf(StriperError);
-  expect((caught as ProtocolError).code).toBe(code);
 }
 
 const DECODER_CODES = new Set(["E_UNKNOWN_FRAME", "E_FRAME_TOO_LARGE", "E_BAD_PAD", "E_OFFSET_RANGE"]);
@@ -611,11 +585,11 @@ describe("FrameDecoder fed chunks split anywhere", () => {
   test("splits at seeded-random points yield exactly the unsplit frames", () => {
     seeded(3, (rand) => {
       for (let iter = 0; iter < 300; iter++) {
-        const { bytes, events } = mixedStream(rand, int(rand, 1, 80));
+        const { bytes, events } = mixedStream(rand, randInt(rand, 1, 80));
         const chunks: Uint8Array[] = [];
         for (let pos = 0; pos < bytes.byteLength; ) {
           // Mostly small pieces around header size, sometimes large ones.
-          const n = rand() < 0.7 ? int(rand, 1, 40) : int(rand, 1, 2000);
+          const n = rand() < 0.7 ? randInt(rand, 1, 40) : randInt(rand, 1, 2000);
           // Copy each piece into its own buffer sometimes, as a socket would deliver it.
           const piece = bytes.subarray(pos, pos + n);
           chunks.push(rand() < 0.5 ? piece : piece.slice());
@@ -668,7 +642,7 @@ describe("FrameDecoder fed garbage", () => {
   function randomSplit(rand: () => number, bytes: Uint8Array): Uint8Array[] {
     const chunks: Uint8Array[] = [];
     for (let pos = 0; pos < bytes.byteLength; ) {
-      const n = int(rand, 1, 64);
+      const n = randInt(rand, 1, 64);
       chunks.push(bytes.subarray(pos, pos + n));
       pos += n;
     }
@@ -681,7 +655,7 @@ describe("FrameDecoder fed garbage", () => {
       seeded(4, (rand) => {
         const seen = new Map<string, number>();
         for (let iter = 0; iter < 20_000; iter++) {
-          const r = feed(randomSplit(rand, randomBytes(rand, int(rand, 0, 256))));
+          const r = feed(randomSplit(rand, randomBytes(rand, randInt(rand, 0, 256))));
           seen.set(r, (seen.get(r) ?? 0) + 1);
         }
         expect(seen.get("E_OFFSET_RANGE") ?? 0).toBeGreaterThan(0);
@@ -697,15 +671,15 @@ describe("FrameDecoder fed garbage", () => {
         const seen = new Set<string>();
         for (let iter = 0; iter < 20_000; iter++) {
           const parts: Uint8Array[] = [];
-          for (let f = int(rand, 1, 6); f > 0; f--) {
-            const type = rand() < 0.9 ? int(rand, 0, 6) : int(rand, 0, 255);
-            const pad = rand() < 0.6 ? 0 : rand() < 0.9 ? int(rand, 0, 70) : int(rand, 0, 255);
-            const length = rand() < 0.9 ? int(rand, 0, 200) : rand() < 0.5 ? MAX_FRAME_PAYLOAD + int(rand, -2, 2) : int(rand, 0, 0xffffffff);
-            const hi = rand() < 0.9 ? int(rand, 0, 2 ** 21 - 1) : int(rand, 0, 0xffffffff);
-            parts.push(rawHeader(type, int(rand, 0, 255), pad, length, hi, int(rand, 0, 0xffffffff)));
+          for (let f = randInt(rand, 1, 6); f > 0; f--) {
+            const type = rand() < 0.9 ? randInt(rand, 0, 6) : randInt(rand, 0, 255);
+            const pad = rand() < 0.6 ? 0 : rand() < 0.9 ? randInt(rand, 0, 70) : randInt(rand, 0, 255);
+            const length = rand() < 0.9 ? randInt(rand, 0, 200) : rand() < 0.5 ? MAX_FRAME_PAYLOAD + randInt(rand, -2, 2) : randInt(rand, 0, 0xffffffff);
+            const hi = rand() < 0.9 ? randInt(rand, 0, 2 ** 21 - 1) : randInt(rand, 0, 0xffffffff);
+            parts.push(rawHeader(type, randInt(rand, 0, 255), pad, length, hi, randInt(rand, 0, 0xffffffff)));
             // Usually exactly the body the header announces, so the next header is a generated one.
             const body = (type === FRAME_DATA ? pad : 0) + length;
-            parts.push(randomBytes(rand, rand() < 0.8 && body <= 300 ? body : int(rand, 0, 300)));
+            parts.push(randomBytes(rand, rand() < 0.8 && body <= 300 ? body : randInt(rand, 0, 300)));
           }
           const all = Buffer.concat(parts);
           seen.add(feed(randomSplit(rand, all)));
@@ -722,10 +696,10 @@ describe("FrameDecoder fed garbage", () => {
     () => {
       seeded(6, (rand) => {
         for (let iter = 0; iter < 3000; iter++) {
-          const { bytes } = mixedStream(rand, int(rand, 1, 20));
-          for (let flips = int(rand, 1, 8); flips > 0; flips--) {
-            const i = int(rand, 0, bytes.byteLength - 1);
-            bytes[i] = rand() < 0.5 ? bytes[i]! ^ (1 << int(rand, 0, 7)) : int(rand, 0, 255);
+          const { bytes } = mixedStream(rand, randInt(rand, 1, 20));
+          for (let flips = randInt(rand, 1, 8); flips > 0; flips--) {
+            const i = randInt(rand, 0, bytes.byteLength - 1);
+            bytes[i] = rand() < 0.5 ? bytes[i]! ^ (1 << randInt(rand, 0, 7)) : randInt(rand, 0, 255);
           }
           feed(randomSplit(rand, bytes));
         }
@@ -754,25 +728,25 @@ describe("FrameBatch", () => {
       const backing = new Uint8Array(new ArrayBuffer(1 << 20));
       for (let iter = 0; iter < 200; iter++) {
         // A batch buffer at an arbitrary byte offset inside a larger allocation.
-        const batchOff = int(rand, 0, 127);
+        const batchOff = randInt(rand, 0, 127);
         const batch = new FrameBatch(backing.subarray(batchOff, batchOff + 512 * 1024));
         const sent: { offset: number; payload: Uint8Array }[] = [];
         const controls: number[] = [];
-        let streamOff = int(rand, 0, 2 ** 40);
+        let streamOff = randInt(rand, 0, 2 ** 40);
         for (;;) {
           if (rand() < 0.3) {
-            const len = int(rand, 0, 40);
+            const len = randInt(rand, 0, 40);
             if (batch.room < FRAME_HEADER_SIZE + len) break;
             batch.appendControl(FRAME_ACK, 0, len, new Uint8Array(len).fill(len));
             controls.push(len);
           }
-          const size = rand() < 0.3 ? int(rand, 1, 1023) : rand() < 0.5 ? int(rand, 1024, 1100) : int(rand, 1024, 65536);
+          const size = rand() < 0.3 ? randInt(rand, 1, 1023) : rand() < 0.5 ? randInt(rand, 1024, 1100) : randInt(rand, 1024, 65536);
           if (batch.dataRoom < size) break;
-          const at = int(rand, 0, src.byteLength - size);
+          const at = randInt(rand, 0, src.byteLength - size);
           const payload = src.subarray(at, at + size);
           batch.appendData(streamOff, payload);
           sent.push({ offset: streamOff, payload });
-          streamOff += size + int(rand, 0, 3);
+          streamOff += size + randInt(rand, 0, 3);
         }
         const frags: { offset: number; bytes: Uint8Array }[] = [];
         const ctl: number[] = [];
