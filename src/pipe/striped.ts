@@ -353,10 +353,10 @@ export class StripedPipe implements Pipe {
     stripe.decoder = new FrameDecoder(this.sink(stripe));
     this.stripes[index] = stripe;
     pipe.setHandler({
-      data: (chunk) => this.onStripeData(stripe, chunk),
-      drain: () => this.onStripeDrain(stripe),
-      end: () => this.onStripeEnd(stripe),
-      close: (err) => this.onStripeClose(stripe, err),
+      data: (chunk) => this.guard(() => this.onStripeData(stripe, chunk)),
+      drain: () => this.guard(() => this.onStripeDrain(stripe)),
+      end: () => this.guard(() => this.onStripeEnd(stripe)),
+      close: (err) => this.guard(() => this.onStripeClose(stripe, err)),
     });
     if (this.graceTimer) {
       clearTimeout(this.graceTimer);
@@ -364,7 +364,7 @@ export class StripedPipe implements Pipe {
     }
     if (this.state === "opening") {
       this.state = "open";
-      this.tickTimer = setInterval(() => this.tick(), TICK_MS);
+      this.tickTimer = setInterval(() => this.guard(() => this.tick()), TICK_MS);
       this.handler.ready?.();
     }
     // Tell the peer where we are at once: it may hold data to resend to us.
@@ -372,6 +372,18 @@ export class StripedPipe implements Pipe {
     this.lastAckValue = -1;
     if (leftover && leftover.byteLength > 0) this.onStripeData(stripe, leftover);
     this.pump();
+  }
+
+  /**
+   * Runs an event handler; anything it throws ends this session with a reset (E_INTERNAL) instead of
+   * escaping into the socket layer, where the session would be left half-updated and could hang.
+   */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (this.state !== "closed") this.finish(asStriperError(err, "E_INTERNAL"), RESET_PEER_FAILED);
+    }
   }
 
   /** True once the session ended or is ending. */
@@ -567,7 +579,7 @@ export class StripedPipe implements Pipe {
     this.ackTimer ??= setTimeout(() => {
       this.ackTimer = undefined;
       this.ackDue = true;
-      this.pump();
+      this.guard(() => this.pump());
     }, ACK_DELAY_MS);
   }
 
