@@ -9,9 +9,9 @@
  */
 
 import { ptr } from "bun:ffi";
-import { bench, do_not_optimize, summary } from "mitata";
+import { do_not_optimize } from "mitata";
 import { COALESCE_BELOW, encodeMessage, LENGTH_PREFIX_SIZE, MessageDecoder } from "../src/pipe/datagram.ts";
-import { fmtSize, receiveChunk, slices, type Case, type Steady } from "./micro.ts";
+import { fmtSize, receiveChunk, slices, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 function roundTrip(size: number): Steady {
   const msgs = slices(receiveChunk(), size);
@@ -42,12 +42,5 @@ const datagramCase: Case = {
 };
 export const cases: Case[] = [datagramCase];
 
-summary(() => {
-  for (const c of cases) {
-    bench(c.name, function* (state: { get(name: string): any }) {
-      yield c.setup(state.get(c.arg)).op; // setup runs here, outside the measured closure
-    }).args(c.arg, [...c.values]);
-  }
-});
-
-if (import.meta.main) await (await import("./micro.ts")).runMicro([{ cases }]);
+registerSummary(cases);
+if (import.meta.main) await runStandalone(cases);

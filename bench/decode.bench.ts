@@ -17,6 +17,7 @@ import { FrameDecoder, type FrameSink } from "../src/wire/codec.ts";
 import { BufferPool, FrameBatch } from "../src/wire/batch.ts";
 import { FRAME_HEADER_SIZE, MAX_PAD } from "../src/wire/constants.ts";
 import { BATCH_BUFFER, fmtSize, prng, receiveChunk, slices, type Case, type Steady } from "./micro.ts";
+import { BATCH_SLACK } from "../src/pipe/striped.ts";
 
 const STREAM_PAYLOAD = 8 * 1024 * 1024;
 const MAX_CHUNK = 128 * 1024;
@@ -115,7 +116,7 @@ function encodeDecode(size: number): Steady {
   };
   op();
   if (sink.bytes !== framesPerBatch * size || !decoder.atBoundary) throw new Error("encode+decode bench is malformed");
-  return { bytes: framesPerBatch * size, unit: "batch", note: `${framesPerBatch} frames per ${fmtSize(BATCH_BUFFER - FRAME_HEADER_SIZE - 64)} batch`, op };
+  return { bytes: framesPerBatch * size, unit: "batch", note: `${framesPerBatch} frames per ${fmtSize(BATCH_BUFFER - BATCH_SLACK)} batch`, op };
 }
 
 const decodeCase: Case = { name: "decode $size frames", arg: "size", values: [16 * 1024, 64 * 1024], setup: decodeChunks };

@@ -13,11 +13,11 @@
  */
 
 import { ptr } from "bun:ffi";
-import { bench, do_not_optimize, summary } from "mitata";
+import { do_not_optimize } from "mitata";
 import { writeFrameHeader } from "../src/wire/codec.ts";
 import { BufferPool, FrameBatch } from "../src/wire/batch.ts";
 import { FRAME_DATA, FRAME_HEADER_SIZE } from "../src/wire/constants.ts";
-import { BATCH_BUFFER, receiveChunk, slices, type Case, type Steady } from "./micro.ts";
+import { BATCH_BUFFER, receiveChunk, slices, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 const SIZES = [1024, 16 * 1024, 64 * 1024] as const;
 
@@ -91,12 +91,5 @@ const batchCase: Case = { name: "encode FrameBatch $size", arg: "size", values: 
 const naiveCase: Case = { name: "encode naive $size", arg: "size", values: SIZES, setup: encodeNaive };
 export const cases: Case[] = [batchCase, naiveCase];
 
-summary(() => {
-  for (const c of cases) {
-    bench(c.name, function* (state: { get(name: string): any }) {
-      yield c.setup(state.get(c.arg)).op; // setup runs here, outside the measured closure
-    }).args(c.arg, [...c.values]);
-  }
-});
-
-if (import.meta.main) await (await import("./micro.ts")).runMicro([{ cases }]);
+registerSummary(cases);
+if (import.meta.main) await runStandalone(cases);

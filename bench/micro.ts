@@ -21,9 +21,8 @@
 
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { run } from "mitata";
-import { DEFAULT_SESSION_OPTIONS } from "../src/pipe/striped.ts";
-import { FRAME_HEADER_SIZE } from "../src/wire/constants.ts";
+import { bench, run, summary } from "mitata";
+import { BATCH_SLACK, DEFAULT_SESSION_OPTIONS } from "../src/pipe/striped.ts";
 
 /** One benchmark iteration in steady state, with what it moves. */
 export interface Steady {
@@ -55,11 +54,24 @@ export interface BenchModule {
   cases: readonly Case<any>[];
 }
 
-/**
- * Size of the session's pooled batch buffers: the default batchSize plus room for one header and its
- * padding, as StripedSession sizes its pool.
- */
-export const BATCH_BUFFER = DEFAULT_SESSION_OPTIONS.batchSize + FRAME_HEADER_SIZE + 64;
+/** Size of the session's pooled batch buffers: the default batchSize plus the same slack StripedPipe adds. */
+export const BATCH_BUFFER = DEFAULT_SESSION_OPTIONS.batchSize + BATCH_SLACK;
+
+/** Registers a file's cases with mitata, naive and fast side by side in one `summary`. */
+export function registerSummary<A extends string | number>(cases: readonly Case<A>[]): void {
+  summary(() => {
+    for (const c of cases) {
+      bench(c.name, function* (state: { get(name: string): any }) {
+        yield c.setup(state.get(c.arg)).op; // setup runs here, outside the measured closure
+      }).args(c.arg, [...c.values]);
+    }
+  });
+}
+
+/** Runs one bench file on its own (`bun bench/x.bench.ts`). */
+export async function runStandalone<A extends string | number>(cases: Case<A>[]): Promise<void> {
+  await runMicro([{ cases }]);
+}
 
 /** Deterministic PRNG (mulberry32): seeded input so every run measures the same shuffles and splits. */
 export function prng(seed: number): () => number {

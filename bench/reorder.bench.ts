@@ -9,9 +9,9 @@
  * frames below 16 KiB take the buffer's copy path (it does not pin big chunks for small ranges).
  */
 
-import { bench, do_not_optimize, summary } from "mitata";
+import { do_not_optimize } from "mitata";
 import { ReorderBuffer } from "../src/stripe/reorder.ts";
-import { prng, receiveChunk, slices, type Case, type Steady } from "./micro.ts";
+import { prng, receiveChunk, slices, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 const STRIPES = 16;
 /** At most this many frames are outstanding: 16 stripes × 4 frames each. */
@@ -77,12 +77,5 @@ const reorderCase: Case = {
 };
 export const cases: Case[] = [reorderCase];
 
-summary(() => {
-  for (const c of cases) {
-    bench(c.name, function* (state: { get(name: string): any }) {
-      yield c.setup(state.get(c.arg)).op; // setup runs here, outside the measured closure
-    }).args(c.arg, [...c.values]);
-  }
-});
-
-if (import.meta.main) await (await import("./micro.ts")).runMicro([{ cases }]);
+registerSummary(cases);
+if (import.meta.main) await runStandalone(cases);

@@ -8,9 +8,9 @@
  * wait branches; the round costs 16 stores about once per 128 picks.
  */
 
-import { bench, do_not_optimize, summary } from "mitata";
+import { do_not_optimize } from "mitata";
 import { Scheduler, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "../src/stripe/scheduler.ts";
-import { prng, type Case, type Steady } from "./micro.ts";
+import { prng, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 const STRIPES = 16;
 const FRAME = 64 * 1024;
@@ -56,12 +56,5 @@ const schedulerCase: Case<SchedulerMode> = {
 };
 export const cases: Case<SchedulerMode>[] = [schedulerCase];
 
-summary(() => {
-  for (const c of cases) {
-    bench(c.name, function* (state: { get(name: string): any }) {
-      yield c.setup(state.get(c.arg)).op; // setup runs here, outside the measured closure
-    }).args(c.arg, [...c.values]);
-  }
-});
-
-if (import.meta.main) await (await import("./micro.ts")).runMicro([{ cases }]);
+registerSummary(cases);
+if (import.meta.main) await runStandalone(cases);

@@ -74,7 +74,7 @@ export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
 export const DEFAULT_MAX_BUFFER = 32 * 1024 * 1024;
 
 /** Bytes a batch buffer has beyond batchSize. */
-const BATCH_SLACK = 32 * 1024;
+export const BATCH_SLACK = 32 * 1024;
 /** A chunk tail shorter than this rides along in the current batch rather than leaving alone later. */
 const SHORT_TAIL = 16 * 1024;
 
