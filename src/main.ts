@@ -6,7 +6,16 @@ import { UsageError } from "./errors.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
-import { stderrLog } from "./proxy/log.ts";
+import { sessionStatsLine, stderrLog } from "./proxy/log.ts";
+
+/** SIGUSR1 prints one statistics line per live session (rates, in flight, RTT per stripe). */
+function onStatsSignal(lines: () => string[]): void {
+  process.on("SIGUSR1", () => {
+    const all = lines();
+    if (all.length === 0) stderrLog("no live sessions");
+    for (const l of all) stderrLog(l);
+  });
+}
 
 function onSignals(stop: () => void): void {
   const handler = (): void => {
@@ -32,11 +41,13 @@ async function run(cmd: Command): Promise<void> {
         maxBuffer: cmd.maxBuffer,
       });
       onSignals(() => s.stop());
+      onStatsSignal(() => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())));
       return;
     }
     case "client": {
       const c = startClient({ listen: cmd.listen, peer: cmd.peer, stripes: cmd.stripes, session: cmd.session, maxBuffer: cmd.maxBuffer });
       onSignals(() => c.stop());
+      onStatsSignal(() => [...c.sessions].map((x) => sessionStatsLine(x.id, x.metrics())));
       return;
     }
     case "relay": {

@@ -97,7 +97,15 @@ describe("processes", () => {
       const end = await waitFor(client, /session \w+ end .* reason ok/);
       expect(end).toMatch(/session \w+ start app/);
       expect(end).toMatch(/up 8\.0 MiB down 8\.0 MiB/);
+      // SIGUSR1: live statistics, one line per session, every stripe listed.
+      const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 10_000 });
+      await Bun.sleep(300);
+      client.kill("SIGUSR1");
+      const stats = await waitFor(client, /session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 /);
+      expect(stats).toMatch(/rtt \d+ms/);
       client.kill("SIGTERM");
+      const heldResult = await held;
+      expect(heldResult.cleanEnd).toBe(false); // shutdown resets open sessions, never a clean EOF
       server.kill("SIGINT");
       expect(await client.exited).toBe(0);
       expect(await server.exited).toBe(0);

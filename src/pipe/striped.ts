@@ -231,8 +231,8 @@ export class StripedPipe implements Pipe {
   readonly stats: PipeStats = newStats();
   /** Called (client role) to open a replacement for stripe `index`. Set by the client proxy. */
   redial: ((index: number) => void) | undefined;
-  /** Called once with a one-line reason when the session ends, for the proxy's log. */
-  onFinish: ((err: StriperError | undefined) => void) | undefined;
+  /** Short id for logs (set by the proxy). */
+  id = "";
 
   readonly opts: SessionOptions;
   private handler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
@@ -1013,7 +1013,6 @@ export class StripedPipe implements Pipe {
     this.resendLen = [];
     const handler = this.handler;
     this.handler = { data() {}, drain() {}, end() {}, close() {} };
-    this.onFinish?.(err);
     handler.close(err);
   }
 }

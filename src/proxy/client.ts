@@ -67,6 +67,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     const sessionId = randomBytes(SESSION_ID_SIZE);
     const id = hexId(sessionId);
     const session = new StripedPipe(sessionOpts, sessionOpts.window, budget);
+    session.id = id;
     sessions.add(session);
     const started = performance.now();
     const generation = new Array<number>(n).fill(0);

@@ -35,3 +35,14 @@ export function sessionEndLine(id: string, up: number, down: number, ms: number,
     `stripe-deaths ${m.stripeDeaths} resent ${formatBytes(m.resentBytes)} acks ${formatBytes(m.ackBytes)} reason ${reason}`
   );
 }
+
+/** One line of live statistics for a session: per stripe, rate, in flight, RTT, stalls. */
+export function sessionStatsLine(id: string, m: SessionMetrics): string {
+  const stripes = m.perStripe
+    .map((p) => `#${p.index} ${(p.rate / 1e6).toFixed(2)}MB/s inflight ${formatBytes(p.inflight)} rtt ${p.rtt.toFixed(0)}ms stalls ${p.stalls}`)
+    .join("; ");
+  return (
+    `session ${id} stats stripes ${m.usableStripes}/${m.stripes} store ${formatBytes(m.sendBufferBytes)} ` +
+    `reorder ${formatBytes(m.reorderBytes)} deaths ${m.stripeDeaths} resent ${formatBytes(m.resentBytes)} | ${stripes}`
+  );
+}
