@@ -195,6 +195,40 @@ describe("memory budget", () => {
   });
 });
 
+describe("memory budget: windows", () => {
+  test("sessions opened under load get smaller receive windows, and still deliver intact", async () => {
+    const logs: string[] = [];
+    const target = startTarget({ mode: "echo" });
+    const server = startServer({
+      listen: { host: LOOP, port: 0 },
+      target: { host: LOOP, port: target.port },
+      maxBuffer: 1024 * 1024,
+      log: (l) => logs.push(l),
+    });
+    const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, log: (l) => logs.push(l) });
+    cleanup.push(() => {
+      client.stop();
+      server.stop();
+      target.stop();
+    });
+    const windows = new Set<number>();
+    const sampler = setInterval(() => {
+      for (const x of server.sessions.values()) windows.add(x.opts.window);
+    }, 1);
+    // Opened one after another while the earlier ones still run.
+    const runs: Promise<void>[] = [];
+    for (let k = 0; k < 6; k++) {
+      runs.push(echoIntegrity(client.port, 6 * 1024 * 1024, 300 + k));
+      await Bun.sleep(20);
+    }
+    await Promise.all(runs);
+    clearInterval(sampler);
+    // 4 x 1 MiB shared: 4 MiB for the first, then 2 MiB, 1.33 MiB, and the 1 MiB floor.
+    expect(Math.max(...windows)).toBe(4 * 1024 * 1024);
+    expect(Math.min(...windows)).toBe(1024 * 1024);
+  });
+});
+
 describe("failures reach the app", () => {
   test("target refused: the app connection is reset promptly, not ended cleanly", async () => {
     const dead = startTarget({ mode: "echo" });

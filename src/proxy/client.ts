@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, StripedPipe, type SessionOptions } from "../pipe/striped.ts";
-import { BufferBudget } from "../stripe/budget.ts";
+import { BufferBudget, sessionWindow } from "../stripe/budget.ts";
 import { startMemoryGovernor } from "./governor.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeWelcome, encodeHello } from "../wire/codec.ts";
@@ -66,7 +66,8 @@ export function startClient(opts: ClientOptions): StriperClient {
   const onApp = (app: TcpPipe): void => {
     const sessionId = randomBytes(SESSION_ID_SIZE);
     const id = hexId(sessionId);
-    const session = new StripedPipe(sessionOpts, sessionOpts.window, budget);
+    const window = sessionWindow(sessionOpts.window, budget, sessions.size);
+    const session = new StripedPipe({ ...sessionOpts, window }, sessionOpts.window, budget);
     session.id = id;
     sessions.add(session);
     const started = performance.now();
@@ -86,7 +87,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         stripeCount: n,
         generation: gen,
         sessionId,
-        window: sessionOpts.window,
+        window,
       });
       readHandshake(pipe, WELCOME_SIZE, handshakeTimeout, () => pipe.send(hello), (r) => {
         if (session.closed) {

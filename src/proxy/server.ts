@@ -6,7 +6,7 @@
 import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { StripedPipe, DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../pipe/striped.ts";
-import { BufferBudget } from "../stripe/budget.ts";
+import { BufferBudget, sessionWindow } from "../stripe/budget.ts";
 import { startMemoryGovernor } from "./governor.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeHello, encodeWelcome } from "../wire/codec.ts";
@@ -70,7 +70,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   const openSession = (key: string, peerWindow: number): StripedPipe => {
-    const session = new StripedPipe(sessionOpts, peerWindow, budget);
+    // Under load, new sessions get smaller receive windows: see sessionWindow.
+    const window = sessionWindow(sessionOpts.window, budget, sessions.size);
+    const session = new StripedPipe({ ...sessionOpts, window }, peerWindow, budget);
     sessions.set(key, session);
     const target = connectTcp(opts.target);
     const started = performance.now();
@@ -124,7 +126,7 @@ export function startServer(opts: ServerOptions): StriperServer {
         }
         session = openSession(key, hello.window);
       }
-      pipe.send(encodeWelcome({ version: VERSION, status: STATUS_OK, window: sessionOpts.window }));
+      pipe.send(encodeWelcome({ version: VERSION, status: STATUS_OK, window: session.opts.window }));
       session.attach(hello.stripeIndex, hello.generation, pipe, r.leftover);
       pipe.resume();
     });

@@ -67,3 +67,17 @@ export class BufferBudget {
     this.waiters.delete(wake);
   }
 }
+
+/** Smallest receive window a session is given under load. */
+export const MIN_SESSION_WINDOW = 1024 * 1024;
+
+/**
+ * The receive window for a new session when `sessions` already exist: the configured window, but no
+ * more than 4 × the budget shared among them (at least 1 MiB). A receiver's reorder buffers are bounded
+ * only by the windows it advertised, so without this a proxy's worst case was sessions × window
+ * (16 GiB at 1024 sessions of 16 MiB).
+ */
+export function sessionWindow(configured: number, budget: BufferBudget, sessions: number): number {
+  const share = Math.floor((4 * budget.limit) / (sessions + 1));
+  return Math.min(configured, Math.max(MIN_SESSION_WINDOW, share));
+}
