@@ -14,7 +14,7 @@
  */
 
 import { BrokenError, MessageTooLargeError, ProtocolError, StriperError } from "../errors.ts";
-import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
+import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
 /** Bytes in the length prefix in front of every message. */
 export const LENGTH_PREFIX_SIZE = 4;
@@ -183,7 +183,6 @@ export interface DatagramOptions {
   maxMessage?: number;
 }
 
-const noopHandler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
 
 /**
  * A pipe of messages over a carrier pipe. Takes over the carrier's handler at construction, so build it
@@ -197,7 +196,7 @@ export class DatagramPipe implements Pipe {
   private _readable = true;
   private _writable = true;
   private _error: StriperError | undefined;
-  private handler: PipeHandler = noopHandler;
+  private handler: PipeHandler = NOOP_HANDLER;
   private readonly decoder: MessageDecoder;
   // Carrier chunks not yet decoded because the receiver paused in the middle of one.
   private backlog: Uint8Array[] = [];
@@ -401,7 +400,7 @@ export class DatagramPipe implements Pipe {
     this.endPending = false;
     this.closePending = false;
     const handler = this.handler;
-    this.handler = noopHandler;
+    this.handler = NOOP_HANDLER;
     handler.close(err);
   }
 }

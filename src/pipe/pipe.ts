@@ -93,6 +93,9 @@ export interface Pipe {
   close(err?: StriperError): void;
 }
 
+/** A handler that ignores everything: installed on pipes whose owner has let go of them. */
+export const NOOP_HANDLER: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
+
 /** Fresh zeroed counters. */
 export function newStats(): PipeStats {
   return { bytesIn: 0, bytesOut: 0, congestions: 0 };

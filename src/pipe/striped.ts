@@ -38,7 +38,7 @@ import { ReorderBuffer } from "../stripe/reorder.ts";
 import { SendBuffer } from "../stripe/sendbuf.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
 import { Scheduler, type SchedulerMode, type StripeView } from "../stripe/scheduler.ts";
-import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
+import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
 /** Tunables of a striped session. */
 export interface SessionOptions {
@@ -235,7 +235,7 @@ export class StripedPipe implements Pipe {
   id = "";
 
   readonly opts: SessionOptions;
-  private handler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
+  private handler: PipeHandler = NOOP_HANDLER;
   private readonly stripes: (Stripe | undefined)[] = [];
   private readonly scheduler: Scheduler;
   private readonly pool: BufferPool;
@@ -995,7 +995,7 @@ export class StripedPipe implements Pipe {
         }
       }
       s.usable = false;
-      s.pipe.setHandler({ data() {}, drain() {}, end() {}, close() {} });
+      s.pipe.setHandler(NOOP_HANDLER);
       s.pipe.shutdown();
       live.push(s.pipe);
     }
@@ -1012,7 +1012,7 @@ export class StripedPipe implements Pipe {
     this.resendOff = [];
     this.resendLen = [];
     const handler = this.handler;
-    this.handler = { data() {}, drain() {}, end() {}, close() {} };
+    this.handler = NOOP_HANDLER;
     handler.close(err);
   }
 }

@@ -9,9 +9,8 @@
 
 import type { Socket, SocketHandler, TCPSocketConnectOptions, TCPSocketListenOptions, TCPSocketListener } from "bun";
 import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
-import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
+import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
-const noopHandler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
 
 /** A pipe over a Bun TCP socket. Create with `connectTcp` or receive from `listenTcp`. */
 export class TcpPipe implements Pipe {
@@ -26,7 +25,7 @@ export class TcpPipe implements Pipe {
   remote = "";
 
   private socket: Socket<TcpPipe> | undefined;
-  private handler: PipeHandler = noopHandler;
+  private handler: PipeHandler = NOOP_HANDLER;
   // Unsent bytes: chunks waiting for `drain`. Bounded by the callers, who stop on send() === false.
   private queue: Uint8Array[] = [];
   private queueHead = 0;
@@ -217,7 +216,7 @@ export class TcpPipe implements Pipe {
     this.queueHead = 0;
     this.queuedBytes = 0;
     const handler = this.handler;
-    this.handler = noopHandler;
+    this.handler = NOOP_HANDLER;
     handler.close(err);
   }
 }

@@ -21,7 +21,7 @@
  */
 
 import { BrokenError, type StriperError } from "../../src/errors.ts";
-import { newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "../../src/pipe/pipe.ts";
+import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "../../src/pipe/pipe.ts";
 
 /** Options of a memory pipe pair. */
 export interface MemPipeOptions {
@@ -41,7 +41,6 @@ export interface MemPipeOptions {
 const FIN = Symbol("FIN");
 type Item = Uint8Array | typeof FIN;
 
-const noopHandler: PipeHandler = { data() {}, drain() {}, end() {}, close() {} };
 
 /** One end of a memory pipe pair. */
 export class MemPipeEnd implements Pipe {
@@ -62,7 +61,7 @@ export class MemPipeEnd implements Pipe {
   private congested = false;
   /** This end's FIN reached the peer. */
   finDelivered = false;
-  private handler: PipeHandler = noopHandler;
+  private handler: PipeHandler = NOOP_HANDLER;
 
   constructor(
     readonly name: string,
@@ -200,7 +199,7 @@ export class MemPipeEnd implements Pipe {
       this.queuedBytes = 0;
     }
     const handler = this.handler;
-    this.handler = noopHandler;
+    this.handler = NOOP_HANDLER;
     this.closeEvents++;
     handler.close(err);
   }
