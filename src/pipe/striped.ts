@@ -17,7 +17,7 @@
  */
 
 import { BrokenError, ConnectError, ProtocolError, StriperError, asStriperError } from "../errors.ts";
-import { FrameDecoder, type FrameSink } from "../wire/codec.ts";
+import { FrameDecoder, encodeFrame, type FrameSink } from "../wire/codec.ts";
 import {
   ACK_FLAG_FIN,
   FRAME_ACK,
@@ -125,8 +125,6 @@ class Stripe implements StripeView {
   sentPos = 0;
   /** Bytes received from it (after the handshake). */
   recvPos = 0;
-  /** The peer's latest report of recvPos for this stripe, mod 2^32. */
-  peerRecv = 0;
   lastRecvAt: number;
   pingSentAt = 0;
   pendingPong = -1;
@@ -157,10 +155,6 @@ class Stripe implements StripeView {
     this.sampleStart = now;
   }
 
-  get framesInFlight(): number {
-    return this.fOff.length - this.fHead;
-  }
-
   /** Notes a frame whose last byte sits at stripe position `endPos`. */
   record(offset: number, len: number, endPos: number, now: number): void {
     this.fOff.push(offset);
@@ -186,7 +180,6 @@ class Stripe implements StripeView {
       this.fTime = this.fTime.slice(this.fHead);
       this.fHead = 0;
     }
-    this.peerRecv = recv32;
     if (lastTime >= 0) {
       const sample = Math.max(now - lastTime, 0.05);
       this.srtt = this.srtt === 0 ? sample : this.srtt * 0.875 + sample * 0.125;
@@ -407,13 +400,23 @@ export class StripedPipe implements Pipe {
     return true;
   }
 
-  /** The shared budget has room again: resume reading the local socket unless the window is full. */
-  private readonly wakeFromBudget = (): void => {
+  /**
+   * Lets the local socket be read again (drain) once the send store is under the window and, when
+   * `checkBudget`, the shared budget admits this session; otherwise it waits for the budget.
+   */
+  private unblockSend(checkBudget: boolean): void {
     if (this.state === "closed" || !this.sendBlocked) return;
-    if (this.sendBuf.bytes >= this.opts.window) return; // the next ack wakes us
+    if (this.sendBuf.bytes >= this.opts.window) return; // the next ack comes back here
+    if (checkBudget && this.budget !== undefined && !this.budget.admits(this.sendBuf.bytes)) {
+      this.budget.wait(this.wakeFromBudget);
+      return;
+    }
     this.sendBlocked = false;
     this.handler.drain();
-  };
+  }
+
+  /** The shared budget woke us because it has room again. */
+  private readonly wakeFromBudget = (): void => this.unblockSend(false);
 
   shutdown(): void {
     if (!this.writable) return;
@@ -525,13 +528,7 @@ export class StripedPipe implements Pipe {
       this.finAcked = true;
       this.finOnStripe = undefined;
     }
-    if (this.sendBlocked && this.sendBuf.bytes < this.opts.window && this.state !== "closed") {
-      if (this.budget !== undefined && !this.budget.admits(this.sendBuf.bytes)) this.budget.wait(this.wakeFromBudget);
-      else {
-        this.sendBlocked = false;
-        this.handler.drain();
-      }
-    }
+    this.unblockSend(true);
     this.pump();
     this.maybeDone();
   }
@@ -842,19 +839,7 @@ export class StripedPipe implements Pipe {
     // The last ACK may have died with this stripe: repeat it on the others, or the peer may wait for
     // window space (or for the ACK of its FIN) forever.
     this.ackDue = true;
-    // Everything the peer has not confirmed receiving on this stripe is re-sent elsewhere, in order.
-    const acked = this.sendBuf.acked;
-    const offs: number[] = [];
-    const lens: number[] = [];
-    for (let k = stripe.fHead; k < stripe.fOff.length; k++) {
-      const off = stripe.fOff[k]!;
-      const len = stripe.fLen[k]!;
-      if (off + len > acked && len > 0) {
-        offs.push(off);
-        lens.push(len);
-      }
-    }
-    if (offs.length > 0) this.mergeResends(offs, lens);
+    this.requeueInFlight(stripe);
     if (this.finOnStripe === stripe) this.finOnStripe = undefined;
     stripe.pipe.close(reason);
     if (this.usableStripes === 0 && !this.isDone()) this.startGrace();
@@ -862,8 +847,17 @@ export class StripedPipe implements Pipe {
     this.pump();
   }
 
-  private mergeResends(offs: number[], lens: number[]): void {
-    const all = offs.map((o, k) => [o, lens[k]!] as [number, number]);
+  /**
+   * Queues for resending, in offset order, every frame the peer has not confirmed receiving on this
+   * stripe and that the cumulative ack does not cover yet (frames are recorded only when non-empty).
+   */
+  private requeueInFlight(s: Stripe): void {
+    const acked = this.sendBuf.acked;
+    const all: [number, number][] = [];
+    for (let k = s.fHead; k < s.fOff.length; k++) {
+      if (s.fOff[k]! + s.fLen[k]! > acked) all.push([s.fOff[k]!, s.fLen[k]!]);
+    }
+    if (all.length === 0) return;
     for (let k = 0; k < this.resendOff.length; k++) all.push([this.resendOff[k]!, this.resendLen[k]!]);
     all.sort((a, b) => a[0] - b[0]);
     this.resendOff = all.map((a) => a[0]);
@@ -939,15 +933,7 @@ export class StripedPipe implements Pipe {
         }
       }
       if (!holds) continue;
-      const offs: number[] = [];
-      const lens: number[] = [];
-      for (let k = s.fHead; k < s.fOff.length; k++) {
-        if (s.fOff[k]! + s.fLen[k]! > acked) {
-          offs.push(s.fOff[k]!);
-          lens.push(s.fLen[k]!);
-        }
-      }
-      this.mergeResends(offs, lens);
+      this.requeueInFlight(s);
       s.rate *= 0.5;
       s.stalls++;
       this.lastAckProgress = now;
@@ -980,16 +966,13 @@ export class StripedPipe implements Pipe {
     clearTimeout(this.graceTimer);
     clearTimeout(this.ackTimer);
     const reset =
-      err && resetCode >= 0 ? { code: resetCode, reason: new TextEncoder().encode(err.message.slice(0, 200)) } : undefined;
+      err && resetCode >= 0 ? encodeFrame(FRAME_RESET, 0, resetCode, new TextEncoder().encode(err.message.slice(0, 200))) : undefined;
     const live: Pipe[] = [];
     for (const s of this.stripes) {
       if (!s) continue;
       if (reset && s.usable) {
-        const f = new Uint8Array(FRAME_HEADER_SIZE + reset.reason.byteLength);
-        const b = new FrameBatch(f);
-        b.appendControl(FRAME_RESET, 0, reset.code, reset.reason);
         try {
-          s.pipe.send(b.bytes());
+          s.pipe.send(reset); // carriers may keep it by reference: it is never touched again
         } catch {
           // the carrier is already closed: nothing to tell
         }
