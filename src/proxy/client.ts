@@ -7,9 +7,9 @@
 import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, StripedPipe, type SessionOptions } from "../pipe/striped.ts";
-import { BufferBudget, sessionWindow } from "../stripe/budget.ts";
-import { startMemoryGovernor } from "./governor.ts";
+import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
+import type { BufferBudget } from "../stripe/budget.ts";
+import { SessionFactory } from "./sessions.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeWelcome, encodeHello } from "../wire/codec.ts";
 import {
@@ -59,15 +59,12 @@ export function startClient(opts: ClientOptions): StriperClient {
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "client" };
   const handshakeTimeout = opts.handshakeTimeoutMs ?? 5000;
   const sessions = new Set<StripedPipe>();
-  const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
-  // Garbage from forwarded read buffers: collect once it exceeds the budget plus a margin.
-  const stopGovernor = startMemoryGovernor(budget.limit + 32 * 1024 * 1024);
+  const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
 
   const onApp = (app: TcpPipe): void => {
     const sessionId = randomBytes(SESSION_ID_SIZE);
     const id = hexId(sessionId);
-    const window = sessionWindow(sessionOpts.window, budget, sessions.size);
-    const session = new StripedPipe({ ...sessionOpts, window }, sessionOpts.window, budget);
+    const session = factory.open(sessions.size);
     session.id = id;
     sessions.add(session);
     const started = performance.now();
@@ -87,7 +84,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         stripeCount: n,
         generation: gen,
         sessionId,
-        window,
+        window: session.opts.window,
       });
       readHandshake(pipe, WELCOME_SIZE, handshakeTimeout, () => pipe.send(hello), (r) => {
         if (session.closed) {
@@ -164,9 +161,9 @@ export function startClient(opts: ClientOptions): StriperClient {
   return {
     port: listener.port,
     sessions,
-    budget,
+    budget: factory.budget,
     stop() {
-      stopGovernor();
+      factory.stop();
       listener.stop();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
     },

@@ -5,9 +5,9 @@
 
 import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
-import { StripedPipe, DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../pipe/striped.ts";
-import { BufferBudget, sessionWindow } from "../stripe/budget.ts";
-import { startMemoryGovernor } from "./governor.ts";
+import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
+import type { BufferBudget } from "../stripe/budget.ts";
+import { SessionFactory } from "./sessions.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { decodeHello, encodeWelcome } from "../wire/codec.ts";
 import {
@@ -58,9 +58,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const maxSessions = opts.maxSessions ?? 1024;
   const maxStripes = opts.maxStripes ?? 64;
   const sessions = new Map<string, StripedPipe>();
-  const budget = new BufferBudget(opts.maxBuffer ?? DEFAULT_MAX_BUFFER);
-  // Garbage from forwarded read buffers: collect once it exceeds the budget plus a margin.
-  const stopGovernor = startMemoryGovernor(budget.limit + 32 * 1024 * 1024);
+  const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   let stopped = false;
 
   const reject = (pipe: TcpPipe, status: number): void => {
@@ -70,9 +68,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   const openSession = (key: string, peerWindow: number): StripedPipe => {
-    // Under load, new sessions get smaller receive windows: see sessionWindow.
-    const window = sessionWindow(sessionOpts.window, budget, sessions.size);
-    const session = new StripedPipe({ ...sessionOpts, window }, peerWindow, budget);
+    const session = factory.open(sessions.size, peerWindow);
     sessions.set(key, session);
     const target = connectTcp(opts.target);
     const started = performance.now();
@@ -137,10 +133,10 @@ export function startServer(opts: ServerOptions): StriperServer {
   return {
     port: listener.port,
     sessions,
-    budget,
+    budget: factory.budget,
     stop() {
       stopped = true;
-      stopGovernor();
+      factory.stop();
       listener.stop();
       for (const s of sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },
