@@ -3,6 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { parseAddress, parseArgs } from "../src/cli/args.ts";
+import { parseLinkArgs } from "../src/link/cli.ts";
 import { UsageError } from "../src/errors.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { cleanups } from "./helpers/util.ts";
@@ -60,6 +61,21 @@ describe("argument parsing", () => {
     expect(() => parseArgs(["relay", "--listen"])).toThrow("needs a value");
     expect(() => parseArgs([])).toThrow(UsageError);
     expect(parseArgs(["server", "--help"])).toEqual({ mode: "help", topic: "server" });
+  });
+
+  test("link arguments follow the same rules as the other modes", () => {
+    expect(parseLinkArgs(["--target", "[::1]:9", "--rate", "4,0.4", "--delay=10"])).toMatchObject({
+      targetHost: "::1",
+      targetPort: 9,
+      listenHost: "127.0.0.1",
+      listenPort: 0,
+      rates: [4e6, 4e5],
+      delayMs: 10,
+    });
+    expect(() => parseLinkArgs(["--rate", "1"])).toThrow("--target is required");
+    expect(() => parseLinkArgs(["--target", "h:1", "--rate", "4,x"])).toThrow(UsageError);
+    expect(() => parseLinkArgs(["--target", "h:1", "--delay", "-1"])).toThrow(UsageError);
+    expect(() => parseLinkArgs(["--target", "h:1", "--bogus", "1"])).toThrow("unknown option");
   });
 });
 

@@ -93,15 +93,16 @@ function parseInt(text: string | undefined, flag: string, min: number, max: numb
   return n;
 }
 
-function parseNumber(text: string | undefined, flag: string, min: number, max: number): number {
+/** Parses a finite number in [min, max]; throws UsageError naming the flag. */
+export function parseNumber(text: string | undefined, flag: string, min: number, max: number): number {
   const n = Number(text);
-  if (text === undefined || text === "" || !Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got "${text ?? ""}"`);
+  if (text === undefined || text.trim() === "" || !Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got "${text ?? ""}"`);
   if (n < min || n > max) throw new UsageError(`${flag}: must be between ${min} and ${max}, got ${n}`);
   return n;
 }
 
 /** Splits argv after the mode into flag → value, rejecting unknown flags and missing values. */
-function flags(args: string[], allowed: readonly string[], mode: string): Map<string, string> {
+export function flags(args: string[], allowed: readonly string[], mode: string): Map<string, string> {
   const out = new Map<string, string>();
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;

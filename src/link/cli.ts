@@ -6,50 +6,27 @@
  * Rates in MB/s (10^6 bytes/s), assigned to connections in turn, 0 = uncapped; delay in ms one way.
  */
 
+import { flags, parseAddress, parseNumber } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { type CappedLinkOptions, type LinkConnStats, startCappedLink } from "./capped.ts";
 
-const USAGE = "usage: link --target HOST:PORT [--listen HOST:PORT] [--rate MBPS[,MBPS...]] [--delay MS] [--burst BYTES]";
-
-function parseHostPort(flag: string, v: string): { host: string; port: number } {
-  const i = v.lastIndexOf(":");
-  const host = v.slice(0, i).replace(/^\[(.*)\]$/, "$1"); // [::1]:9000
-  const port = Number(v.slice(i + 1));
-  if (i <= 0 || !host || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(`${flag} wants HOST:PORT, got "${v}"`);
-  }
-  return { host, port };
-}
-
-function parseNumber(flag: string, v: string, min: number): number {
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || n < min) throw new UsageError(`${flag} wants a number >= ${min}, got "${v}"`);
-  return n;
-}
-
-/** Parses `link` arguments into capped-link options; throws UsageError on anything malformed. */
+/**
+ * Parses `link` arguments into capped-link options with the same helpers as the other modes;
+ * throws UsageError on anything malformed.
+ */
 export function parseLinkArgs(argv: string[]): CappedLinkOptions {
-  const vals = new Map<string, string>();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const eq = a.indexOf("=");
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    if (!["--listen", "--target", "--rate", "--delay", "--burst"].includes(flag)) throw new UsageError(`unknown argument "${a}"; ${USAGE}`);
-    const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
-    if (v === undefined) throw new UsageError(`${flag} needs a value`);
-    vals.set(flag, v);
-  }
-  const target = vals.get("--target");
-  if (target === undefined) throw new UsageError(`--target is required; ${USAGE}`);
-  const t = parseHostPort("--target", target);
-  const l = parseHostPort("--listen", vals.get("--listen") ?? "127.0.0.1:0");
+  const f = flags(argv, ["listen", "target", "rate", "delay", "burst"], "link");
+  const target = f.get("target");
+  if (target === undefined) throw new UsageError("link: --target is required");
+  const t = parseAddress(target, "--target");
+  const l = parseAddress(f.get("listen") ?? "127.0.0.1:0", "--listen");
   const opts: CappedLinkOptions = { listenHost: l.host, listenPort: l.port, targetHost: t.host, targetPort: t.port };
-  const rate = vals.get("--rate");
-  if (rate !== undefined) opts.rates = rate.split(",").map((r) => parseNumber("--rate", r, 0) * 1e6);
-  const delay = vals.get("--delay");
-  if (delay !== undefined) opts.delayMs = parseNumber("--delay", delay, 0);
-  const burst = vals.get("--burst");
-  if (burst !== undefined) opts.burst = parseNumber("--burst", burst, 1);
+  const rate = f.get("rate");
+  if (rate !== undefined) opts.rates = rate.split(",").map((r) => parseNumber(r, "--rate", 0, Infinity) * 1e6);
+  const delay = f.get("delay");
+  if (delay !== undefined) opts.delayMs = parseNumber(delay, "--delay", 0, Infinity);
+  const burst = f.get("burst");
+  if (burst !== undefined) opts.burst = parseNumber(burst, "--burst", 1, Infinity);
   return opts;
 }
 
@@ -81,7 +58,7 @@ if (import.meta.main) {
   runLinkCli(process.argv.slice(2)).then(
     () => process.exit(0),
     (err) => {
-      console.error(`link: ${err instanceof Error ? err.message : String(err)}`);
+      console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
       process.exit(err instanceof UsageError ? 2 : 1);
     },
   );
