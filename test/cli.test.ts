@@ -2,7 +2,7 @@
 
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { parseAddress, parseArgs } from "../src/cli/args.ts";
+import { parseAddress, parseArgs, sessionFlags, type RunConfig } from "../src/cli/args.ts";
 import { parseLinkArgs } from "../src/link/cli.ts";
 import { UsageError } from "../src/errors.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
@@ -51,10 +51,9 @@ describe("argument parsing", () => {
 
   test("modes parse with defaults and reject unknown or missing options", () => {
     const c = parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "[::1]:2"]);
-    expect(c).toMatchObject({ mode: "client", stripes: 4, peer: { host: "::1", port: 2 } });
-    expect(parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"])).toMatchObject({
-      session: { scheduler: "round-robin" },
-    });
+    expect(c).toMatchObject({ mode: "client", listeners: [{ stripes: 4, peer: { host: "::1", port: 2 } }] });
+    const rr = parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"]) as RunConfig;
+    expect(sessionFlags(rr.listeners[0]!)).toMatchObject({ scheduler: "round-robin" });
     expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("--target is required");
     expect(() => parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "h:2", "--stripes", "65"])).toThrow(UsageError);
     expect(() => parseArgs(["relay", "--listen", "127.0.0.1:1", "--target", "h:2", "--bogus", "1"])).toThrow("unknown option");
