@@ -100,6 +100,9 @@ export function startOpsServer(o: OpsServerOptions): OpsServer {
     hostname: o.listen.host,
     port: o.listen.port,
     development: false,
+    // Measured (Bun 1.4.5): with development off and reusePort unset, a second process binds the same
+    // port without an error and the kernel splits the scrapes between them. Make it fail instead.
+    reusePort: false,
     fetch(req) {
       if (req.method !== "GET" && req.method !== "HEAD") return text("method not allowed\n", 405);
       const path = new URL(req.url).pathname;

@@ -247,7 +247,7 @@ export function runLifecycle(o: LifecycleOptions): LifecycleHandle {
     }
     const { changed, needRestart } = diffConfig(current, next);
     if (needRestart.length > 0) {
-      o.log(`SIGHUP: reload refused, keeping the running config: ${needRestart.join(", ")} changed and need a restart`);
+      o.log(`SIGHUP: reload refused, keeping the running config: ${needRestart.join(", ")} changed, which needs a restart`);
       return;
     }
     o.apply?.(next, changed);

@@ -275,9 +275,12 @@ export function striperMetrics(
   const rtt = r.add(new Histogram("striper_stripe_rtt_seconds", "Round-trip time samples of stripes", RTT_BUCKETS));
   const duration = r.add(new Histogram("striper_session_duration_seconds", "Lifetimes of ended sessions", DURATION_BUCKETS));
 
+  // Reasons come whole from the source each time: rebuilt so that reasons past the series limit add
+  // up in "other" instead of overwriting each other.
   const setMap = (c: Counter, m: Readonly<Record<string, number>> | undefined): void => {
     if (m === undefined) return;
-    for (const [reason, n] of Object.entries(m)) c.set(n, { reason });
+    c.reset();
+    for (const [reason, n] of Object.entries(m)) c.inc(n, { reason });
   };
 
   r.onCollect(() => {
