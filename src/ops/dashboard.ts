@@ -33,7 +33,7 @@ th, td { text-align:right; padding:3px 8px; font-variant-numeric:tabular-nums; w
 th { color:var(--dim); font-weight:500; font-size:11px; }
 td:first-child, th:first-child { text-align:left; }
 td.down { color:var(--bad); }
-canvas { display:block; width:160px; height:28px; }
+canvas { display:block; width:240px; height:28px; margin-left:auto; }
 .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 2px 10px; vertical-align:middle; }
 `;
 
@@ -75,18 +75,21 @@ function push(key, v) {
   if (a.length > HISTORY) a.shift();
   return a;
 }
-function spark(canvas, series) {
+/** Draws each series as a line, newest at the right edge; one scale for all when \`shared\`. */
+function spark(canvas, series, shared) {
   const dpr = window.devicePixelRatio || 1, w = canvas.clientWidth, h = canvas.clientHeight;
   if (canvas.width !== w * dpr) { canvas.width = w * dpr; canvas.height = h * dpr; }
   const c = canvas.getContext("2d");
   c.setTransform(dpr, 0, 0, dpr, 0, 0);
   c.clearRect(0, 0, w, h);
+  const top = Math.max(...series.map(([d]) => Math.max(0, ...d))) || 1;
+  const step = w / (HISTORY - 1);
   for (const [data, color] of series) {
     if (data.length < 2) continue;
-    const max = Math.max(...data) || 1;
+    const max = shared ? top : Math.max(...data) || 1;
     c.strokeStyle = color; c.lineWidth = 1.5; c.beginPath();
     data.forEach((v, i) => {
-      const x = (i / (HISTORY - 1)) * w, y = h - 2 - (v / max) * (h - 4);
+      const x = w - (data.length - 1 - i) * step, y = h - 2 - (v / max) * (h - 4);
       i ? c.lineTo(x, y) : c.moveTo(x, y);
     });
     c.stroke();
@@ -137,7 +140,7 @@ function render(d) {
   document.getElementById("r-budget").textContent = d.budget ? "of " + bytes(d.budget.limitBytes) : "";
   for (const k of ["stripeDeaths", "sessionsRefused", "handshakeRejections"]) reasons(document.getElementById("r-" + k), "t:" + k, t[k]);
   if (rUp !== undefined) { push("total:up", rUp); push("total:down", rDown || 0); }
-  spark(document.getElementById("total-chart"), [[hist.get("total:up") || [], "#4aa3ff"], [hist.get("total:down") || [], "#7bd88f"]]);
+  spark(document.getElementById("total-chart"), [[hist.get("total:up") || [], "#4aa3ff"], [hist.get("total:down") || [], "#7bd88f"]], true);
 
   const list = document.getElementById("sessions");
   const seen = new Set();
@@ -183,7 +186,7 @@ function render(d) {
       fig(td[5], key + ":resent", st.resentBytes, bytes);
       fig(td[6], key + ":sent", st.sentBytes, bytes);
       fig(td[7], key + ":received", st.receivedBytes, bytes);
-      spark(row.querySelector("canvas"), [[push(key + ":rate", st.rateBytesPerSecond), "#4aa3ff"], [push(key + ":rtt", st.rttSeconds), "#ffb454"]]);
+      spark(row.querySelector("canvas"), [[push(key + ":rate", st.rateBytesPerSecond), "#4aa3ff"], [push(key + ":rtt", st.rttSeconds), "#ffb454"]], false);
     }
   }
   for (const box of [...list.children]) {

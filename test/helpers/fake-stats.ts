@@ -19,7 +19,7 @@ export class FakeStats implements StatsSource {
   constructor(
     sessions = 2,
     private readonly stripes = 3,
-    private readonly t0 = Date.UTC(2025, 0, 1),
+    private readonly t0 = Date.now() - 95_000,
   ) {
     this.live = Array.from({ length: sessions }, (_, i) => this.session(i));
   }
@@ -73,6 +73,12 @@ export class FakeStats implements StatsSource {
     this.deaths.reset += 1;
     this.rejections["bad-auth"] += 2;
     if (n % 4 === 0) this.durations.observe(n * 1.5);
+  }
+
+  /** Ends the newest live session (its lifetime goes into the duration histogram). */
+  endSession(): void {
+    const s = this.live.pop();
+    if (s) this.durations.observe(this.steps);
   }
 
   sessions(): readonly SessionSnapshot[] {
