@@ -8,7 +8,7 @@ import { USAGE, sessionFlags, toArgv, ConfigError, type RunConfig } from "./cli/
 import { loadCommand } from "./cli/config.ts";
 import { UsageError } from "./errors.ts";
 import { listenOrFail, runDaemon } from "./ops/daemon.ts";
-import type { Drainable } from "./ops/lifecycle.ts";
+import { processSignals, type Drainable } from "./ops/lifecycle.ts";
 import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
@@ -136,6 +136,7 @@ async function run(argv: string[]): Promise<void> {
       process.exit(0);
     }
   }
+  const signals = processSignals(); // before any listener: no signal may find the default action
   const started = startMode(cmd);
   const sources = started.map((s) => s.source);
   runDaemon({
@@ -145,6 +146,7 @@ async function run(argv: string[]): Promise<void> {
     source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
     statsLines: () => started.flatMap((s) => s.statsLines()),
     log: stderrLog,
+    signals,
   });
 }
 

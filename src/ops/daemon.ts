@@ -10,7 +10,7 @@ import { StriperError } from "../errors.ts";
 import { formatAddress, type Address } from "../pipe/tcp.ts";
 import { VERSION } from "../version.ts";
 import { startOpsServer, type OpsServer } from "./http.ts";
-import { runLifecycle, type Drainable, type LifecycleHandle } from "./lifecycle.ts";
+import { runLifecycle, type Drainable, type LifecycleHandle, type SignalSource } from "./lifecycle.ts";
 import type { StatsSource } from "./stats.ts";
 
 /** Readable reasons for the errors a listener meets at start-up. */
@@ -54,6 +54,8 @@ export interface DaemonOptions {
   log: (line: string) => void;
   /** Applies a reloaded config whose changes are all live (see OptionSpec.reload). */
   apply?: (next: RunConfig, changed: string[]) => void;
+  /** From processSignals(), taken before the listeners started. */
+  signals: SignalSource;
 }
 
 /** A running daemon. */
@@ -93,7 +95,7 @@ export function runDaemon(o: DaemonOptions): Daemon {
         }
       : undefined,
     apply: o.apply,
-    signals: { on: (sig, fn) => process.on(sig, fn) },
+    signals: o.signals,
   });
   return { lifecycle, ops };
 }

@@ -141,6 +141,36 @@ export interface SignalSource {
   on(sig: LifecycleSignal, fn: () => void): void;
 }
 
+const SIGNALS: readonly LifecycleSignal[] = ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1"];
+
+/**
+ * The process's signals, caught from now on: call it before the listeners start, so a signal that
+ * arrives before the lifecycle is wired (a SIGHUP right after the "listening" line) is held and
+ * delivered then, instead of taking the default action and killing the process.
+ */
+export function processSignals(): SignalSource {
+  const handlers = new Map<LifecycleSignal, () => void>();
+  const held: LifecycleSignal[] = [];
+  for (const sig of SIGNALS) {
+    process.on(sig, () => {
+      const h = handlers.get(sig);
+      if (h) h();
+      else if (held.length < 16) held.push(sig);
+    });
+  }
+  return {
+    on(sig, fn) {
+      handlers.set(sig, fn);
+      for (let i = 0; i < held.length; ) {
+        if (held[i] === sig) {
+          held.splice(i, 1);
+          fn();
+        } else i++;
+      }
+    },
+  };
+}
+
 /** Options of runLifecycle. */
 export interface LifecycleOptions {
   units: readonly Drainable[];
