@@ -16,7 +16,7 @@ import {
   type OptionValue,
   type RunConfig,
 } from "../src/cli/args.ts";
-import { keyLine, loadCommand, syntaxErrorLine } from "../src/cli/config.ts";
+import { keyLine, loadCommand, syntaxErrorLine, tomlValue } from "../src/cli/config.ts";
 import { UsageError } from "../src/errors.ts";
 import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS } from "../src/pipe/striped.ts";
 
@@ -349,6 +349,25 @@ describe("config-file errors: one line with the file, the line and the key", () 
     const err = await failure(() => loadCommand(["server", "--config", "/nonexistent/striper.toml"]));
     expect(err).toBeInstanceOf(ConfigError);
     expect(err.message).toBe("/nonexistent/striper.toml: cannot read the config file: no such file");
+  });
+});
+
+describe("kinds no row of today's table uses in a config file", () => {
+  // Issues 9, 10 and 13 add a boolean (--no-auth) and a repeatable option (--allow): their TOML
+  // forms are handled already.
+  const allow: OptionSpec = { name: "allow", modes: ["server"], type: { kind: "path" }, arg: "RULE", scope: "listener", repeatable: true, help: "allowed destination" };
+  const noAuth: OptionSpec = { name: "no-auth", modes: ["server"], type: { kind: "flag" }, scope: "process", help: "plain stripes" };
+
+  test("a repeatable option takes an array or one value", () => {
+    expect(tomlValue(allow, ["10.0.0.0/8:22", "db:5432"], "f:3: allow")).toEqual(["10.0.0.0/8:22", "db:5432"]);
+    expect(tomlValue(allow, "db:5432", "f:3: allow")).toEqual(["db:5432"]);
+    expect(() => tomlValue(allow, ["a", 1], "f:3: allow")).toThrow('f:3: allow: expected a string, got an integer 1');
+  });
+
+  test("a boolean takes true or false only", () => {
+    expect(tomlValue(noAuth, true, "f:2: no-auth")).toBe(true);
+    expect(tomlValue(noAuth, false, "f:2: no-auth")).toBe(false);
+    expect(() => tomlValue(noAuth, "yes", "f:2: no-auth")).toThrow('f:2: no-auth: expected true or false, got a string "yes"');
   });
 });
 
