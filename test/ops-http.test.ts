@@ -52,7 +52,7 @@ describe("operations endpoint", () => {
     fake.step();
     const ops = serve(fake);
     const body = (await (await fetch(`${ops.url}api/sessions`)).json()) as ApiSessions;
-    expect(body).toMatchObject({ version: "0.1.0", mode: "server", state: "accepting", sessionCount: 2, truncated: false });
+    expect(body).toMatchObject({ version: "0.1.0", mode: "server", state: "accepting", statsAvailable: true, sessionCount: 2, truncated: false });
     expect(body.uptimeSeconds).toBeGreaterThanOrEqual(5);
     const want = fake.sessions();
     expect(body.sessions.map((s) => s.id)).toEqual(want.map((s) => s.id));
@@ -68,6 +68,13 @@ describe("operations endpoint", () => {
     expect(body.budget).toEqual(fake.budget());
     expect(body.memory.rssBytes).toBeGreaterThan(0);
     expect("stripeRttSeconds" in body.totals).toBe(false);
+  });
+
+  test("/api/sessions without a source: process figures only, and it says so", async () => {
+    const ops = serve(undefined);
+    const body = (await (await fetch(`${ops.url}api/sessions`)).json()) as ApiSessions;
+    expect(body).toMatchObject({ statsAvailable: false, sessionCount: 0, sessions: [], budget: null, totals: { sessionsOpen: 0, stripesOpen: 0 } });
+    expect(Object.keys(body.totals).sort()).toEqual(["sessionsOpen", "stripesOpen"]);
   });
 
   test("/api/sessions lists at most MAX_API_SESSIONS, the busiest, and says it left some out", async () => {

@@ -131,7 +131,7 @@ function render(d) {
   const rUp = last && dt > 0 && t.bytesUp !== undefined ? Math.max(0, (t.bytesUp - last.totals.bytesUp) / dt) : undefined;
   const rDown = last && dt > 0 && t.bytesDown !== undefined ? Math.max(0, (t.bytesDown - last.totals.bytesDown) / dt) : undefined;
   const values = {
-    sessionsOpen: t.sessionsOpen, stripesOpen: t.stripesOpen, sessionsTotal: t.sessionsTotal, bytesUp: t.bytesUp, bytesDown: t.bytesDown,
+    sessionsOpen: d.statsAvailable ? t.sessionsOpen : undefined, stripesOpen: d.statsAvailable ? t.stripesOpen : undefined, sessionsTotal: t.sessionsTotal, bytesUp: t.bytesUp, bytesDown: t.bytesDown,
     rateUp: rUp, rateDown: rDown, resentBytes: t.resentBytes, ackBytes: t.ackBytes, redials: t.redials,
     stripeDeaths: sum(t.stripeDeaths), sessionsRefused: sum(t.sessionsRefused), handshakeRejections: sum(t.handshakeRejections),
     budget: d.budget ? d.budget.usedBytes : undefined, rss: d.memory.rssBytes,
@@ -196,7 +196,9 @@ function render(d) {
     for (const k of [...hist.keys()]) if (k.startsWith("s:" + id + ":")) hist.delete(k);
   }
   document.getElementById("more").textContent = d.truncated ? "showing " + d.sessions.length + " of " + d.sessionCount + " sessions" : "";
-  document.getElementById("empty").style.display = d.sessions.length ? "none" : "";
+  const empty = document.getElementById("empty");
+  empty.textContent = d.statsAvailable ? "no live sessions" : "this proxy does not report session statistics";
+  empty.style.display = d.sessions.length ? "none" : "";
   last = d;
 }
 

@@ -30,6 +30,8 @@ export interface ApiSessions {
   version: string;
   mode: string;
   state: HealthState;
+  /** False when the proxy exposes no statistics (only process figures are then real). */
+  statsAvailable: boolean;
   uptimeSeconds: number;
   totals: Partial<Omit<CounterSnapshot, "stripeRttSeconds" | "sessionDurationSeconds">> & { sessionsOpen: number; stripesOpen: number };
   budget: { usedBytes: number; limitBytes: number } | null;
@@ -62,6 +64,7 @@ export function apiSessions(source: StatsSource | undefined, info: ProcessInfo, 
     version: info.version,
     mode: info.mode,
     state,
+    statsAvailable: source !== undefined,
     uptimeSeconds: Math.max(0, (now - info.startedAt) / 1000),
     totals: { sessionsOpen: all.length, stripesOpen: all.reduce((t, s) => t + s.usableStripes, 0), ...counters },
     budget: source?.budget() ?? null,
