@@ -35,6 +35,7 @@ export class Page implements AsyncDisposable {
     private readonly proc: Subprocess<"ignore", "ignore", "pipe">,
     private readonly ws: WebSocket,
     private readonly profile: string,
+    private readonly browserUrl: string,
   ) {
     ws.onmessage = (ev) => {
       const msg = JSON.parse(String(ev.data)) as { id?: number; result?: unknown; error?: { message: string } };
@@ -54,11 +55,12 @@ export class Page implements AsyncDisposable {
       // Chromium writes its DevTools port into the profile once it listens.
       const end = performance.now() + ms;
       let port = 0;
+      let browserPath = "";
       while (port === 0) {
         if (performance.now() > end) throw new Error(`chromium did not open its DevTools port within ${ms} ms`);
         if (proc.exitCode !== null) throw new Error(`chromium exited with ${proc.exitCode}: ${await new Response(proc.stderr).text()}`);
         const f = Bun.file(join(profile, "DevToolsActivePort"));
-        if (await f.exists()) port = Number((await f.text()).split("\n")[0]) || 0;
+        if (await f.exists()) [port, browserPath] = (await f.text()).split("\n").map((x, i) => (i === 0 ? Number(x) || 0 : x)) as [number, string];
         if (port === 0) await Bun.sleep(50);
       }
       type Target = { type: string; url: string; webSocketDebuggerUrl: string };
@@ -74,7 +76,7 @@ export class Page implements AsyncDisposable {
         ws.onopen = () => resolve();
         ws.onerror = () => reject(new Error("cannot connect to the page's DevTools socket"));
       });
-      return new Page(proc, ws, profile);
+      return new Page(proc, ws, profile, `ws://127.0.0.1:${port}${browserPath}`);
     } catch (err) {
       proc.kill("SIGKILL");
       rmSync(profile, { recursive: true, force: true });
@@ -106,11 +108,29 @@ export class Page implements AsyncDisposable {
     return Buffer.from(r.data, "base64");
   }
 
+  /**
+   * Ends the browser with Browser.close, so its helper processes exit and stop writing to the
+   * profile before it is removed (a SIGKILL of the main process left profiles behind); SIGKILL only
+   * if it has not exited within 5 s.
+   */
   async close(): Promise<void> {
     this.ws.close();
-    this.proc.kill("SIGKILL");
-    await this.proc.exited;
-    rmSync(this.profile, { recursive: true, force: true });
+    try {
+      const browser = new WebSocket(this.browserUrl);
+      await new Promise<void>((resolve, reject) => {
+        browser.onopen = () => resolve();
+        browser.onerror = () => reject(new Error("no browser socket"));
+      });
+      browser.send(JSON.stringify({ id: 1, method: "Browser.close" }));
+    } catch {
+      // Already gone: nothing to ask.
+    }
+    const exited = await Promise.race([this.proc.exited.then(() => true), Bun.sleep(5000).then(() => false)]);
+    if (!exited) {
+      this.proc.kill("SIGKILL");
+      await this.proc.exited;
+    }
+    rmSync(this.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
