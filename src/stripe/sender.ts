@@ -1,0 +1,113 @@
+/**
+ * Sender: our stream on its way out. Pure. It keeps every byte until the peer acknowledges it
+ * (SendBuffer), hands out the next piece to frame (resends first, then new data within the peer's
+ * window, protocol §6), says when the FIN is due (after the last byte, nothing left to resend, §4.5),
+ * and takes back a stripe's unconfirmed frames when that stripe dies or holds up delivery (§7).
+ *
+ * The frame loop calls next(max) and then commit(len) with what it actually framed (it may cut the piece
+ * shorter at a batch boundary); next() sets `offset` rather than returning a pair, so the per-frame path
+ * allocates nothing beyond the payload's subarray.
+ */
+
+import { ProtocolError } from "../errors.ts";
+import type { SessionEnd } from "./ending.ts";
+import type { StripeLedger } from "./ledger.ts";
+import { ResendQueue } from "./resend.ts";
+import { SendBuffer } from "./sendbuf.ts";
+
+/** The sending half of a session. */
+export class Sender {
+  readonly buf = new SendBuffer();
+  readonly resend = new ResendQueue();
+  /** First stream byte never framed yet. */
+  nextOffset = 0;
+  /** Bytes framed again from the resend queue. */
+  resentBytes = 0;
+  /** Stream offset of the piece next() returned. */
+  offset = 0;
+  private fromResend = false;
+
+  constructor(
+    /** The peer's receive window: new data is framed only below acked + peerWindow. */
+    public peerWindow: number,
+    private readonly end: SessionEnd,
+  ) {}
+
+  /** Adds app bytes to the stream (kept, not copied). */
+  append(chunk: Uint8Array): void {
+    this.buf.append(chunk);
+  }
+
+  /** True when something can be framed now: a resend, new data within the window, or the FIN. */
+  hasWork(): boolean {
+    this.resend.trim(this.buf.acked);
+    if (this.resend.length > 0) return true;
+    if (this.nextOffset < this.buf.end && this.nextOffset < this.buf.acked + this.peerWindow) return true;
+    return this.finDue();
+  }
+
+  /**
+   * The next piece to frame, at most `max` bytes (max ≥ 1), from a single app chunk; `offset` tells
+   * where it sits. Resends come first. Undefined when nothing can be framed.
+   */
+  next(max: number): Uint8Array | undefined {
+    const buf = this.buf;
+    const acked = buf.acked;
+    this.resend.trim(acked);
+    let limit: number;
+    if (this.resend.length > 0) {
+      this.offset = this.resend.start;
+      limit = this.resend.end - this.offset;
+      this.fromResend = true;
+    } else {
+      const windowEnd = acked + this.peerWindow;
+      if (this.nextOffset >= buf.end || this.nextOffset >= windowEnd) return undefined;
+      this.offset = this.nextOffset;
+      limit = Math.min(buf.end, windowEnd) - this.offset;
+      this.fromResend = false;
+    }
+    return buf.read(this.offset, Math.min(limit, max));
+  }
+
+  /** The first `len` bytes of the piece next() returned were framed. */
+  commit(len: number): void {
+    const end = this.offset + len;
+    if (this.fromResend) {
+      this.resentBytes += len;
+      this.resend.consume(end);
+    } else {
+      this.nextOffset = end;
+    }
+  }
+
+  /** The FIN should go out now: it is owed, and every byte before it has been framed with no resend pending. */
+  finDue(): boolean {
+    if (!this.end.finOwed || this.nextOffset !== this.buf.end) return false;
+    this.resend.trim(this.buf.acked);
+    return this.resend.length === 0;
+  }
+
+  /** The FIN's value: the final length of our stream. */
+  get finalOffset(): number {
+    return this.buf.end;
+  }
+
+  /** Applies the peer's cumulative ack; returns the bytes released. Beyond what was framed is E_BAD_ACK. */
+  ack(value: number): number {
+    if (value > this.nextOffset || value < 0) {
+      throw new ProtocolError("E_BAD_ACK", `ack ${value} beyond data sent (${this.nextOffset})`);
+    }
+    return value > this.buf.acked ? this.buf.ack(value) : 0;
+  }
+
+  /** Queues again whatever `ledger` (a stripe that died or stalls) holds unconfirmed above the ack. */
+  requeue(ledger: StripeLedger): void {
+    ledger.requeue(this.buf.acked, this.resend);
+  }
+
+  /** Drops everything held (session teardown). */
+  clear(): void {
+    this.buf.clear();
+    this.resend.clear();
+  }
+}
