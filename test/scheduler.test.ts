@@ -231,3 +231,63 @@ describe("rate", () => {
     expect(picks(s, v, 4)).toEqual([1, 1, 1, 1]);
   });
 });
+
+describe("frame size and batch allowance (the rest of the policy)", () => {
+  const MAX = 256 * 1024;
+
+  test("rate: frames of about 25 ms of the stripe's rate, 4 KiB to the session's frame size; 64 KiB unmeasured", () => {
+    const s = createScheduler("rate", MAX);
+    expect(s.frameSize(stripe())).toBe(64 * 1024);
+    expect(createScheduler("rate", 16 * 1024).frameSize(stripe())).toBe(16 * 1024);
+    expect(s.frameSize(stripe({ rate: 4e6 }))).toBe(100_000);
+    expect(s.frameSize(stripe({ rate: 1e3 }))).toBe(4096);
+    expect(s.frameSize(stripe({ rate: 1e9 }))).toBe(MAX);
+  });
+
+  test("rate: a batch may fill the room left below the cap, and is always at least one whole frame", () => {
+    const s = createScheduler("rate", MAX);
+    const v = stripe({ rate: 10e6, rtt: 20 }); // cap 1 000 000
+    v.inflight = 400_000;
+    expect(s.allowance(v, 64 * 1024)).toBe(600_000);
+    v.inflight = inflightCap(v) - 10.5; // a fractional remainder once made empty frames
+    expect(s.allowance(v, 64 * 1024)).toBe(64 * 1024);
+    expect(Number.isInteger(s.allowance(stripe({ rate: 3.3e6, rtt: 7.7, inflight: 1.5 }), 4096))).toBe(true);
+  });
+
+  test("until-congested: full frames, no limit but the batch and the socket", () => {
+    const s = createScheduler("until-congested", MAX);
+    expect([s.frameSize(stripe({ rate: 1e3 })), s.allowance(stripe(), MAX)]).toEqual([MAX, Infinity]);
+  });
+
+  test("round-robin: full frames, one frame's worth of bytes per turn", () => {
+    const s = createScheduler("round-robin", MAX);
+    expect([s.frameSize(stripe({ rate: 1e3 })), s.allowance(stripe(), MAX)]).toEqual([MAX, MAX]);
+  });
+
+  test("rate: each stripe is sized by its own minimum RTT, at most twice the session's smallest", () => {
+    const s = createScheduler("rate", MAX);
+    const v = [stripe({ minRtt: 10 }), stripe({ minRtt: 464 }), stripe({ minRtt: 15 }), stripe({ minRtt: 1, usable: false }), stripe()];
+    s.measured(v);
+    expect(v.map((x) => x.rtt)).toEqual([10, 20, 15, 0, 0]); // unusable and unmeasured stripes are left alone
+  });
+
+  test("the other modes do not use RTTs and leave them as they are", () => {
+    for (const mode of ["until-congested", "round-robin"] as const) {
+      const v = [stripe({ minRtt: 10 }), stripe({ minRtt: 464 })];
+      createScheduler(mode, MAX).measured(v);
+      expect(v.map((x) => x.rtt)).toEqual([0, 0]);
+    }
+  });
+
+  test("every mode halves a stalling stripe's rate estimate (the rescue penalty)", () => {
+    for (const mode of SCHEDULER_MODES) {
+      const v = stripe({ rate: 8e6 });
+      createScheduler(mode, MAX).penalize(v);
+      expect(v.rate).toBe(4e6);
+    }
+  });
+
+  test("one object per mode, each saying which it is", () => {
+    expect(SCHEDULER_MODES.map((m) => createScheduler(m).mode)).toEqual([...SCHEDULER_MODES]);
+  });
+});

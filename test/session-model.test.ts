@@ -24,7 +24,7 @@ import { BrokenError, ProtocolError, type StriperError } from "../src/errors.ts"
 import { StripedPipe, type SessionOptions } from "../src/pipe/striped.ts";
 import type { SchedulerMode } from "../src/stripe/scheduler.ts";
 import { FrameDecoder, writeFrameHeader } from "../src/wire/codec.ts";
-import { FRAME_DATA, FRAME_HEADER_SIZE, FRAME_RESET, RESET_PEER_FAILED, RESET_PROTOCOL } from "../src/wire/constants.ts";
+import { FRAME_DATA, FRAME_HEADER_SIZE, FRAME_PING, FRAME_RESET, RESET_PEER_FAILED, RESET_PROTOCOL } from "../src/wire/constants.ts";
 import { flushAll, memPipePair, type MemPipePair } from "./helpers/mempipe.ts";
 import { randomData } from "./helpers/net.ts";
 import { ManualClock } from "./helpers/clock.ts";
@@ -747,6 +747,80 @@ describe("striped session, found by the model", () => {
     expect(h.B.ends).toBe(0);
     h.B.resume();
     expect(h.B.ends).toBe(1);
+  });
+});
+
+// --- timers, on the manual clock ---------------------------------------------------------------------
+
+describe("striped session, timers on the manual clock", () => {
+  test("an ACK for a little data goes out on its own 2 ms later, not before", () => {
+    const h = harness({ indices: [0] });
+    flushAll(h.all);
+    h.A.send(1000, 1);
+    h.carriers[0]!.deliverAll("ab");
+    expect(h.B.receivedBytes).toBe(1000);
+    h.wait(1);
+    expect(h.carriers[0]!.queued("ba")).toBe(0);
+    h.wait(1);
+    expect(h.carriers[0]!.queued("ba")).toBeGreaterThan(0);
+  });
+
+  test("a silent stripe is pinged after keepaliveMs and dropped after deadMs; the client re-dials it", () => {
+    const h = harness({ indices: [0, 1], hwm: 1 << 20, timers: { keepaliveMs: 300, deadMs: 1000, graceMs: 5000 } });
+    flushAll(h.all);
+    h.wait(250);
+    expect(h.carriers[0]!.queued("ab")).toBe(0); // silent for 250 ms: nothing yet
+    h.wait(250);
+    const pings = controlFrames();
+    for (const chunk of h.carriers[0]!.a.queue) if (chunk instanceof Uint8Array) pings.push(chunk);
+    expect(pings.frames.map((f) => f.type)).toEqual([FRAME_PING]);
+    // Stripe 1 carries its PINGs and PONGs; stripe 0 hears nothing more.
+    h.carriers[1]!.flushAll();
+    h.wait(500);
+    expect(h.A.redials).toEqual([0]);
+    expect(h.carriers[0]!.a.error?.code).toBe("E_STRIPE_SILENT");
+    expect([h.A.s.usableStripes, h.A.s.metrics().stripeDeaths, h.B.s.usableStripes]).toEqual([1, 1, 1]);
+    expect(h.A.s.closed || h.B.s.closed).toBe(false);
+  });
+
+  test("no stripe for graceMs resets both sessions; a stripe attaching in time cancels the grace", () => {
+    const h = harness({ indices: [0], timers: { keepaliveMs: 1000, deadMs: 5000, graceMs: 2000 } });
+    h.A.send(5000, 2);
+    flushAll(h.all);
+    h.kill(0);
+    h.wait(1999);
+    expect(h.A.s.closed || h.B.s.closed).toBe(false);
+    h.join(0);
+    flushAll(h.all);
+    h.wait(10);
+    h.kill(0);
+    h.wait(1999);
+    expect(h.A.s.closed || h.B.s.closed).toBe(false); // the grace started again at the second kill
+    h.wait(1);
+    expect(h.A.closes.map((e) => e?.code)).toEqual(["E_GRACE_EXPIRED"]);
+    expect(h.B.closes.map((e) => e?.code)).toEqual(["E_GRACE_EXPIRED"]);
+    expect([h.A.ends, h.B.ends]).toEqual([0, 0]);
+  });
+
+  test("a stripe holding up delivery has its frames re-sent on another after 400 ms without ack progress", () => {
+    // Until-congested with carriers that are congested while anything is queued: stripe 0 takes the
+    // first batch and is never delivered; stripe 1 carries the rest, which B cannot hand over.
+    const h = harness({ indices: [0, 1], scheduler: "until-congested", frameSize: 16 * 1024, batchSize: 16 * 1024, hwm: 0 });
+    flushAll(h.all);
+    h.A.send(64 * 1024, 3);
+    expect(h.carriers[0]!.queued("ab")).toBeGreaterThan(16 * 1024); // and stripe 0 is congested
+    h.A.send(0, 0); // the next pump moves on to stripe 1; its drains carry the rest
+    h.carriers[1]!.flushAll();
+    expect([h.B.receivedBytes, h.B.s.metrics().reorderBytes]).toEqual([0, 48 * 1024]);
+    h.wait(250);
+    expect(h.A.s.metrics().resentBytes).toBe(0);
+    h.wait(250);
+    expect(h.A.s.metrics().resentBytes).toBe(16 * 1024);
+    h.carriers[1]!.flushAll();
+    expect(h.B.receivedBytes).toBe(64 * 1024);
+    expect(h.A.s.metrics().perStripe.map((p) => p.stalls)).toEqual([1, 0]);
+    h.finish(); // the originals on stripe 0 arrive late and are dropped as duplicates
+    h.check();
   });
 });
 
