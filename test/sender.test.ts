@@ -8,6 +8,8 @@ import { describe, expect, test } from "bun:test";
 import { SendEnd, SessionEnd } from "../src/stripe/ending.ts";
 import { StripeLedger } from "../src/stripe/ledger.ts";
 import { Sender } from "../src/stripe/sender.ts";
+import { FrameBatch } from "../src/wire/batch.ts";
+import { FrameDecoder } from "../src/wire/codec.ts";
 import { expectProtocolError } from "./helpers/util.ts";
 
 function bytes(n: number, fill = 1): Uint8Array {
@@ -161,5 +163,59 @@ describe("acks", () => {
     const fresh = new Sender(1 << 20, new SessionEnd());
     fresh.append(bytes(10));
     expectProtocolError(() => fresh.ack(1), "E_BAD_ACK");
+  });
+});
+
+describe("fill: DATA frames into one batch", () => {
+  /** A FrameBatch over a fresh buffer with `room` bytes, and what the decoder finds in it afterwards. */
+  function batchOf(room: number): FrameBatch {
+    const b = new FrameBatch(new Uint8Array(room));
+    b.reset(b.buf);
+    return b;
+  }
+  function framesIn(b: FrameBatch): [number, number][] {
+    const out: [number, number][] = [];
+    const dec = new FrameDecoder({ data: (o, bytes) => out.push([o, bytes.byteLength]), control() {} });
+    dec.push(b.bytes());
+    return out;
+  }
+
+  test("frames of at most frameSize up to the allowance, each recorded at its stripe end position", () => {
+    const s = new Sender(1 << 20, new SessionEnd());
+    s.append(bytes(100_000));
+    const b = batchOf(512 * 1024);
+    const ledger = new StripeLedger(0);
+    ledger.sent = 1000; // bytes already written to this stripe
+    expect(s.fill(b, ledger, 50_000, 16 * 1024, 512 * 1024, 7)).toBe(4);
+    expect(framesIn(b)).toEqual([
+      [0, 16384],
+      [16384, 16384],
+      [32768, 16384],
+      [49152, 848], // the allowance is in bytes
+    ]);
+    expect(ledger.inflight).toBe(50_000);
+    expect(ledger.confirm((1000 + b.length) >>> 0, 8)).toBe(50_000); // the last frame ends where the batch ends
+    expect(s.nextOffset).toBe(50_000);
+  });
+
+  test("stops at the batch size, but a chunk's short tail (< 16 KiB) rides along", () => {
+    const s = new Sender(1 << 20, new SessionEnd());
+    s.append(bytes(70 * 1024));
+    const b = batchOf(256 * 1024);
+    s.fill(b, new StripeLedger(0), Infinity, 256 * 1024, 64 * 1024, 0);
+    expect(framesIn(b)).toEqual([[0, 70 * 1024]]); // 6 KiB over the batch size: kept in this batch
+    const s2 = new Sender(1 << 20, new SessionEnd());
+    s2.append(bytes(100 * 1024));
+    const b2 = batchOf(256 * 1024);
+    s2.fill(b2, new StripeLedger(0), Infinity, 256 * 1024, 64 * 1024, 0);
+    expect(framesIn(b2)).toEqual([[0, 64 * 1024]]); // 36 KiB left: cut at the batch size
+  });
+
+  test("an allowance of 0 frames nothing (a control-only batch)", () => {
+    const s = new Sender(1 << 20, new SessionEnd());
+    s.append(bytes(1000));
+    const b = batchOf(64 * 1024);
+    expect(s.fill(b, new StripeLedger(0), 0, 16 * 1024, 64 * 1024, 0)).toBe(0);
+    expect(b.length).toBe(0);
   });
 });

@@ -780,6 +780,7 @@ describe("striped session, timers on the manual clock", () => {
     expect(h.A.redials).toEqual([0]);
     expect(h.carriers[0]!.a.error?.code).toBe("E_STRIPE_SILENT");
     expect([h.A.s.usableStripes, h.A.s.metrics().stripeDeaths, h.B.s.usableStripes]).toEqual([1, 1, 1]);
+    expect(h.A.s.metrics().stripeDeathsByReason).toEqual({ E_STRIPE_SILENT: 1 });
     expect(h.A.s.closed || h.B.s.closed).toBe(false);
   });
 

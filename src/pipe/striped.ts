@@ -23,86 +23,28 @@ import { BrokenError, PeerResetError, asStriperError, type StriperError } from "
 import { AckPolicy, ACK_DELAY_MS } from "../stripe/ack.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
 import { RecvEnd, SessionEnd } from "../stripe/ending.ts";
-import { StripeLedger } from "../stripe/ledger.ts";
+import { SendGate } from "../stripe/gate.ts";
 import { HeadOfLineWatch, Health, Ping, stripeHealth } from "../stripe/liveness.ts";
+import { SessionCounters, type SessionMetrics } from "../stripe/metrics.ts";
 import { Receiver } from "../stripe/receiver.ts";
-import { createScheduler, type Scheduler, type StripeView } from "../stripe/scheduler.ts";
+import { createScheduler, type Scheduler } from "../stripe/scheduler.ts";
 import { Sender } from "../stripe/sender.ts";
-import { BufferPool, FrameBatch } from "../wire/batch.ts";
+import { Stripe } from "../stripe/stripe.ts";
+import { BATCH_SLACK, sharedBatch, type BufferPool, type FrameBatch } from "../wire/batch.ts";
 import { FrameDecoder, decodeAckEntries, decodeResetReason, encodeFrame, encodeResetReason, type ControlFrameType } from "../wire/codec.ts";
 import { ACK_FLAG_FIN, FRAME_FIN, FRAME_HEADER_SIZE, FRAME_PING, FRAME_PONG, FRAME_RESET, FrameType } from "../wire/constants.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
 export { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../config.ts";
+export { BATCH_SLACK } from "../wire/batch.ts";
+export type { SessionMetrics } from "../stripe/metrics.ts";
 
-/** Bytes a batch buffer has beyond batchSize: frame headers, padding and a chunk's short tail. */
-export const BATCH_SLACK = 32 * 1024;
-/** A chunk tail shorter than this rides along in the current batch rather than leaving alone later. */
-const SHORT_TAIL = 16 * 1024;
 /** Below this, a batch is copied out rather than lending a whole pooled buffer to a congested socket. */
 const LEND_MIN = 64 * 1024;
 /** Period of keepalive, dead-stripe, ACK safety-net and head-of-line checks (ms). */
 const TICK_MS = 250;
 /** How long shut-down stripes may linger before they are closed (ms). */
 const LINGER_MS = 3000;
-
-const pools = new Map<number, BufferPool>();
-const batches = new Map<BufferPool, FrameBatch>();
-/** One FrameBatch per pool, shared by all sessions (it holds a buffer only inside writeBatch). */
-function batchFor(pool: BufferPool): FrameBatch {
-  let b = batches.get(pool);
-  if (!b) batches.set(pool, (b = new FrameBatch(new Uint8Array(0))));
-  return b;
-}
-function poolFor(size: number): BufferPool {
-  let pool = pools.get(size);
-  if (!pool) pools.set(size, (pool = new BufferPool(size)));
-  return pool;
-}
-
-/** One carrier of the session: its ledger (what it carried, RTT, rate) plus the connection and its liveness. */
-class Stripe extends StripeLedger implements StripeView {
-  usable = true;
-  congested = false;
-  /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */
-  received = 0;
-  lastRecvAt: number;
-  ping = Ping.Idle;
-  /** Token of a PING to answer on this stripe, or -1. */
-  pendingPong = -1;
-  /** The peer ended this stripe (TCP FIN) after the FINs crossed. */
-  peerEnded = false;
-  /** Times this stripe held up in-order delivery and had its frames re-sent elsewhere. */
-  stalls = 0;
-  /** A pooled buffer the carrier still holds (congested write); returned on drain. */
-  lent: Uint8Array | undefined;
-  decoder!: FrameDecoder;
-
-  constructor(
-    readonly index: number,
-    readonly generation: number,
-    readonly pipe: Pipe,
-    now: number,
-  ) {
-    super(now);
-    this.lastRecvAt = now;
-  }
-}
-
-/** Counters and peaks a session exposes for logs, statistics and tests. */
-export interface SessionMetrics {
-  stripes: number;
-  usableStripes: number;
-  stripeDeaths: number;
-  resentBytes: number;
-  /** Bytes of ACK frames sent: the cost of lossless striping on the wire. */
-  ackBytes: number;
-  sendBufferBytes: number;
-  peakSendBufferBytes: number;
-  reorderBytes: number;
-  peakReorderBytes: number;
-  perStripe: { index: number; inflight: number; rate: number; rtt: number; sent: number; received: number; stalls: number }[];
-}
 
 /** One pipe over several carriers; see the module comment. */
 export class StripedPipe implements Pipe {
@@ -128,37 +70,30 @@ export class StripedPipe implements Pipe {
   private readonly receiver: Receiver;
   private readonly acks: AckPolicy;
   private readonly hol: HeadOfLineWatch;
+  private readonly gate: SendGate;
 
-  private sendBlocked = false; // send() returned false; drain() owed
   private paused = false;
   private pumping = false;
   private delivering = false;
   private ackTimer: ClockTimer | undefined;
   private tickTimer: ClockTimer | undefined;
   private graceTimer: ClockTimer | undefined;
-  private peakSendBuffer = 0;
-  private stripeDeaths = 0;
-  private ackBytes = 0;
+  private readonly counters = new SessionCounters();
 
   /**
    * Throws ConfigError when an option is out of range (src/config.ts). `budget`, when given, is shared
    * by all sessions of a proxy and caps their send stores together.
    */
-  constructor(
-    opts: SessionOptions,
-    peerWindow = opts.window,
-    private readonly budget?: BufferBudget,
-  ) {
+  constructor(opts: SessionOptions, peerWindow = opts.window, budget?: BufferBudget) {
     this.opts = validateSessionOptions(opts);
     this.clock = opts.clock ?? REAL_CLOCK;
     this.scheduler = createScheduler(opts.scheduler, opts.frameSize);
-    this.pool = poolFor(opts.batchSize + BATCH_SLACK);
-    this.batch = batchFor(this.pool);
+    ({ pool: this.pool, batch: this.batch } = sharedBatch(opts.batchSize + BATCH_SLACK));
     this.sender = new Sender(peerWindow, this.end);
     this.receiver = new Receiver(opts.window, this.end);
     this.acks = new AckPolicy(opts.window);
     this.hol = new HeadOfLineWatch(this.clock.now());
-    if (budget) budget.holders++;
+    this.gate = new SendGate(opts.window, budget, () => this.sender.buf.bytes, () => this.handler.drain());
   }
 
   setHandler(handler: PipeHandler): void {
@@ -184,23 +119,7 @@ export class StripedPipe implements Pipe {
 
   /** Counters and peaks, for statistics and tests. */
   metrics(): SessionMetrics {
-    const perStripe = [];
-    for (const s of this.stripes) {
-      if (s) perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sent, received: s.received, stalls: s.stalls });
-    }
-    const reorder = this.receiver.reorder;
-    return {
-      stripes: perStripe.length,
-      usableStripes: this.usableStripes,
-      stripeDeaths: this.stripeDeaths,
-      resentBytes: this.sender.resentBytes,
-      ackBytes: this.ackBytes,
-      sendBufferBytes: this.sender.buf.bytes,
-      peakSendBufferBytes: this.peakSendBuffer,
-      reorderBytes: reorder.bufferedBytes,
-      peakReorderBytes: reorder.peakBufferedBytes,
-      perStripe,
-    };
+    return this.counters.snapshot(this.stripes, this.sender, this.receiver);
   }
 
   /**
@@ -259,39 +178,15 @@ export class StripedPipe implements Pipe {
 
   send(chunk: Uint8Array): boolean {
     if (!this.writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
-    const buf = this.sender.buf;
     this.stats.bytesOut += chunk.byteLength;
     this.sender.append(chunk);
-    this.budget?.take(chunk.byteLength);
-    if (buf.bytes > this.peakSendBuffer) this.peakSendBuffer = buf.bytes;
+    this.gate.took(chunk.byteLength);
+    this.counters.held(this.sender.buf.bytes);
     this.pump();
-    if (buf.bytes >= this.opts.window || (this.budget !== undefined && !this.budget.admits(buf.bytes))) {
-      this.sendBlocked = true;
-      this.stats.congestions++;
-      if (buf.bytes < this.opts.window) this.budget!.wait(this.wakeFromBudget);
-      return false;
-    }
-    return true;
+    if (this.gate.admit()) return true;
+    this.stats.congestions++;
+    return false;
   }
-
-  /**
-   * Lets the local socket be read again (drain) once the send store is under the window and, when
-   * `checkBudget`, the shared budget admits this session; otherwise it waits for the budget.
-   */
-  private unblockSend(checkBudget: boolean): void {
-    if (this.state === "closed" || !this.sendBlocked) return;
-    const held = this.sender.buf.bytes;
-    if (held >= this.opts.window) return; // the next ack comes back here
-    if (checkBudget && this.budget !== undefined && !this.budget.admits(held)) {
-      this.budget.wait(this.wakeFromBudget);
-      return;
-    }
-    this.sendBlocked = false;
-    this.handler.drain();
-  }
-
-  /** The shared budget woke us because it has room again. */
-  private readonly wakeFromBudget = (): void => this.unblockSend(false);
 
   shutdown(): void {
     if (!this.writable) return;
@@ -367,11 +262,11 @@ export class StripedPipe implements Pipe {
     this.scheduler.measured(this.stripes);
     const released = this.sender.ack(value); // E_BAD_ACK beyond what was sent
     if (released > 0) {
-      this.budget?.give(released);
+      this.gate.released(released);
       this.hol.progressed(now);
     }
     if (flags & ACK_FLAG_FIN) this.end.finAcked();
-    this.unblockSend(true);
+    this.gate.reopen(true);
     this.pump();
     this.maybeDone();
   }
@@ -473,31 +368,11 @@ export class StripedPipe implements Pipe {
       stripe.ping = Ping.Outstanding;
     }
     if (this.acks.due) {
-      this.ackBytes += this.acks.write(batch, this.receiver.delivered, this.end.recv === RecvEnd.Delivered, this.stripes);
+      this.counters.ackBytes += this.acks.write(batch, this.receiver.delivered, this.end.recv === RecvEnd.Delivered, this.stripes);
       this.clock.clearTimeout(this.ackTimer);
       this.ackTimer = undefined;
     }
-    let frames = 0;
-    let budget = allowance;
-    let payloadBytes = 0;
-    const batchSize = this.opts.batchSize;
-    while (budget >= 1 && payloadBytes < batchSize && batch.dataRoom >= 1024) {
-      let payload = sender.next(Math.min(frameSize, budget, batch.dataRoom));
-      if (payload === undefined) break;
-      // Cut at the batch size, unless what would be left of this chunk is a short tail: that would
-      // go out later as a write of its own (measured: one 79-byte write per 512 KiB otherwise).
-      const left = batchSize - payloadBytes;
-      if (payload.byteLength > left && payload.byteLength - left >= SHORT_TAIL) payload = payload.subarray(0, left);
-      const len = payload.byteLength;
-      if (len === 0) break; // never an empty DATA frame
-      const offset = sender.offset;
-      batch.appendData(offset, payload);
-      sender.commit(len);
-      stripe.record(offset, len, stripe.sent + batch.length, now);
-      payloadBytes += len;
-      budget -= len;
-      frames++;
-    }
+    const frames = sender.fill(batch, stripe, allowance, frameSize, this.opts.batchSize, now);
     let finHere = false;
     if (batch.room >= FRAME_HEADER_SIZE && sender.finDue()) {
       batch.appendControl(FRAME_FIN, 0, sender.finalOffset);
@@ -571,7 +446,7 @@ export class StripedPipe implements Pipe {
     stripe.usable = false;
     stripe.lent = undefined; // the carrier may still reference it: let it go to the GC, not the pool
     if (this.state === "closed") return;
-    this.stripeDeaths++;
+    this.counters.stripeDied(reason.code);
     // The last ACK may have died with this stripe: repeat it on the others, or the peer may wait for
     // window space (or for the ACK of its FIN) forever.
     this.acks.markDue();
@@ -681,9 +556,7 @@ export class StripedPipe implements Pipe {
       }, LINGER_MS);
       linger.unref?.();
     }
-    this.budget?.give(this.sender.buf.bytes);
-    this.budget?.cancel(this.wakeFromBudget);
-    if (this.budget) this.budget.holders--;
+    this.gate.close();
     this.sender.clear();
     this.receiver.clear();
     const handler = this.handler;

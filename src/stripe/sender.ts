@@ -4,9 +4,9 @@
  * window, protocol §6), says when the FIN is due (after the last byte, nothing left to resend, §4.5),
  * and takes back a stripe's unconfirmed frames when that stripe dies or holds up delivery (§7).
  *
- * The frame loop calls next(max) and then commit(len) with what it actually framed (it may cut the piece
- * shorter at a batch boundary); next() sets `offset` rather than returning a pair, so the per-frame path
- * allocates nothing beyond the payload's subarray.
+ * fill() frames DATA into a batch for one stripe and records each frame in that stripe's ledger. It
+ * calls next(max), then commit(len) with what it actually framed; next() sets `offset` rather than
+ * returning a pair, so the per-frame path allocates nothing beyond the payload's subarray.
  */
 
 import { ProtocolError } from "../errors.ts";
@@ -14,6 +14,20 @@ import type { SessionEnd } from "./ending.ts";
 import type { StripeLedger } from "./ledger.ts";
 import { ResendQueue } from "./resend.ts";
 import { SendBuffer } from "./sendbuf.ts";
+
+/** Where DATA frames go (a FrameBatch). */
+export interface DataSink {
+  /** Bytes written so far: the end of the last frame appended. */
+  readonly length: number;
+  /** Payload bytes a frame appended now may carry. */
+  readonly dataRoom: number;
+  appendData(offset: number, payload: Uint8Array): void;
+}
+
+/** A chunk tail shorter than this rides along in the current batch rather than leaving alone later. */
+export const SHORT_TAIL = 16 * 1024;
+/** A frame is started only while the batch has this much payload room left. */
+const MIN_DATA_ROOM = 1024;
 
 /** The sending half of a session. */
 export class Sender {
@@ -78,6 +92,36 @@ export class Sender {
     } else {
       this.nextOffset = end;
     }
+  }
+
+  /**
+   * Frames DATA into `batch` for one stripe, resends first: each frame at most `frameSize` and from a
+   * single app chunk, until `allowance` payload bytes or `batchSize` are reached or nothing is left.
+   * Each frame is recorded in `ledger` at its stripe end position (ledger.sent + its end in the batch).
+   * Returns the number of frames.
+   */
+  fill(batch: DataSink, ledger: StripeLedger, allowance: number, frameSize: number, batchSize: number, now: number): number {
+    let frames = 0;
+    let budget = allowance;
+    let payloadBytes = 0;
+    while (budget >= 1 && payloadBytes < batchSize && batch.dataRoom >= MIN_DATA_ROOM) {
+      let payload = this.next(Math.min(frameSize, budget, batch.dataRoom));
+      if (payload === undefined) break;
+      // Cut at the batch size, unless what would be left of this chunk is a short tail: that would
+      // go out later as a write of its own (measured: one 79-byte write per 512 KiB otherwise).
+      const left = batchSize - payloadBytes;
+      if (payload.byteLength > left && payload.byteLength - left >= SHORT_TAIL) payload = payload.subarray(0, left);
+      const len = payload.byteLength;
+      if (len === 0) break; // never an empty DATA frame
+      const offset = this.offset;
+      batch.appendData(offset, payload);
+      this.commit(len);
+      ledger.record(offset, len, ledger.sent + batch.length, now);
+      payloadBytes += len;
+      budget -= len;
+      frames++;
+    }
+    return frames;
   }
 
   /** The FIN should go out now: it is owed, and every byte before it has been framed with no resend pending. */
