@@ -66,21 +66,21 @@ export class Sender {
    */
   next(max: number): Uint8Array | undefined {
     const buf = this.buf;
-    const acked = buf.acked;
-    this.resend.trim(acked);
-    let limit: number;
-    if (this.resend.length > 0) {
-      this.offset = this.resend.start;
-      limit = this.resend.end - this.offset;
-      this.fromResend = true;
-    } else {
-      const windowEnd = acked + this.peerWindow;
-      if (this.nextOffset >= buf.end || this.nextOffset >= windowEnd) return undefined;
-      this.offset = this.nextOffset;
-      limit = Math.min(buf.end, windowEnd) - this.offset;
-      this.fromResend = false;
+    const resend = this.resend;
+    if (resend.length > 0) {
+      resend.trim(buf.acked);
+      if (resend.length > 0) {
+        const offset = (this.offset = resend.start);
+        this.fromResend = true;
+        return buf.read(offset, Math.min(resend.end - offset, max));
+      }
     }
-    return buf.read(this.offset, Math.min(limit, max));
+    const offset = this.nextOffset;
+    const windowEnd = buf.acked + this.peerWindow;
+    if (offset >= buf.end || offset >= windowEnd) return undefined;
+    this.offset = offset;
+    this.fromResend = false;
+    return buf.read(offset, Math.min(Math.min(buf.end, windowEnd) - offset, max));
   }
 
   /** The first `len` bytes of the piece next() returned were framed. */
