@@ -55,6 +55,9 @@ export interface HandshakeRead<T> {
 
 const EMPTY = new Uint8Array(0);
 
+const tooLarge = (size: number, max: number): ProtocolError =>
+  new ProtocolError("E_HANDSHAKE_TOO_LARGE", `handshake message of at least ${size} bytes, limit ${max}`);
+
 /**
  * Reads one handshake message from `pipe`, taking over its handler until `done` is called, once, with the
  * message or with the reason it did not arrive: E_HANDSHAKE_TIMEOUT, E_HANDSHAKE_EOF, the pipe's own
@@ -88,13 +91,15 @@ export function readHandshake<T>(
       case "more":
         need = all.byteLength + s.bytes;
         if (!(s.bytes >= 1)) finish(new StriperError("E_INTERNAL", `handshake parser asked for ${s.bytes} more bytes`));
-        else if (need > maxBytes) finish(new ProtocolError("E_HANDSHAKE_TOO_LARGE", `handshake message of at least ${need} bytes, limit ${maxBytes}`));
+        else if (need > maxBytes) finish(tooLarge(need, maxBytes));
         return;
       case "done":
         if (!(s.size >= 1 && s.size <= all.byteLength)) {
           finish(new StriperError("E_INTERNAL", `handshake parser reported ${s.size} bytes of ${all.byteLength}`));
           return;
         }
+        // A message that arrived in one piece never asked for "more": the limit holds all the same.
+        if (s.size > maxBytes) return finish(tooLarge(s.size, maxBytes));
         pipe.pause(); // until the new owner installs its handler
         finish({ value: s.value, message: all.subarray(0, s.size), leftover: all.subarray(s.size) });
         return;
