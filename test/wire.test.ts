@@ -9,19 +9,8 @@ import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
 import { ProtocolError } from "../src/errors.ts";
 import { FrameBatch, BufferPool } from "../src/wire/batch.ts";
-import {
-  FrameDecoder,
-  decodeHello,
-  decodeWelcome,
-  encodeFrame,
-  encodeHello,
-  encodeWelcome,
-  readU64,
-  writeFrameHeader,
-  writeU64,
-  type FrameSink,
-  type Hello,
-} from "../src/wire/codec.ts";
+import { FrameDecoder, encodeFrame, readU64, writeFrameHeader, writeU64, type FrameSink } from "../src/wire/codec.ts";
+import { decodeHello, decodeWelcome, encodeHello, encodeWelcome, type Hello } from "../src/wire/handshake.ts";
 import * as C from "../src/wire/constants.ts";
 import {
   ACK_FLAG_FIN,
