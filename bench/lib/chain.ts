@@ -209,6 +209,7 @@ export async function runTransfer(spec: RunSpec, run: number, hooks: TransferHoo
     const cpu0 = chain.cpuMark();
     const app = chain.spawn(appProc(spec, chain.entry), false);
     const fault = byName.fault;
+    if (spec.resetEveryMs && !fault) throw new Error(`${spec.key}: resetEveryMs needs the fault proxy (mid: "fault")`);
     if (spec.resetEveryMs) fault!.send(`reset-every ${spec.resetEveryMs}`);
 
     const done = await app.waitEvent((e) => e.event === "done", spec.timeoutMs + 10_000, "the app finishing its transfer");

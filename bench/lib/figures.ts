@@ -3,7 +3,7 @@
  * scenarios report. Scenario modules build their table rows with these; lib/judge.ts judges them.
  */
 
-import { MB, fmt, summarize, type Summary } from "./stats.ts";
+import { MB, summarize, type Summary } from "./stats.ts";
 import type { Figure, Results, RunResult, Target, Tally } from "./types.ts";
 
 /** Runs that finished with intact data: the only ones whose figures count. */
@@ -69,9 +69,4 @@ export function plainFigure(
   const out: Figure = { scenario: f.scenario, case: f.case, unit: f.unit, value: summaryOf(rs, f.pick), tally: tally(rs), note: f.note ?? "" };
   if (f.target) out.target = f.target;
   return out;
-}
-
-/** "x.xx MB/s"-style text of a median, or "" when there is none. */
-export function medianText(v: number | null, unit: string, decimals?: number): string {
-  return v === null ? "" : `${fmt(v, decimals)} ${unit}`;
 }

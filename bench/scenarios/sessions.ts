@@ -3,7 +3,7 @@
  * 4 stripes each: wall time, every session intact, and the peak RSS of each proxy.
  */
 
-import { join, medianOf, plainFigure, tally } from "../lib/figures.ts";
+import { medianOf, plainFigure, tally } from "../lib/figures.ts";
 import { MB, MiB, fmt } from "../lib/stats.ts";
 import type { Scenario } from "../lib/types.ts";
 
@@ -52,7 +52,7 @@ export const sessions: Scenario = {
         key: KEY,
         unit: "s",
         pick: (r) => r.seconds,
-        note: join(agg !== null ? `${fmt(agg)} MB/s each way in total` : ""),
+        note: agg !== null ? `${fmt(agg)} MB/s each way in total` : "",
       }),
       {
         scenario: "sessions",
