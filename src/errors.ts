@@ -41,13 +41,20 @@ export const ERROR_CODES = [
   "E_DATA_AFTER_FIN",
   "E_FIN_MISMATCH",
   "E_BAD_ACK",
-  // Handshake and proxies.
+  // Handshake and proxies (src/proxy/handshake.ts refusal reasons included).
   "E_HANDSHAKE_TIMEOUT",
   "E_HANDSHAKE_EOF",
+  "E_HANDSHAKE_TOO_LARGE",
   "E_BAD_VERSION",
+  "E_BAD_KIND",
+  "E_STRIPE_INDEX",
+  "E_STRIPE_COUNT",
+  "E_UNKNOWN_SESSION",
+  "E_SESSION_LIMIT",
   "E_REFUSED",
   "E_SESSION_LOST",
   "E_SHUTDOWN",
+  "E_CONFIG", // a proxy option out of range
   // Session and stripes.
   "E_PEER_RESET", // the peer sent RESET (PeerResetError)
   "E_GRACE_EXPIRED",
@@ -71,8 +78,11 @@ type Letter = "A" | "B" | "C" | "D" | "E" | "F" | "G" | "H" | "I" | "J" | "K" | 
  */
 export type SystemErrorCode = `E${Letter}${string}`;
 
+/** Codes tests make up for errors of their own (`E_TEST`, `E_TEST_EMPTY`...); src never raises one. */
+export type TestErrorCode = `E_TEST${string}`;
+
 /** Every code a StriperError can carry. */
-export type ErrorCode = (typeof ERROR_CODES)[number] | SystemErrorCode;
+export type ErrorCode = (typeof ERROR_CODES)[number] | SystemErrorCode | TestErrorCode;
 
 /** Options of a StriperError. */
 export interface StriperErrorOptions {

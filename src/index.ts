@@ -11,6 +11,7 @@ export { ReorderBuffer } from "./stripe/reorder.ts";
 export { SendBuffer } from "./stripe/sendbuf.ts";
 export { startServer, type ServerOptions, type StriperServer } from "./proxy/server.ts";
 export { startClient, type ClientOptions, type StriperClient } from "./proxy/client.ts";
+export { plainFront, type Front, type FrontListener, type AppConnection, type Destination } from "./proxy/front.ts";
 export { startRelay, type RelayOptions, type Relay } from "./proxy/relay.ts";
 export { DatagramPipe, MessageDecoder, encodeMessage } from "./pipe/datagram.ts";
 export { startCappedLink, type CappedLink, type CappedLinkOptions } from "./link/capped.ts";

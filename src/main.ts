@@ -56,7 +56,7 @@ async function run(cmd: Command): Promise<void> {
       return;
     }
     case "link": {
-      const { runLinkCli } = await import("./link/cli.ts");
+      const { runLinkCli } = await import("./cli/link.ts");
       await runLinkCli(cmd.argv);
       return;
     }

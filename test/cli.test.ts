@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
 import { parseAddress, parseArgs } from "../src/cli/args.ts";
-import { parseLinkArgs } from "../src/link/cli.ts";
+import { parseLinkArgs } from "../src/cli/link.ts";
 import { UsageError } from "../src/errors.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { cleanups } from "./helpers/util.ts";

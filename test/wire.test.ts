@@ -12,20 +12,16 @@ import { FrameBatch, BufferPool } from "../src/wire/batch.ts";
 import {
   FrameDecoder,
   decodeAckEntries,
-  decodeHello,
   decodeResetReason,
-  decodeWelcome,
   encodeAckEntries,
   encodeFrame,
   encodeResetReason,
-  encodeHello,
-  encodeWelcome,
   readU64,
   writeFrameHeader,
   writeU64,
   type FrameSink,
-  type Hello,
 } from "../src/wire/codec.ts";
+import { decodeHello, decodeWelcome, encodeHello, encodeWelcome, type Hello } from "../src/wire/handshake.ts";
 import * as C from "../src/wire/constants.ts";
 import {
   ACK_FLAG_FIN,

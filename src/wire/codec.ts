@@ -1,6 +1,6 @@
 /**
- * Pure encoders and an incremental decoder for the stripe wire format (docs/protocol.md). No sockets.
- * All integers are big-endian.
+ * Pure encoders and an incremental decoder for the frames of the stripe wire format (docs/protocol.md
+ * §4). No sockets. All integers are big-endian. The handshake (HELLO, WELCOME) is in handshake.ts.
  */
 
 import { ProtocolError } from "../errors.ts";
@@ -9,15 +9,11 @@ import {
   FRAME_DATA,
   FRAME_HEADER_SIZE,
   FRAME_TYPE_MAX,
-  HELLO_SIZE,
-  MAGIC,
   MAX_CONTROL_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_PAD,
   RESET_REASON_BYTES,
   RESET_REASON_CHARS,
-  SESSION_ID_SIZE,
-  WELCOME_SIZE,
   type FrameType,
 } from "./constants.ts";
 
@@ -35,90 +31,6 @@ export function readU64(view: DataView, pos: number): number {
   const hi = view.getUint32(pos);
   if (hi >= MAX_HIGH_WORD) throw new ProtocolError("E_OFFSET_RANGE", `64-bit value out of range (high word ${hi})`);
   return hi * 0x1_0000_0000 + view.getUint32(pos + 4);
-}
-
-// --- HELLO -----------------------------------------------------------------------------------------
-//  0                   1                   2                   3
-//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-// |                         magic "TSTR"                          |
-// |    version    |     kind      |          stripe index         |
-// |          stripe count         |          generation           |
-// |                  session id (16 bytes) ...                    |
-// |                 receive window (bytes, u32)                   |
-
-/** What a stripe announces when it connects. */
-export interface Hello {
-  version: number;
-  kind: number;
-  stripeIndex: number;
-  stripeCount: number;
-  /** Counts the client's dials of this stripe index; ACK entries name it so stale counts are ignored. */
-  generation: number;
-  sessionId: Uint8Array;
-  window: number;
-}
-
-/** Encodes a HELLO into a new 32-byte buffer. */
-export function encodeHello(h: Hello): Uint8Array {
-  const buf = new Uint8Array(HELLO_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, h.version);
-  v.setUint8(5, h.kind);
-  v.setUint16(6, h.stripeIndex);
-  v.setUint16(8, h.stripeCount);
-  v.setUint16(10, h.generation);
-  buf.set(h.sessionId.subarray(0, SESSION_ID_SIZE), 12);
-  v.setUint32(28, h.window);
-  return buf;
-}
-
-/** Decodes a complete HELLO; throws ProtocolError E_BAD_MAGIC when it is not one. */
-export function decodeHello(buf: Uint8Array): Hello {
-  if (buf.byteLength < HELLO_SIZE) throw new ProtocolError("E_SHORT_HELLO", "HELLO shorter than 32 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, HELLO_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper HELLO");
-  return {
-    version: v.getUint8(4),
-    kind: v.getUint8(5),
-    stripeIndex: v.getUint16(6),
-    stripeCount: v.getUint16(8),
-    generation: v.getUint16(10),
-    sessionId: new Uint8Array(buf.subarray(12, 12 + SESSION_ID_SIZE)), // a copy: Buffer#slice would share memory
-    window: v.getUint32(28),
-  };
-}
-
-// --- WELCOME ---------------------------------------------------------------------------------------
-// |                         magic "TSTR"                          |
-// |    version    |    status     |           reserved            |
-// |                 receive window (bytes, u32)                   |
-// |                           reserved                            |
-
-/** The server's answer to a HELLO. */
-export interface Welcome {
-  version: number;
-  status: number;
-  window: number;
-}
-
-/** Encodes a WELCOME into a new 16-byte buffer. */
-export function encodeWelcome(w: Welcome): Uint8Array {
-  const buf = new Uint8Array(WELCOME_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, w.version);
-  v.setUint8(5, w.status);
-  v.setUint32(8, w.window);
-  return buf;
-}
-
-/** Decodes a complete WELCOME; throws ProtocolError when it is not one. */
-export function decodeWelcome(buf: Uint8Array): Welcome {
-  if (buf.byteLength < WELCOME_SIZE) throw new ProtocolError("E_SHORT_WELCOME", "WELCOME shorter than 16 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, WELCOME_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper WELCOME");
-  return { version: v.getUint8(4), status: v.getUint8(5), window: v.getUint32(8) };
 }
 
 // --- Frames ----------------------------------------------------------------------------------------
