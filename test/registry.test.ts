@@ -1,14 +1,14 @@
 /** The server's session registry: keys, the session limit, ended sessions, removal by owner, shutdown. Pure. */
 
 import { describe, expect, test } from "bun:test";
-import { StriperError } from "../src/errors.ts";
+import { StriperError, type ErrorCode } from "../src/errors.ts";
 import { SessionRegistry, sessionKey } from "../src/proxy/registry.ts";
 
 class FakeSession {
   constructor(public closed = false) {}
 }
 
-function expectCode(fn: () => unknown, code: string): void {
+function expectCode(fn: () => unknown, code: ErrorCode): void {
   let caught: unknown;
   try {
     fn();

@@ -5,12 +5,16 @@
 
 import { ProtocolError } from "../errors.ts";
 import {
+  ACK_ENTRY_SIZE,
   FRAME_DATA,
   FRAME_HEADER_SIZE,
   FRAME_TYPE_MAX,
   MAX_CONTROL_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_PAD,
+  RESET_REASON_BYTES,
+  RESET_REASON_CHARS,
+  type FrameType,
 } from "./constants.ts";
 
 /** 2^53 is the largest offset a JS number holds exactly; the high word must stay below 2^21. */
@@ -65,12 +69,70 @@ export function encodeFrame(type: number, flags: number, value: number, payload?
   return buf;
 }
 
+/** Every frame type but DATA: what FrameSink.control receives, so a `switch` over it can be exhaustive. */
+export type ControlFrameType = Exclude<FrameType, FrameType.Data>;
+
 /** Receives what the decoder finds. DATA payloads arrive as one or more fragments, never copied. */
 export interface FrameSink {
   /** A piece of a DATA frame's payload: `bytes` belong at stream `offset`. */
   data(offset: number, bytes: Uint8Array): void;
-  /** A whole non-DATA frame (payload joined; empty when none). */
-  control(type: number, flags: number, value: number, payload: Uint8Array): void;
+  /** A whole non-DATA frame (payload joined; empty when none). The decoder has checked the type. */
+  control(type: ControlFrameType, flags: number, value: number, payload: Uint8Array): void;
+}
+
+// --- ACK entries -----------------------------------------------------------------------------------
+//  0                   1                   2                   3
+//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+// |         stripe index          |          generation           |
+// |        bytes received on this stripe connection, mod 2^32     |
+
+/** One entry of an ACK's payload: how much one stripe connection has received. */
+export interface AckEntry {
+  /** Stripe index. */
+  index: number;
+  /** The stripe's generation (from its HELLO); an entry for another generation is ignored. */
+  generation: number;
+  /** Bytes received on this stripe connection since its handshake; encoded mod 2^32. */
+  received: number;
+}
+
+/** Encodes ACK entries, in the order given, into a new payload of 8 bytes each. */
+export function encodeAckEntries(entries: readonly AckEntry[]): Uint8Array {
+  const payload = new Uint8Array(entries.length * ACK_ENTRY_SIZE);
+  const v = new DataView(payload.buffer);
+  let pos = 0;
+  for (const e of entries) {
+    v.setUint16(pos, e.index);
+    v.setUint16(pos + 2, e.generation);
+    v.setUint32(pos + 4, e.received >>> 0);
+    pos += ACK_ENTRY_SIZE;
+  }
+  return payload;
+}
+
+/** Decodes an ACK's payload; a trailing piece shorter than one entry is ignored (protocol §4.3). */
+export function decodeAckEntries(payload: Uint8Array): AckEntry[] {
+  const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const entries: AckEntry[] = [];
+  for (let pos = 0; pos + ACK_ENTRY_SIZE <= payload.byteLength; pos += ACK_ENTRY_SIZE) {
+    entries.push({ index: v.getUint16(pos), generation: v.getUint16(pos + 2), received: v.getUint32(pos + 4) });
+  }
+  return entries;
+}
+
+// --- RESET reason ----------------------------------------------------------------------------------
+
+const utf8 = new TextEncoder();
+const utf8Lenient = new TextDecoder(); // replaces invalid sequences instead of throwing
+
+/** A RESET's payload: the first 200 UTF-16 code units of `message`, as UTF-8 (so at most 600 bytes). */
+export function encodeResetReason(message: string): Uint8Array {
+  return utf8.encode(message.slice(0, RESET_REASON_CHARS));
+}
+
+/** A received RESET's reason: its first 200 bytes as UTF-8 (invalid sequences replaced), or "no reason given". */
+export function decodeResetReason(payload: Uint8Array): string {
+  return utf8Lenient.decode(payload.subarray(0, RESET_REASON_BYTES)) || "no reason given";
 }
 
 const enum Phase {
@@ -203,6 +265,7 @@ export class FrameDecoder {
     this.phase = Phase.Header;
     const payload = this.control!;
     this.control = undefined;
-    this.sink.control(this.type, this.flags, this.value, payload);
+    // parseHeader admitted only types 0..FRAME_TYPE_MAX, and DATA never gets here.
+    this.sink.control(this.type as ControlFrameType, this.flags, this.value, payload);
   }
 }
