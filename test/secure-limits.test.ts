@@ -1,10 +1,10 @@
 /**
- * The replay set and the handshake limits (per-source token buckets, the global gate), driven by a
+ * The replay set and the handshake limits (per-source token buckets, the unauthenticated gate), driven by a
  * manual clock: every time below is a number passed in, never the wall clock.
  */
 
 import { describe, expect, test } from "bun:test";
-import { ConcurrencyGate, SourceLimiter, sourceKey } from "../src/secure/ratelimit.ts";
+import { SourceLimiter, UnauthGate, sourceKey } from "../src/secure/ratelimit.ts";
 import { DEFAULT_REPLAY_ENTRIES, ReplaySet } from "../src/secure/replay.ts";
 
 const salt = (n: number) => {
@@ -199,21 +199,44 @@ describe("SourceLimiter", () => {
   });
 });
 
-describe("ConcurrencyGate", () => {
-  test("admits up to the maximum, then refuses until someone leaves", () => {
-    const gate = new ConcurrencyGate(2);
-    expect(gate.tryEnter()).toBe(true);
-    expect(gate.tryEnter()).toBe(true);
-    expect(gate.tryEnter()).toBe(false);
+describe("UnauthGate", () => {
+  test("admits up to the maximum; leave() makes room", () => {
+    const gate = new UnauthGate<string>(2, 1000);
+    expect(gate.enter("a", 0)).toEqual({ admitted: true });
+    expect(gate.enter("b", 0)).toEqual({ admitted: true });
+    expect(gate.enter("c", 500)).toEqual({ admitted: false }); // everyone waiting is younger than 1 s
     expect(gate.active).toBe(2);
-    gate.leave();
-    expect(gate.tryEnter()).toBe(true);
-    gate.leave();
-    gate.leave();
-    gate.leave(); // an extra leave never goes below zero
-    expect(gate.active).toBe(0);
-    expect(new ConcurrencyGate().max).toBe(1024);
-    expect(new ConcurrencyGate(0).tryEnter()).toBe(false);
-    expect(() => new ConcurrencyGate(-1)).toThrow(RangeError);
+    gate.leave("a");
+    expect(gate.enter("c", 500)).toEqual({ admitted: true });
+    gate.leave("zzz"); // never entered: harmless
+    expect(gate.active).toBe(2);
+  });
+
+  test("when full, a newcomer evicts the oldest connection that has waited long enough", () => {
+    const gate = new UnauthGate<string>(3, 1000);
+    gate.enter("slow1", 0);
+    gate.enter("slow2", 100);
+    gate.enter("slow3", 900);
+    expect(gate.enter("honest", 1050)).toEqual({ admitted: true, evicted: "slow1" });
+    expect(gate.enter("honest2", 1099)).toEqual({ admitted: false }); // slow2 is only 999 ms old
+    expect(gate.enter("honest2", 1100)).toEqual({ admitted: true, evicted: "slow2" });
+    gate.leave("slow1"); // the evicted one's close arrives later: harmless
+    expect(gate.active).toBe(3);
+    // A slowloris holding every slot for the 10 s deadline cannot keep a newcomer out for more than 1 s.
+    const g = new UnauthGate<number>(1024, 1000);
+    for (let i = 0; i < 1024; i++) expect(g.enter(i, 0).admitted).toBe(true);
+    expect(g.enter(-1, 999).admitted).toBe(false);
+    expect(g.enter(-1, 1000)).toEqual({ admitted: true, evicted: 0 });
+  });
+
+  test("entering twice counts once; defaults and bad options", () => {
+    const gate = new UnauthGate<string>(1);
+    expect(gate.enter("a", 0).admitted).toBe(true);
+    expect(gate.enter("a", 5).admitted).toBe(true);
+    expect(gate.active).toBe(1);
+    expect([new UnauthGate().max, new UnauthGate().minEvictAgeMs]).toEqual([1024, 1000]);
+    expect(new UnauthGate(0).enter("x", 0).admitted).toBe(false);
+    expect(() => new UnauthGate(-1)).toThrow(RangeError);
+    expect(() => new UnauthGate(1, -5)).toThrow(RangeError);
   });
 });

@@ -321,6 +321,13 @@ describe("freshness: time, then replay", () => {
     expect(checkFresh(read(NOW), NOW, replay)).toBe("replay-full");
   });
 
+  test("a timestamp from before the replay set's memory began (a server restart) is stale-time", () => {
+    const replay = new ReplaySet({ sinceMs: NOW });
+    expect(checkFresh(read(NOW - 1), NOW + 5000, replay)).toBe("stale-time");
+    expect(replay.size).toBe(0);
+    expect(checkFresh(read(NOW), NOW + 5000, replay)).toBeUndefined();
+  });
+
   test("plain mode skips both checks (no key: a timestamp proves nothing; every salt is zero)", () => {
     const replay = new ReplaySet();
     expect(checkFresh(read(0, PLAIN), NOW, replay)).toBeUndefined();

@@ -515,12 +515,18 @@ export function checkReplay(replay: ReplaySet, cs: Uint8Array, timestampMs: numb
 }
 
 /**
- * Checks 6 then 7 for an authenticated hello. Plain mode (keyIndex −1) skips both: without a key a
- * timestamp proves nothing, and every plain hello carries the same zero salt.
+ * Checks 6 then 7 for an authenticated hello. Check 6 also refuses ("stale-time") a timestamp older than
+ * the replay set's memory (`sinceMs`, the server's start): the set cannot tell whether such a hello was
+ * seen by the previous process, so a first flight recorded before a restart cannot be replayed after it.
+ * The price: right after a restart, a client whose clock runs s seconds behind is refused for s seconds.
+ * Plain mode (keyIndex −1) skips both: without a key a timestamp proves nothing, and every plain hello
+ * carries the same zero salt.
  */
 export function checkFresh(hello: ClientHello, nowMs: number, replay: ReplaySet): SilentReason | undefined {
   if (hello.keyIndex < 0) return undefined;
-  return checkTime(hello.header.timestampMs, nowMs, replay.windowMs) ?? checkReplay(replay, hello.cs, hello.header.timestampMs, nowMs);
+  const ts = hello.header.timestampMs;
+  if (replay.sinceMs !== undefined && ts < replay.sinceMs) return "stale-time";
+  return checkTime(ts, nowMs, replay.windowMs) ?? checkReplay(replay, hello.cs, ts, nowMs);
 }
 
 function firstKey(auth: { keys: readonly Uint8Array[] }): Uint8Array {

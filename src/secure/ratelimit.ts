@@ -6,7 +6,8 @@
  *   The table is bounded: a new source evicts a full (idle) bucket among the least recently used, or
  *   else the least recently used one. Evicting a bucket only gives its source a fresh burst; the global
  *   gate below still bounds what that buys.
- * - ConcurrencyGate: a global count of connections that have not authenticated yet.
+ * - UnauthGate: a global bound on connections that have not authenticated yet, which makes room by
+ *   dropping the oldest stale one before it refuses a newcomer.
  *
  * Over either limit the server closes the connection at once, silently. Clocks are passed in (ms).
  */
@@ -149,27 +150,58 @@ function ipv6Groups(s: string): number[] | undefined {
   return [...left, ...new Array<number>(8 - have).fill(0), ...right, ...tail];
 }
 
-/** A global count of connections that have not authenticated yet. */
-export class ConcurrencyGate {
-  private count = 0;
-  constructor(readonly max = 1024) {
-    if (!Number.isInteger(max) || max < 0) throw new RangeError(`concurrency gate: bad maximum ${max}`);
+/** What UnauthGate.enter() decided. */
+export type GateResult<T> =
+  /** Admitted; when `evicted` is set, that older connection was dropped to make room: close it silently. */
+  | { admitted: true; evicted?: T }
+  /** Refused: close the new connection at once, silently. */
+  | { admitted: false };
+
+/**
+ * The global bound on connections that have not authenticated yet. Every failed handshake is held
+ * (silently) until its deadline, so a plain counter would let a few sources fill it for up to 10 s each
+ * and lock every honest client out. When full, a newcomer therefore replaces the OLDEST waiting
+ * connection if that one has waited at least `minEvictAgeMs` (an honest handshake takes one round trip);
+ * only when every waiting connection is younger is the newcomer refused. An attacker must then open
+ * `max` connections per `minEvictAgeMs` to keep honest clients out, which the per-source buckets make
+ * expensive. Bounded: at most `max` entries.
+ */
+export class UnauthGate<T> {
+  // Insertion order is age order: the first entry is the oldest.
+  private readonly waiting = new Map<T, number>();
+
+  constructor(
+    readonly max = 1024,
+    readonly minEvictAgeMs = 1000,
+  ) {
+    if (!Number.isInteger(max) || max < 0 || !(minEvictAgeMs >= 0)) {
+      throw new RangeError(`unauthenticated gate: bad options max ${max}, evict age ${minEvictAgeMs} ms`);
+    }
   }
 
-  /** Connections inside the gate. */
+  /** Connections waiting to authenticate. */
   get active(): number {
-    return this.count;
+    return this.waiting.size;
   }
 
-  /** Enters if below the maximum; false means over the limit (close silently). */
-  tryEnter(): boolean {
-    if (this.count >= this.max) return false;
-    this.count++;
-    return true;
+  /** A new connection at `nowMs` (accept time). */
+  enter(conn: T, nowMs: number): GateResult<T> {
+    if (this.waiting.has(conn)) return { admitted: true };
+    if (this.waiting.size < this.max) {
+      this.waiting.set(conn, nowMs);
+      return { admitted: true };
+    }
+    for (const [oldest, since] of this.waiting) {
+      if (nowMs - since < this.minEvictAgeMs) break;
+      this.waiting.delete(oldest);
+      this.waiting.set(conn, nowMs);
+      return { admitted: true, evicted: oldest };
+    }
+    return { admitted: false };
   }
 
-  /** Leaves (the connection authenticated, failed or closed). Call once per successful tryEnter. */
-  leave(): void {
-    if (this.count > 0) this.count--;
+  /** The connection authenticated, failed for good, or closed. Harmless if it was evicted or never entered. */
+  leave(conn: T): void {
+    this.waiting.delete(conn);
   }
 }

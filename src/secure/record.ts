@@ -17,6 +17,8 @@
  * (shared/notes/bun-sockets.md, "Copying"), and a plain concatenation lands exactly there (+20). The
  * sealer therefore offsets the record in its output buffer so the ciphertext copy is 64-byte co-aligned,
  * and takes a caller's reusable output buffer, since a fresh 256 KiB buffer also costs page faults.
+ * sealv() encrypts scattered pieces (frame headers, payload views) straight into one record, so the
+ * sealing can be the send path's only copy instead of one more after the batch copy.
  */
 
 import { createCipheriv, createDecipheriv, type CipherGCM, type DecipherGCM } from "node:crypto";
@@ -133,7 +135,20 @@ export class RecordSealer {
    * Throws RecordError E_RECORD_EMPTY, E_RECORD_TOO_LARGE or E_RECORD_COUNTER.
    */
   seal(body: Uint8Array, aad?: Uint8Array, scratch?: Uint8Array): Uint8Array {
-    const length = body.byteLength;
+    return this.sealv([body], aad, scratch);
+  }
+
+  /**
+   * Seals the concatenation of `pieces` as one record without concatenating the plaintext first: each
+   * piece is encrypted straight from where it lies, so a sender can seal frame headers and payload views
+   * of the app's receive chunks in place of copying them into a batch buffer first (the sealing is then
+   * the send path's one copy). The largest piece's ciphertext is copied co-aligned; update() returns
+   * 64-byte-aligned buffers for pieces of a few KiB and more, so every large piece whose offset in the
+   * body is a multiple of 64 is copied co-aligned too. Same contract as seal() otherwise.
+   */
+  sealv(pieces: readonly Uint8Array[], aad?: Uint8Array, scratch?: Uint8Array): Uint8Array {
+    let length = 0;
+    for (const p of pieces) length += p.byteLength;
     if (length === 0) throw new RecordError("E_RECORD_EMPTY", "cannot seal an empty record");
     if (length > this.maxBody) {
       throw new RecordError("E_RECORD_TOO_LARGE", `record of ${length} bytes exceeds the maximum of ${this.maxBody}`);
@@ -151,21 +166,38 @@ export class RecordSealer {
     c1.final();
     const lengthTag = c1.getAuthTag();
     const c2 = this.cipher(aad);
-    let ct: Uint8Array = c2.update(body);
+    const cts: Uint8Array[] = [];
+    let big = 0; // index of the largest ciphertext piece, and its offset in the body
+    let bigAt = 0;
+    let at = 0;
+    for (const p of pieces) {
+      if (p.byteLength === 0) continue;
+      const ct = c2.update(p);
+      if (ct.byteLength > (cts[big]?.byteLength ?? 0)) {
+        big = cts.length;
+        bigAt = at;
+      }
+      cts.push(ct);
+      at += ct.byteLength;
+    }
     const rest = c2.final(); // empty for GCM (a stream mode); kept general rather than assumed
-    if (rest.byteLength > 0) ct = Buffer.concat([ct, rest]);
+    if (rest.byteLength > 0) cts.push(rest);
     const tag = c2.getAuthTag();
 
     const size = length + RECORD_OVERHEAD;
-    const aligned = length >= ALIGN_FROM;
+    const aligned = cts[big]!.byteLength >= ALIGN_FROM;
     const base = scratch !== undefined && scratch.byteLength >= size + ALIGN_SLACK ? scratch : Buffer.allocUnsafe(size + (aligned ? ALIGN_SLACK : 0));
-    // Offset the record so the ciphertext (at +20) is 64-byte co-aligned with update()'s output.
-    const pad = aligned ? (ptr(ct) - (ptr(base) + LENGTH_RECORD_SIZE)) & 63 : 0;
+    // Offset the record so the largest ciphertext piece is 64-byte co-aligned with update()'s output.
+    const pad = aligned ? (ptr(cts[big]!) - (ptr(base) + LENGTH_RECORD_SIZE + bigAt)) & 63 : 0;
     const out = base.subarray(pad, pad + size);
     out.set(lengthCt, 0);
     out.set(lengthTag, 4);
-    out.set(ct, LENGTH_RECORD_SIZE);
-    out.set(tag, LENGTH_RECORD_SIZE + length);
+    at = LENGTH_RECORD_SIZE;
+    for (const ct of cts) {
+      out.set(ct, at);
+      at += ct.byteLength;
+    }
+    out.set(tag, at);
     return out;
   }
 

@@ -20,6 +20,12 @@ export interface ReplayOptions {
   windowMs?: number;
   /** Most salts held (default 262 144: ~8 000 hellos/s sustained over a 31 s window, ~30 MB). */
   maxEntries?: number;
+  /**
+   * When the set started remembering (ms, the server's start). The set cannot vouch for salts of hellos
+   * made before then — a first flight recorded before a restart and replayed after it — so checkFresh()
+   * refuses timestamps older than this. Unset: no such check.
+   */
+  sinceMs?: number;
 }
 
 /** Default capacity of the replay set. */
@@ -32,6 +38,7 @@ export type ReplayVerdict = "fresh" | "replay" | "full";
 export class ReplaySet {
   readonly windowMs: number;
   readonly maxEntries: number;
+  readonly sinceMs: number | undefined;
   // salt (as a latin1 string) → expiry in ms.
   private readonly entries = new Map<string, number>();
   // second (floor(expiry / 1000)) → salts expiring in it.
@@ -41,6 +48,7 @@ export class ReplaySet {
   constructor(opts: ReplayOptions = {}) {
     this.windowMs = opts.windowMs ?? TIME_WINDOW_MS;
     this.maxEntries = opts.maxEntries ?? DEFAULT_REPLAY_ENTRIES;
+    this.sinceMs = opts.sinceMs;
     if (!(this.windowMs >= 0) || !Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
       throw new RangeError(`replay set: bad options window ${this.windowMs} ms, ${this.maxEntries} entries`);
     }
