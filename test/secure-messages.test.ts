@@ -196,7 +196,7 @@ describe("keyed: keys, 0-RTT and the record keys that follow", () => {
     const early = hello.sealer!.seal(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n"));
     const wire = Buffer.concat([hello.bytes, early]);
     const r = done(readClientHello(wire, KEYED));
-    const opener = new RecordOpener(r.value.key!, C.MAX_RECORD, C.FIRST_FRAME_COUNTER);
+    const opener = new RecordOpener(r.value.key!, C.FIRST_FRAME_COUNTER);
     const got: Uint8Array[] = [];
     opener.push(wire.subarray(r.consumed), got);
     expect(new TextDecoder().decode(Buffer.concat(got))).toBe("GET / HTTP/1.1\r\n\r\n");
@@ -205,7 +205,7 @@ describe("keyed: keys, 0-RTT and the record keys that follow", () => {
     const first = reply.sealer!.seal(Uint8Array.of(1, 2, 3));
     const back = Buffer.concat([reply.bytes, first]);
     const rr = done(readServerReply(back, KEYED, { sid: SID, cs: hello.cs }));
-    const o2 = new RecordOpener(rr.value.key!, C.MAX_RECORD, C.FIRST_FRAME_COUNTER);
+    const o2 = new RecordOpener(rr.value.key!, C.FIRST_FRAME_COUNTER);
     const got2: Uint8Array[] = [];
     o2.push(back.subarray(rr.consumed), got2);
     expect([...Buffer.concat(got2)]).toEqual([1, 2, 3]);

@@ -49,7 +49,7 @@ function sealAll(key: Uint8Array, bodies: readonly Uint8Array[], counter = 0): U
 
 /** Opens `stream` pushed in `pieces` cut at `cuts`; returns the delivered plaintext and any error. */
 function openSplit(key: Uint8Array, stream: Uint8Array, cuts: readonly number[], counter = 0, max = MAX_RECORD) {
-  const opener = new RecordOpener(key, max, counter);
+  const opener = new RecordOpener(key, counter, max);
   const out: Uint8Array[] = [];
   let error: unknown;
   let at = 0;

@@ -12,7 +12,7 @@ import { BrokenError, StriperError } from "../src/errors.ts";
 import { SealedPipe, type PrefaceStep } from "../src/pipe/sealed.ts";
 import type { Pipe, PipeHandler } from "../src/pipe/pipe.ts";
 import { connectTcp, listenTcp } from "../src/pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, KIND_OPEN, MAX_RECORD, MAX_SEALS, RECORD_OVERHEAD, STATUS_OK } from "../src/secure/constants.ts";
+import { FIRST_FRAME_COUNTER, KIND_OPEN, MAX_SEALS, RECORD_OVERHEAD, STATUS_OK } from "../src/secure/constants.ts";
 import { RecordError } from "../src/secure/errors.ts";
 import { encodeClientHello, encodeServerReply, readClientHello, readServerReply, type HandshakeAuth } from "../src/secure/messages.ts";
 import { RecordOpener, RecordSealer, recordSize } from "../src/secure/record.ts";
@@ -279,7 +279,7 @@ function clientSide(carrier: Pipe, auth = KEYED): { pipe: SealedPipe; reply: { s
           return { status: "fail", error: new StriperError("E_AUTH", `server reply did not authenticate (${step.reason})`) };
         case "done":
           reply.status = step.value.reply.status;
-          return { status: "done", consumed: step.consumed, opener: new RecordOpener(step.value.key!, MAX_RECORD, FIRST_FRAME_COUNTER) };
+          return { status: "done", consumed: step.consumed, opener: new RecordOpener(step.value.key!, FIRST_FRAME_COUNTER) };
       }
     },
   });
@@ -310,7 +310,7 @@ function serverSide(carrier: Pipe, onPipe: (p: SealedPipe) => void, failures: st
       carrier.send(out.bytes);
       const pipe = new SealedPipe(carrier, {
         sealer: out.sealer!,
-        opener: new RecordOpener(hello.key!, MAX_RECORD, FIRST_FRAME_COUNTER),
+        opener: new RecordOpener(hello.key!, FIRST_FRAME_COUNTER),
         leftover: buf.subarray(step.consumed),
       });
       onPipe(pipe);

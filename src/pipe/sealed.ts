@@ -24,7 +24,7 @@
  */
 
 import { BrokenError, StriperError } from "../errors.ts";
-import { MAX_RECORD, RECORD_OVERHEAD } from "../secure/constants.ts";
+import { RECORD_OVERHEAD } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { ALIGN_SLACK, type RecordOpener, type RecordSealer } from "../secure/record.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";

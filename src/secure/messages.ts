@@ -113,9 +113,6 @@ export interface Tlv {
   value: Uint8Array;
 }
 
-/** Header kinds. */
-export { KIND_JOIN, KIND_OPEN } from "./constants.ts";
-
 /**
  * The client's header: the body of its first record.
  *

@@ -235,11 +235,14 @@ export class RecordOpener {
   private tagFill = 0;
   private failed: RecordError | undefined;
 
-  /** `counter`: the first seal number expected (2 after a header or reply record under this key). */
+  /**
+   * `counter`: the first seal number expected (2 after a header or reply record under this key).
+   * `maxBody`: the largest body accepted; a larger authenticated length is E_RECORD_TOO_LARGE.
+   */
   constructor(
     key: Uint8Array,
-    readonly maxBody = MAX_RECORD,
     counter = 0,
+    readonly maxBody = MAX_RECORD,
   ) {
     this.key = new Uint8Array(checkKey(key));
     this.next = counter;
