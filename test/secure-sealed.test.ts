@@ -184,6 +184,38 @@ describe("SealedPipe over memory pipes", () => {
     expect(sha256(rb.bytes)).toBe(sha256(Buffer.concat(parts)));
   });
 
+  test("a failure behind paused records: the peer is reset at once; the verified records come first, then the close", async () => {
+    const { mem, a, b, ra, rb } = sealedPair();
+    for (let i = 1; i <= 3; i++) a.send(randomData(400, i));
+    const [r1, r2, r3] = mem.a.queue.splice(0) as Uint8Array[];
+    r3![100]! ^= 1;
+    mem.a.queue.push(Buffer.concat([r1!, r2!, r3!]));
+    rb.onData = () => b.pause();
+    mem.deliver("ab");
+    expect(rb.chunks.length).toBe(1);
+    expect(ra.closeErr?.code).toBe("ECONNRESET"); // reset right away, not after the receiver resumes
+    expect(rb.closed).toBe(false);
+    rb.onData = undefined;
+    b.resume();
+    await until(() => rb.closed, "the pipe closed after delivering the verified records");
+    expect(sha256(rb.bytes)).toBe(sha256(Buffer.concat([randomData(400, 1), randomData(400, 2)])));
+    expectRecordError(rb.closeErr, "E_RECORD_AUTH");
+  });
+
+  test("a throwing data handler closes the pipe with E_HANDLER instead of losing the rest", () => {
+    const { mem, a, b, rb } = sealedPair();
+    a.send(randomData(10, 1));
+    a.send(randomData(10, 2));
+    mem.a.queue.push(Buffer.concat(mem.a.queue.splice(0) as Uint8Array[]));
+    rb.onData = () => {
+      throw new Error("app bug");
+    };
+    mem.deliver("ab");
+    expect(b.state).toBe("closed");
+    expect(rb.closeErr?.code).toBe("E_HANDLER");
+    expect(rb.chunks.length).toBe(1);
+  });
+
   test("half-close: the peer's end() after all its data; both shut down: both close cleanly", () => {
     const { mem, a, b, ra, rb } = sealedPair();
     a.send(randomData(3000, 1));

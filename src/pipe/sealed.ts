@@ -5,9 +5,11 @@
  *   the carrier ONE buffer per record. The plaintext is encrypted before send() returns, so the caller
  *   may reuse its buffer at once: `copiesOnSend` is true whatever the carrier does.
  * - Inbound records are opened; a record's plaintext reaches `data` only after its tag verified. A
- *   record that fails (E_RECORD_AUTH and the other RecordError codes) closes the pipe with that error and
- *   resets the carrier: the striped session then treats the stripe as dead and re-sends what the peer
- *   had not confirmed on it (lossless). Nothing of a failed record is ever delivered.
+ *   record that fails (E_RECORD_AUTH and the other RecordError codes) resets the carrier at once; the
+ *   records that verified before it are still delivered, then the pipe closes with that error. The
+ *   striped session then treats the stripe as dead and re-sends what the peer had not confirmed on it
+ *   (lossless). Nothing of a failed record, or after it, is ever delivered. A throwing `data` handler
+ *   closes the pipe with E_HANDLER.
  * - Backpressure, pause/resume and half-close pass through to the carrier. A FIN or a clean close in
  *   the middle of a record is E_RECORD_TRUNCATED (a truncated record cannot be authenticated).
  *
@@ -282,13 +284,19 @@ export class SealedPipe implements Pipe {
           const piece = this.ready[this.readyHead]!;
           this.ready[this.readyHead++] = undefined as unknown as Uint8Array;
           this.stats.bytesIn += piece.byteLength;
-          this.handler.data(piece);
+          try {
+            this.handler.data(piece);
+          } catch (err) {
+            // The rest cannot be delivered in order any more: fail loudly rather than drop it.
+            this.close(new BrokenError("E_HANDLER", `data handler threw: ${String(err)}`, { cause: err }));
+            break;
+          }
           continue;
         }
         this.ready = [];
         this.readyHead = 0;
         if (this.failure !== undefined) {
-          this.close(this.failure);
+          this.finish(this.failure);
           break;
         }
         const chunk = this.backlog.shift();
@@ -313,15 +321,28 @@ export class SealedPipe implements Pipe {
     try {
       this.opener!.push(chunk, this.ready);
     } catch (err) {
-      this.failure = err instanceof StriperError ? err : new BrokenError("E_INTERNAL", String(err), { cause: err });
+      const failure = err instanceof StriperError ? err : new BrokenError("E_INTERNAL", String(err), { cause: err });
+      this.failure = failure;
       this.backlog = [];
       this.endPending = false;
       this.closePending = false;
+      // Reset the carrier now (the peer learns at once, nothing more is read); our own close follows
+      // once the verified records are delivered (see pump).
+      this.carrier.setHandler(NOOP_HANDLER);
+      this.carrier.close(failure);
     }
   }
 
   /** Collects the peer's first message; hands what follows it to the opener. */
   private readPreface(chunk: Uint8Array): void {
+    try {
+      this.readPrefaceChunk(chunk);
+    } catch (err) {
+      this.close(err instanceof StriperError ? err : new BrokenError("E_INTERNAL", `preface reader threw: ${String(err)}`, { cause: err }));
+    }
+  }
+
+  private readPrefaceChunk(chunk: Uint8Array): void {
     let pos = 0;
     while (pos < chunk.byteLength || this.prefaceNeed <= this.prefaceFill) {
       if (this.prefaceNeed <= this.prefaceFill) {
