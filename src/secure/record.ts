@@ -14,7 +14,7 @@
  * fresh buffer, so a record that leaves in one socket write costs one copy of the ciphertext next to its
  * sealed length. That copy runs at memory speed only when destination and source are co-aligned: a
  * destination 1–31 bytes past its source (mod 4096) is 10–20× slower on this CPU
- * (shared/notes/bun-sockets.md, "Copying"), and a plain concatenation lands exactly there (+20). The
+ * (docs/bun-sockets.md, "Copying"; measured up to +31 here), and a plain concatenation lands at +20. The
  * sealer therefore offsets the record in its output buffer so the ciphertext copy is 64-byte co-aligned,
  * and takes a caller's reusable output buffer, since a fresh 256 KiB buffer also costs page faults.
  * sealv() encrypts scattered pieces (frame headers, payload views) straight into one record, so the
