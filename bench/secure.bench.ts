@@ -5,7 +5,7 @@
  * 512 KiB receive chunk, as the session hands them over; records of 16, 64 and 256 KiB):
  * - "seal pooled":    what SealedPipe does over a socket: the record sealed into a reused buffer,
  *                     offset so the ciphertext copy is 64-byte co-aligned with update()'s output.
- * - "seal fresh":     the same into a new buffer per record (a non-copying carrier; page faults).
+ * - "seal fresh":     the same into a new buffer per record (a non-copying carrier; first touch of new memory).
  * - "seal concat":    the naive contiguous record: Buffer.concat of the pieces, so the ciphertext lands
  *                     20 bytes past its source mod 4096 — the slow copy case of the notes.
  * - "seal parts":     no contiguous record at all: the three pieces (sealed length, ciphertext, tag) as

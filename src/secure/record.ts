@@ -10,13 +10,13 @@
  * body (a forged length costs an attacker nothing but the stripe). A receiver never hands out plaintext
  * before the record's tag verified: decipher.update() output is held until final() succeeds.
  *
- * Performance (bench/secure.bench.ts, numbers in the report): node:crypto always returns ciphertext in a
+ * Performance (bench/secure.bench.ts): node:crypto always returns ciphertext in a
  * fresh buffer, so a record that leaves in one socket write costs one copy of the ciphertext next to its
  * sealed length. That copy runs at memory speed only when destination and source are co-aligned: a
  * destination 1–31 bytes past its source (mod 4096) is 10–20× slower on this CPU
  * (docs/bun-sockets.md, "Copying"; measured up to +31 here), and a plain concatenation lands at +20. The
  * sealer therefore offsets the record in its output buffer so the ciphertext copy is 64-byte co-aligned,
- * and takes a caller's reusable output buffer, since a fresh 256 KiB buffer also costs page faults.
+ * and takes a caller's reusable output buffer: a fresh 256 KiB buffer costs more than the copy (first touch).
  * sealv() encrypts scattered pieces (frame headers, payload views) straight into one record, so the
  * sealing can be the send path's only copy instead of one more after the batch copy.
  */
