@@ -9,7 +9,7 @@
  */
 
 import { do_not_optimize } from "mitata";
-import { Scheduler, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "../src/stripe/scheduler.ts";
+import { createScheduler, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "../src/stripe/scheduler.ts";
 import { prng, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 const STRIPES = 16;
@@ -24,8 +24,10 @@ function schedule(mode: SchedulerMode): Steady {
     inflight: 0,
     rate: 20e6 + Math.floor(rnd() * 180e6),
     rtt: 1 + rnd() * 39,
+    minRtt: 0,
+    srtt: 0,
   }));
-  const scheduler = new Scheduler(mode);
+  const scheduler = createScheduler(mode);
   let waits = 0;
   const op = () => {
     const i = scheduler.pick(stripes, FRAME);

@@ -1,15 +1,123 @@
 /**
  * Typed errors with stable codes. Classify with `instanceof` or `.code`, never by message text.
  * Codes are part of the public contract: logs, tests and scripts match on them.
+ *
+ * Every error also says which RESET code a session sends its peer when it ends with that error
+ * (`resetCode`): a ProtocolError sends RESET_PROTOCOL, a ConnectError RESET_TARGET_UNREACHABLE, and so
+ * on. A RESET that arrives from the peer becomes a PeerResetError carrying the code it received.
  */
+
+import { ResetCode } from "./wire/constants.ts";
+
+/**
+ * The codes tcp-striper raises itself, grouped by where they come from. To add one, add a line here;
+ * the ErrorCode type follows.
+ */
+export const ERROR_CODES = [
+  // Generic.
+  "E_INTERNAL", // a handler threw something unexpected
+  "E_USAGE", // bad command line
+  "E_BAD_OPTION", // an option out of range (config.ts, datagram pipe)
+  "E_START", // the program could not start
+  "E_CONFIG_FILE", // a config file that cannot be read or is invalid (src/cli/config.ts)
+  "E_LISTEN", // a listener could not bind, without a system code (src/ops/daemon.ts)
+  // Pipes.
+  "E_NOT_WRITABLE", // send() after shutdown or close
+  "E_CLOSED", // used after close
+  "E_ABORTED", // closed without a reason
+  "E_HANDLER", // a pipe's event handler threw
+  "E_SOCKET", // a socket error without a system code
+  "E_CONNECT", // a connect failed without a system code
+  "E_MSG_TOO_LARGE", // datagram pipe: message above the maximum
+  "E_TRUNCATED", // datagram pipe: end of stream inside a message
+  // Wire protocol (docs/protocol.md §8): each one is a ProtocolError.
+  "E_PROTOCOL", // something other than a ProtocolError was thrown while decoding a stripe
+  "E_BAD_MAGIC",
+  "E_SHORT_HELLO",
+  "E_SHORT_WELCOME",
+  "E_OFFSET_RANGE",
+  "E_UNKNOWN_FRAME",
+  "E_FRAME_TOO_LARGE",
+  "E_BAD_PAD",
+  "E_WINDOW",
+  "E_DATA_AFTER_FIN",
+  "E_FIN_MISMATCH",
+  "E_BAD_ACK",
+  // Handshake and proxies (src/proxy/handshake.ts refusal reasons included).
+  "E_HANDSHAKE_TIMEOUT",
+  "E_HANDSHAKE_EOF",
+  "E_HANDSHAKE_TOO_LARGE",
+  "E_BAD_VERSION",
+  "E_BAD_KIND",
+  "E_STRIPE_INDEX",
+  "E_STRIPE_COUNT",
+  "E_UNKNOWN_SESSION",
+  "E_SESSION_LIMIT",
+  "E_REFUSED",
+  "E_SESSION_LOST",
+  "E_SHUTDOWN",
+  "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
+  "E_CONFIG", // a proxy option out of range
+  // Session and stripes.
+  "E_PEER_RESET", // the peer sent RESET (PeerResetError)
+  "E_GRACE_EXPIRED",
+  "E_STALE_STRIPE",
+  "E_STRIPE_REPLACED",
+  "E_STRIPE_EOF",
+  "E_STRIPE_CLOSED",
+  "E_STRIPE_SILENT",
+  // Socket codes tcp-striper raises itself (as the kernel would name them).
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "EPIPE",
+] as const;
+
+type Letter = "A" | "B" | "C" | "D" | "E" | "F" | "G" | "H" | "I" | "J" | "K" | "L" | "M" | "N" | "O" | "P" | "Q" | "R" | "S" | "T" | "U" | "V" | "W" | "X" | "Y" | "Z";
+
+/**
+ * A code the operating system or runtime put on an error (ECONNRESET, ETIMEDOUT...), passed on as it
+ * is. Our own codes start with "E_", which this pattern does not match, so a misspelt one of ours is
+ * a type error.
+ */
+export type SystemErrorCode = `E${Letter}${string}`;
+
+/** Codes tests make up for errors of their own (`E_TEST`, `E_TEST_EMPTY`...); src never raises one. */
+export type TestErrorCode = `E_TEST${string}`;
+
+/** Every code a StriperError can carry. */
+export type ErrorCode = (typeof ERROR_CODES)[number] | SystemErrorCode | TestErrorCode;
+
+/** Options of a StriperError. */
+export interface StriperErrorOptions {
+  cause?: unknown;
+  /** The RESET code a session sends when it ends with this error; see defaultResetCode. */
+  resetCode?: ResetCode;
+}
+
+/** The RESET code for an error that does not name one: by code where one fits, else RESET_PEER_FAILED. */
+export function defaultResetCode(code: ErrorCode): ResetCode {
+  switch (code) {
+    case "E_SHUTDOWN":
+      return ResetCode.Shutdown;
+    case "E_GRACE_EXPIRED":
+      return ResetCode.GraceExpired;
+    case "E_PROTOCOL":
+      return ResetCode.Protocol;
+    default:
+      return ResetCode.PeerFailed;
+  }
+}
 
 /** Every error raised by tcp-striper carries a stable `code`. */
 export class StriperError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  readonly code: ErrorCode;
+  /** The RESET code a session sends its peer when it ends with this error. */
+  readonly resetCode: ResetCode;
+  constructor(code: ErrorCode, message: string, options?: StriperErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "StriperError";
     this.code = code;
+    this.resetCode = options?.resetCode ?? defaultResetCode(code);
   }
 }
 
@@ -21,13 +129,24 @@ export class UsageError extends StriperError {
   }
 }
 
+/** An option outside its valid range (src/config.ts); `option` names it as SessionOptions spells it. */
+export class ConfigError extends StriperError {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
+    super("E_BAD_OPTION", message);
+    this.name = "ConfigError";
+  }
+}
+
 /**
  * The peer broke the wire protocol (bad magic, unknown frame type, oversize length, data beyond the
- * window...). `wireCode` is what a GOAWAY/close reason would carry; the connection is closed.
+ * window...). A session that ends with it sends RESET_PROTOCOL (its `resetCode`) before closing.
  */
 export class ProtocolError extends StriperError {
-  constructor(code: string, message: string) {
-    super(code, message);
+  constructor(code: ErrorCode, message: string) {
+    super(code, message, { resetCode: ResetCode.Protocol });
     this.name = "ProtocolError";
   }
 }
@@ -40,28 +159,46 @@ export class MessageTooLargeError extends StriperError {
   }
 }
 
-/** A connection could not be made or was lost (refused, reset, timed out). */
+/**
+ * A connection could not be made or was lost (refused, reset, timed out). A session that ends with it
+ * tells the peer RESET_TARGET_UNREACHABLE unless another code is given.
+ */
 export class ConnectError extends StriperError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
+  constructor(code: ErrorCode, message: string, options?: StriperErrorOptions) {
+    super(code, message, { resetCode: ResetCode.TargetUnreachable, ...options });
     this.name = "ConnectError";
   }
 }
 
 /** A pipe or session ended abnormally; the reason travels to the other side of a bridge. */
 export class BrokenError extends StriperError {
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: StriperErrorOptions) {
     super(code, message, options);
     this.name = "BrokenError";
   }
 }
 
+/**
+ * The peer aborted the session with a RESET frame (E_PEER_RESET). `peerCode` is the code it sent (any
+ * number: an unknown code is kept as it came) and `reason` its text. Nothing is sent back.
+ */
+export class PeerResetError extends BrokenError {
+  constructor(
+    readonly peerCode: number,
+    readonly reason: string,
+  ) {
+    super("E_PEER_RESET", `peer reset the session (code ${peerCode}): ${reason}`);
+    this.name = "PeerResetError";
+  }
+}
+
 /** Wraps anything thrown or passed as a close reason into a StriperError, keeping the original as cause. */
-export function asStriperError(err: unknown, fallbackCode = "E_INTERNAL"): StriperError {
+export function asStriperError(err: unknown, fallbackCode: ErrorCode = "E_INTERNAL"): StriperError {
   if (err instanceof StriperError) return err;
   if (err instanceof Error) {
     const sysCode = (err as { code?: unknown }).code;
-    const code = typeof sysCode === "string" ? sysCode : fallbackCode;
+    // Whatever code the runtime put on it is passed on unchanged (typically ECONNRESET and friends).
+    const code = typeof sysCode === "string" ? (sysCode as SystemErrorCode) : fallbackCode;
     return new StriperError(code, err.message, { cause: err });
   }
   return new StriperError(fallbackCode, String(err));

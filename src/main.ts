@@ -4,7 +4,7 @@
  * them to the daemon plumbing (src/ops/daemon.ts). No logic of its own.
  */
 
-import { USAGE, sessionFlags, toArgv, ConfigError, type RunConfig } from "./cli/args.ts";
+import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig } from "./cli/args.ts";
 import { loadCommand } from "./cli/config.ts";
 import { UsageError } from "./errors.ts";
 import { listenOrFail, runDaemon } from "./ops/daemon.ts";
@@ -123,7 +123,7 @@ async function run(argv: string[]): Promise<void> {
       // The link has no sessions to report or config to reload: these signals must not kill it.
       process.on("SIGUSR1", () => stderrLog("link: connection totals are logged as each connection closes"));
       process.on("SIGHUP", () => stderrLog("link: SIGHUP ignored (nothing to reload)"));
-      const { runLinkCli } = await import("./link/cli.ts");
+      const { runLinkCli } = await import("./cli/link.ts");
       await runLinkCli(toArgv("link", cmd.listeners[0]!));
       return;
     }
@@ -154,7 +154,7 @@ const argv = process.argv.slice(2);
 try {
   await run(argv);
 } catch (err) {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigFileError) {
     process.stderr.write(`error: ${err.message}\n`);
     process.exit(2);
   }

@@ -2,7 +2,7 @@
 
 import { describe, expect, test } from "bun:test";
 import {
-  ConfigError,
+  ConfigFileError,
   MODES,
   OPTION_SPECS,
   USAGE,
@@ -18,7 +18,7 @@ import {
 } from "../src/cli/args.ts";
 import { keyLine, loadCommand, syntaxErrorLine, tomlValue } from "../src/cli/config.ts";
 import { UsageError } from "../src/errors.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS } from "../src/pipe/striped.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS } from "../src/config.ts";
 
 const FILE = "/etc/tcp-striper/test.toml";
 
@@ -41,8 +41,8 @@ async function failure(fn: () => Promise<unknown>): Promise<Error> {
 
 async function configError(text: string, argv: string[] = []): Promise<string> {
   const err = await failure(() => load(text, argv));
-  expect(err).toBeInstanceOf(ConfigError);
-  expect((err as ConfigError).code).toBe("E_CONFIG");
+  expect(err).toBeInstanceOf(ConfigFileError);
+  expect((err as ConfigFileError).code).toBe("E_CONFIG_FILE");
   expect(err.message.split("\n").length).toBe(1);
   return err.message;
 }
@@ -128,6 +128,11 @@ describe("the option table", () => {
       // One row per name and mode.
       for (const m of o.modes) expect(OPTION_SPECS.filter((x) => x.name === o.name && x.modes.includes(m)).length).toBe(1);
     }
+  });
+
+  test("session ranges are src/config.ts's", () => {
+    expect(optionsOf("client").find((o) => o.name === "window")!.type).toEqual({ kind: "int", ...SESSION_LIMITS.window });
+    expect(optionsOf("server").find((o) => o.name === "dead-timeout")!.type).toEqual({ kind: "duration", ...SESSION_LIMITS.deadMs });
   });
 
   test("session defaults are the session's own defaults", () => {
@@ -347,7 +352,7 @@ describe("config-file errors: one line with the file, the line and the key", () 
 
   test("a file that cannot be read", async () => {
     const err = await failure(() => loadCommand(["server", "--config", "/nonexistent/striper.toml"]));
-    expect(err).toBeInstanceOf(ConfigError);
+    expect(err).toBeInstanceOf(ConfigFileError);
     expect(err.message).toBe("/nonexistent/striper.toml: cannot read the config file: no such file");
   });
 });

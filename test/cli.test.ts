@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseAddress, parseArgs, sessionFlags, type RunConfig } from "../src/cli/args.ts";
-import { parseLinkArgs } from "../src/link/cli.ts";
+import { parseLinkArgs } from "../src/cli/link.ts";
 import { UsageError } from "../src/errors.ts";
 import type { ApiSessions } from "../src/ops/http.ts";
 import { VERSION } from "../src/version.ts";

@@ -1,7 +1,7 @@
 /** Drain, stop and reload: the pure state machine and its driver, with a fake clock and fake proxies. */
 
 import { describe, expect, test } from "bun:test";
-import { ConfigError, parseArgs, type RunConfig } from "../src/cli/args.ts";
+import { ConfigFileError, parseArgs, type RunConfig } from "../src/cli/args.ts";
 import type { StriperError } from "../src/errors.ts";
 import { Lifecycle, diffConfig, runLifecycle, type Clock, type Drainable, type LifecycleSignal } from "../src/ops/lifecycle.ts";
 
@@ -194,7 +194,7 @@ describe("runLifecycle", () => {
     });
 
     test("a broken config is refused with one line and the running one stays", async () => {
-      const t = harness({ config: withFile, reread: async () => Promise.reject(new ConfigError("/etc/s.toml:3: window: must be between 65536 and 1073741824, got 1")) });
+      const t = harness({ config: withFile, reread: async () => Promise.reject(new ConfigFileError("/etc/s.toml:3: window: must be between 65536 and 1073741824, got 1")) });
       t.send("SIGHUP");
       await t.h.reloading;
       expect(t.applied).toEqual([]);

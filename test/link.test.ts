@@ -401,7 +401,7 @@ describe("bounded queues", () => {
 
 describe("link CLI", () => {
   const cli = (args: string[]) =>
-    Bun.spawn([process.execPath, "run", "src/link/cli.ts", ...args], { cwd: `${import.meta.dir}/..`, stderr: "pipe", stdout: "ignore" });
+    Bun.spawn([process.execPath, "run", "src/cli/link.ts", ...args], { cwd: `${import.meta.dir}/..`, stderr: "pipe", stdout: "ignore" });
 
   test("rejects bad arguments with one line and exit 2", async () => {
     const p = cli(["--target", "nowhere", "--rate", "4,x"]);

@@ -7,9 +7,10 @@
  * Two seeded properties: the apps shut down only at the end, or also early (so stripes die and re-join
  * with FINs and ACKs in flight). Fixed default seed; TEST_SEED=<n> changes it, TEST_RUNS=<n> sets the
  * runs, TEST_STATS=1 prints what the runs covered; a failure prints TEST_SEED and TEST_PATH to replay it.
- * Keepalive, dead-stripe and grace timers are set far beyond the test: this is a model of data integrity,
- * not of timers. The session's own short timers (2 ms ACK delay, 250 ms tick) do run, so the model awaits
- * briefly where needed.
+ * Both sessions run on one manual clock (test/helpers/clock.ts): the session's own short timers (2 ms ACK
+ * delay, 250 ms tick) fire when the model lets time pass ("wait" commands, 3 ms per settling round), so
+ * a run is deterministic and replays exactly. Keepalive, dead-stripe and grace timers are set far beyond
+ * the time a run reaches: this is a model of data integrity, not of timers.
  *
  * Carriers in the properties copy on send, as a kernel socket does; a carrier that keeps the chunk by
  * reference, as the pipe contract allows, has its own test. The tests under "found by the model" are
@@ -23,9 +24,10 @@ import { BrokenError, ProtocolError, type StriperError } from "../src/errors.ts"
 import { StripedPipe, type SessionOptions } from "../src/pipe/striped.ts";
 import type { SchedulerMode } from "../src/stripe/scheduler.ts";
 import { FrameDecoder, writeFrameHeader } from "../src/wire/codec.ts";
-import { FRAME_DATA, FRAME_HEADER_SIZE, FRAME_RESET, RESET_PEER_FAILED, RESET_PROTOCOL } from "../src/wire/constants.ts";
+import { FRAME_DATA, FRAME_HEADER_SIZE, FRAME_PING, FRAME_RESET, RESET_PEER_FAILED, RESET_PROTOCOL } from "../src/wire/constants.ts";
 import { flushAll, memPipePair, type MemPipePair } from "./helpers/mempipe.ts";
 import { randomData } from "./helpers/net.ts";
+import { ManualClock } from "./helpers/clock.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) | 0 : 0x5eed_2024;
@@ -33,8 +35,8 @@ const RUNS = process.env.TEST_RUNS !== undefined ? Number(process.env.TEST_RUNS)
 /** Small, so that flow control is exercised: sends reach 200 KiB. */
 const WINDOW = 256 * 1024;
 const MAX_SEND = 200 * 1024;
-/** Far beyond any test: keepalive, dead-stripe and grace timers must not fire. */
-const NEVER_MS = 3_600_000;
+/** Far beyond the time any run reaches on its clock (the largest values the options allow): these must not fire. */
+const NEVER = { keepaliveMs: 600_000, deadMs: 3_600_000, graceMs: 3_600_000 };
 
 // --- the model ------------------------------------------------------------------------------------
 
@@ -53,17 +55,16 @@ interface Config {
   timers?: Pick<SessionOptions, "keepaliveMs" | "deadMs" | "graceMs">;
 }
 
-function sessionOptions(role: "client" | "server", cfg: Config): SessionOptions {
+function sessionOptions(role: "client" | "server", cfg: Config, clock: ManualClock): SessionOptions {
   return {
     role,
     window: WINDOW,
     frameSize: cfg.frameSize,
     batchSize: cfg.batchSize,
     scheduler: cfg.scheduler,
-    keepaliveMs: NEVER_MS,
-    deadMs: NEVER_MS,
-    graceMs: NEVER_MS,
+    ...NEVER,
     ...cfg.timers,
+    clock,
   };
 }
 
@@ -197,6 +198,8 @@ type Cmd =
 /** Two sessions, their carriers, and the moves the model makes on them. */
 class Harness {
   readonly violations: string[] = [];
+  /** The time both sessions run on. */
+  readonly clock = new ManualClock();
   readonly A: Side;
   readonly B: Side;
   /** Current carrier per stripe index (A's end is `a`). */
@@ -210,8 +213,8 @@ class Harness {
   private sends = 0;
 
   constructor(readonly cfg: Config) {
-    this.A = new Side("A", sessionOptions("client", cfg), this.violations);
-    this.B = new Side("B", sessionOptions("server", cfg), this.violations);
+    this.A = new Side("A", sessionOptions("client", cfg, this.clock), this.violations);
+    this.B = new Side("B", sessionOptions("server", cfg, this.clock), this.violations);
     this.A.peer = this.B;
     this.B.peer = this.A;
     for (const i of cfg.indices) this.join(i);
@@ -252,7 +255,7 @@ class Harness {
     if (this.liveCount === 0) this.allDown++;
   }
 
-  async apply(c: Cmd): Promise<void> {
+  apply(c: Cmd): void {
     switch (c.t) {
       case "send": {
         const seed = (c.seed ^ Math.imul(++this.sends, 0x9e3779b1)) >>> 0;
@@ -279,7 +282,7 @@ class Harness {
         flushAll(this.all);
         return;
       case "wait":
-        await Bun.sleep(c.ms);
+        this.wait(c.ms);
         return;
       case "pause":
         (c.side === "A" ? this.A : this.B).pause();
@@ -299,6 +302,14 @@ class Harness {
     }
   }
 
+  /** Lets `ms` of the sessions' time pass: their timers due by then fire. */
+  wait(ms: number): void {
+    this.clock.advance(ms);
+    if (this.cfg.timers === undefined && this.clock.now() >= NEVER.keepaliveMs) {
+      throw new Error(`the model's clock reached ${this.clock.now()} ms: keepalive timers would fire, which the model assumes they never do`);
+    }
+  }
+
   /** True when both sessions closed and no carrier has anything left to deliver. */
   get quiescent(): boolean {
     return this.A.s.closed && this.B.s.closed && this.all.every((p) => p.idle);
@@ -308,27 +319,27 @@ class Harness {
    * Delivers everything on every carrier, letting the sessions' timers run between rounds, until
    * `done()` or until nothing has moved for `maxIdleRounds` rounds. Returns done().
    */
-  async settle(done: () => boolean = () => this.quiescent, maxIdleRounds = 25): Promise<boolean> {
+  settle(done: () => boolean = () => this.quiescent, maxIdleRounds = 25): boolean {
     let idle = 0;
     for (;;) {
       const steps = flushAll(this.all);
       if (done()) return true;
       if (steps > 0) idle = 0;
       else if (++idle > maxIdleRounds) return false;
-      await Bun.sleep(3);
+      this.wait(3);
     }
   }
 
   /** Both apps finish; everything is delivered until quiescent. Throws a sentence if it never gets there. */
-  async finish(): Promise<void> {
+  finish(): void {
     if (this.liveCount === 0) this.join(this.cfg.indices[0]!);
     if (this.A.s.writable) this.A.s.shutdown();
     if (this.B.s.writable) this.B.s.shutdown();
     // A little traffic with the consumers still as the commands left them (a FIN may reach a paused side).
-    await this.settle(() => this.quiescent, 2);
+    this.settle(() => this.quiescent, 2);
     this.A.resume();
     this.B.resume();
-    if (!(await this.settle())) {
+    if (!this.settle()) {
       throw new Error(
         `the sessions did not finish after both shut down: A ${this.A.s.state} (got ${this.A.receivedBytes}/${this.B.sentBytes}, ` +
           `end ${this.A.ends}), B ${this.B.s.state} (got ${this.B.receivedBytes}/${this.A.sentBytes}, end ${this.B.ends}); ` +
@@ -375,7 +386,7 @@ class Harness {
   }
 }
 
-// Whatever a test started, stopped after it (sessions hold a 250 ms interval timer until closed).
+// Whatever a test started, stopped after it (sessions left open, carriers not yet closed).
 const cleanup = cleanups();
 
 function harness(cfg: Partial<Config> = {}): Harness {
@@ -442,20 +453,20 @@ const configArb: fc.Arbitrary<Config> = fc.record({
 /** Totals over the property's runs, printed with TEST_STATS=1 to see what the generator covers. */
 const coverage = { runs: 0, cmds: 0, bytesAB: 0, bytesBA: 0, kills: 0, rejoins: 0, congestions: 0, resent: 0, peakReorder: 0, allDown: 0, K: 0 };
 
-async function runModel(cfg: Config, cmds: Cmd[]): Promise<void> {
+function runModel(cfg: Config, cmds: Cmd[]): void {
   const h = new Harness(cfg);
   coverage.runs++;
   coverage.cmds += cmds.length;
   coverage.K += cfg.indices.length;
   try {
     for (const c of cmds) {
-      await h.apply(c);
+      h.apply(c);
       if (h.violations.length > 0 || h.A.s.error !== undefined || h.B.s.error !== undefined) break;
     }
     if (h.A.s.error !== undefined || h.B.s.error !== undefined) {
       throw new Error(`a session broke: A ${describeErr(h.A.s.error)}, B ${describeErr(h.B.s.error)}`);
     }
-    await h.finish();
+    h.finish();
     h.check();
     coverage.bytesAB += h.A.sentBytes;
     coverage.bytesBA += h.B.sentBytes;
@@ -471,9 +482,9 @@ async function runModel(cfg: Config, cmds: Cmd[]): Promise<void> {
 }
 
 /** Seeded fc.assert; on failure prints how to replay and the model's own message. */
-async function assertModel(cmds: fc.Arbitrary<Cmd[]>, numRuns: number): Promise<void> {
+function assertModel(cmds: fc.Arbitrary<Cmd[]>, numRuns: number): void {
   for (const key of Object.keys(coverage) as (keyof typeof coverage)[]) coverage[key] = 0;
-  await fc.assert(fc.asyncProperty(configArb, cmds, runModel), {
+  fc.assert(fc.property(configArb, cmds, runModel), {
     seed: SEED,
     numRuns,
     path: process.env.TEST_PATH,
@@ -526,7 +537,7 @@ function dataFrame(offset: number, payload: Uint8Array): Uint8Array {
 function forgedPeer(): { B: Side; raw: MemPipePair["a"]; link: MemPipePair; seen: ReturnType<typeof controlFrames> } {
   const violations: string[] = [];
   const cfg: Config = { indices: [0], frameSize: 16 * 1024, batchSize: 64 * 1024, scheduler: "rate", hwm: 0, copyOnSend: true };
-  const B = new Side("B", sessionOptions("server", cfg), violations);
+  const B = new Side("B", sessionOptions("server", cfg, new ManualClock()), violations);
   // A stand-in peer that never sends: the in-order check compares with an empty stream.
   B.peer = { sent: [], sentBytes: 0 } as unknown as Side;
   const link = memPipePair({ name: "forged", copyOnSend: true });
@@ -542,7 +553,7 @@ function forgedPeer(): { B: Side; raw: MemPipePair["a"]; link: MemPipePair; seen
 }
 
 describe("striped session, deterministic", () => {
-  test("frames delivered on stripe 2 before stripe 1 are reassembled in order", async () => {
+  test("frames delivered on stripe 2 before stripe 1 are reassembled in order", () => {
     // One frame per batch, strictly alternating: even frames on stripe 1, odd ones on stripe 2.
     const h = harness({ indices: [1, 2], frameSize: 16 * 1024, batchSize: 16 * 1024, scheduler: "round-robin", hwm: 1 << 20 });
     h.A.send(64 * 1024, 7);
@@ -558,11 +569,11 @@ describe("striped session, deterministic", () => {
     expect(h.B.receivedBytes).toBe(64 * 1024);
     expect(h.violations).toEqual([]);
     expect(bytesEqual(Buffer.concat(h.B.received), Buffer.concat(h.A.sent))).toBe(true);
-    await h.finish();
+    h.finish();
     h.check();
   });
 
-  test("killing the only carrier with unacknowledged data, then joining a new one, delivers everything once", async () => {
+  test("killing the only carrier with unacknowledged data, then joining a new one, delivers everything once", () => {
     const h = harness({ indices: [0], frameSize: 16 * 1024, batchSize: 64 * 1024 });
     h.A.send(150_000, 3);
     h.B.send(90_000, 4);
@@ -579,10 +590,10 @@ describe("striped session, deterministic", () => {
     expect(h.A.redials).toEqual([0]);
     const second = h.join(0);
     expect(second.queued("ab")).toBeGreaterThan(0); // the resend is queued on the new carrier at once
-    expect(await h.settle(() => h.B.receivedBytes === 150_000 && h.A.receivedBytes === 90_000)).toBe(true);
+    expect(h.settle(() => h.B.receivedBytes === 150_000 && h.A.receivedBytes === 90_000)).toBe(true);
     expect(h.A.s.metrics().resentBytes).toBeGreaterThan(0);
     expect(h.B.s.metrics().resentBytes).toBeGreaterThan(0);
-    await h.finish();
+    h.finish();
     h.check();
   });
 
@@ -637,12 +648,12 @@ describe("striped session, deterministic", () => {
     expect(B.ends).toBe(0);
   });
 
-  test("a session closed with an error resets its peer, whose handler gets E_PEER_RESET, never end()", async () => {
+  test("a session closed with an error resets its peer, whose handler gets E_PEER_RESET, never end()", () => {
     const h = harness({ indices: [0, 1, 2] });
     h.A.send(100_000, 9);
     flushAll(h.all);
-    h.A.s.close(new BrokenError("E_APP", "app connection reset"));
-    expect(h.A.closes.map((e) => e?.code)).toEqual(["E_APP"]);
+    h.A.s.close(new BrokenError("ECONNRESET", "app connection reset"));
+    expect(h.A.closes.map((e) => e?.code)).toEqual(["ECONNRESET"]);
     flushAll(h.all);
     expect(h.B.s.closed).toBe(true);
     expect(h.B.closes.length).toBe(1);
@@ -656,20 +667,20 @@ describe("striped session, deterministic", () => {
 // --- found by the model: minimal reproductions, kept as regression tests -----------------------------------
 
 describe("striped session, found by the model", () => {
-  test("a carrier that keeps sent chunks by reference (as pipe.ts allows) delivers uncorrupted bytes", async () => {
+  test("a carrier that keeps sent chunks by reference (as pipe.ts allows) delivers uncorrupted bytes", () => {
     // pipe.ts: send() passes ownership of the chunk to the pipe, and a receiver owns what it is handed.
     // The session reuses pooled batch buffers only with carriers that copy (copiesOnSend, as TcpPipe);
     // it used to reuse them with any carrier, overwriting bytes one that keeps references still held.
     for (const hwm of [0, 1 << 20]) {
       const h = harness({ indices: [0], hwm, copyOnSend: false });
       h.A.send(200_000, 5);
-      await h.settle(() => h.B.receivedBytes >= 200_000 || h.B.s.closed, 10);
+      h.settle(() => h.B.receivedBytes >= 200_000 || h.B.s.closed, 10);
       expect({ hwm, violations: h.violations, closed: describeErr(h.B.s.error) }).toEqual({ hwm, violations: [], closed: "clean" });
       expect(bytesEqual(Buffer.concat(h.B.received), Buffer.concat(h.A.sent))).toBe(true);
     }
   });
 
-  test("an ACK lost with its stripe is repeated: a window-blocked sender with one stripe left still finishes", async () => {
+  test("an ACK lost with its stripe is repeated: a window-blocked sender with one stripe left still finishes", () => {
     // B fills A's window exactly over stripe 1 and holds one byte more. Stripe 0 (just re-joined) carries
     // no data, only A's ACK that opens the window, and is reset before that ACK leaves; it is not
     // re-dialed again (the path is down). Stripe 1 is healthy and idle: the last byte must get through.
@@ -680,14 +691,14 @@ describe("striped session, found by the model", () => {
     h.B.send(WINDOW + 1, 21);
     h.join(0);
     h.carriers[1]!.deliverAll("ba");
-    await Bun.sleep(5); // A's delayed ACK goes out too, on stripe 0 (the first writable stripe)
+    h.wait(5); // A's delayed ACK goes out too, on stripe 0 (the first writable stripe)
     expect(h.A.receivedBytes).toBe(WINDOW);
     expect(h.carriers[0]!.queued("ab")).toBeGreaterThan(0); // the ACKs, the last one opening the window
     h.kill(0);
-    expect(await h.settle(() => h.A.receivedBytes === WINDOW + 1, 40)).toBe(true);
+    expect(h.settle(() => h.A.receivedBytes === WINDOW + 1, 40)).toBe(true);
   });
 
-  test("the ACK of a FIN lost with its stripe: the FIN's sender still finishes cleanly", async () => {
+  test("the ACK of a FIN lost with its stripe: the FIN's sender still finishes cleanly", () => {
     // B shuts down; its FIN reaches A over stripe 0, and A's ACK of it (ACK_FLAG_FIN) is queued on stripe 0,
     // which is then reset. B re-sends the FIN on stripe 1. (A acknowledged a FIN only through the 2 ms
     // delayed-ACK timer and finished before it fired, once its own FIN was acknowledged: B waited until
@@ -701,11 +712,11 @@ describe("striped session, found by the model", () => {
     expect(h.carriers[0]!.queued("ab")).toBeGreaterThan(0); // A's ACK of B's FIN
     h.kill(0);
     h.A.s.shutdown();
-    await h.settle(() => h.A.s.closed && h.B.s.closed, 300);
+    h.settle(() => h.A.s.closed && h.B.s.closed, 300);
     expect({ A: h.A.closes.map(describeErr), B: h.B.closes.map(describeErr) }).toEqual({ A: ["clean"], B: ["clean"] });
   }, 10_000);
 
-  test("the last ACK lost after its sender finished: the peer still finishes cleanly", async () => {
+  test("the last ACK lost after its sender finished: the peer still finishes cleanly", () => {
     // Both FINs cross; A acknowledges B's FIN, which completes A, and A shuts its stripes. The stripe with
     // that last ACK is reset before it leaves, and A is gone and cannot repeat it (there is no TIME_WAIT).
     // B must conclude from A ending every stripe cleanly; it used to reset its app after deadMs + graceMs
@@ -720,11 +731,11 @@ describe("striped session, found by the model", () => {
     expect(h.B.ends).toBe(1);
     expect(h.carriers[0]!.queued("ab")).toBeGreaterThan(0); // A's last ACK
     h.kill(0);
-    await h.settle(() => h.B.s.closed, 300);
+    h.settle(() => h.B.s.closed, 300);
     expect(h.B.closes.map(describeErr)).toEqual(["clean"]);
   }, 10_000);
 
-  test("EOF is held back while the receiver is paused", async () => {
+  test("EOF is held back while the receiver is paused", () => {
     // pipe.ts: "pause() stops data events ... EOF is held back while paused."
     const h = harness({ indices: [0, 1] });
     h.A.send(1000, 1);
@@ -732,10 +743,85 @@ describe("striped session, found by the model", () => {
     expect(h.B.receivedBytes).toBe(1000);
     h.B.pause();
     h.A.s.shutdown();
-    await h.settle(() => false, 5);
+    h.settle(() => false, 5);
     expect(h.B.ends).toBe(0);
     h.B.resume();
     expect(h.B.ends).toBe(1);
+  });
+});
+
+// --- timers, on the manual clock ---------------------------------------------------------------------
+
+describe("striped session, timers on the manual clock", () => {
+  test("an ACK for a little data goes out on its own 2 ms later, not before", () => {
+    const h = harness({ indices: [0] });
+    flushAll(h.all);
+    h.A.send(1000, 1);
+    h.carriers[0]!.deliverAll("ab");
+    expect(h.B.receivedBytes).toBe(1000);
+    h.wait(1);
+    expect(h.carriers[0]!.queued("ba")).toBe(0);
+    h.wait(1);
+    expect(h.carriers[0]!.queued("ba")).toBeGreaterThan(0);
+  });
+
+  test("a silent stripe is pinged after keepaliveMs and dropped after deadMs; the client re-dials it", () => {
+    const h = harness({ indices: [0, 1], hwm: 1 << 20, timers: { keepaliveMs: 300, deadMs: 1000, graceMs: 5000 } });
+    flushAll(h.all);
+    h.wait(250);
+    expect(h.carriers[0]!.queued("ab")).toBe(0); // silent for 250 ms: nothing yet
+    h.wait(250);
+    const pings = controlFrames();
+    for (const chunk of h.carriers[0]!.a.queue) if (chunk instanceof Uint8Array) pings.push(chunk);
+    expect(pings.frames.map((f) => f.type)).toEqual([FRAME_PING]);
+    // Stripe 1 carries its PINGs and PONGs; stripe 0 hears nothing more.
+    h.carriers[1]!.flushAll();
+    h.wait(500);
+    expect(h.A.redials).toEqual([0]);
+    expect(h.carriers[0]!.a.error?.code).toBe("E_STRIPE_SILENT");
+    expect([h.A.s.usableStripes, h.A.s.metrics().stripeDeaths, h.B.s.usableStripes]).toEqual([1, 1, 1]);
+    expect(h.A.s.metrics().stripeDeathsByReason).toEqual({ E_STRIPE_SILENT: 1 });
+    expect(h.A.s.closed || h.B.s.closed).toBe(false);
+  });
+
+  test("no stripe for graceMs resets both sessions; a stripe attaching in time cancels the grace", () => {
+    const h = harness({ indices: [0], timers: { keepaliveMs: 1000, deadMs: 5000, graceMs: 2000 } });
+    h.A.send(5000, 2);
+    flushAll(h.all);
+    h.kill(0);
+    h.wait(1999);
+    expect(h.A.s.closed || h.B.s.closed).toBe(false);
+    h.join(0);
+    flushAll(h.all);
+    h.wait(10);
+    h.kill(0);
+    h.wait(1999);
+    expect(h.A.s.closed || h.B.s.closed).toBe(false); // the grace started again at the second kill
+    h.wait(1);
+    expect(h.A.closes.map((e) => e?.code)).toEqual(["E_GRACE_EXPIRED"]);
+    expect(h.B.closes.map((e) => e?.code)).toEqual(["E_GRACE_EXPIRED"]);
+    expect([h.A.ends, h.B.ends]).toEqual([0, 0]);
+  });
+
+  test("a stripe holding up delivery has its frames re-sent on another after 400 ms without ack progress", () => {
+    // Until-congested with carriers that are congested while anything is queued: stripe 0 takes the
+    // first batch and is never delivered; stripe 1 carries the rest, which B cannot hand over.
+    const h = harness({ indices: [0, 1], scheduler: "until-congested", frameSize: 16 * 1024, batchSize: 16 * 1024, hwm: 0 });
+    flushAll(h.all);
+    h.A.send(64 * 1024, 3);
+    expect(h.carriers[0]!.queued("ab")).toBeGreaterThan(16 * 1024); // and stripe 0 is congested
+    h.A.send(0, 0); // the next pump moves on to stripe 1; its drains carry the rest
+    h.carriers[1]!.flushAll();
+    expect([h.B.receivedBytes, h.B.s.metrics().reorderBytes]).toEqual([0, 48 * 1024]);
+    h.wait(250);
+    expect(h.A.s.metrics().resentBytes).toBe(0);
+    h.wait(250);
+    expect(h.A.s.metrics().resentBytes).toBe(16 * 1024);
+    h.carriers[1]!.flushAll();
+    expect(h.B.receivedBytes).toBe(64 * 1024);
+    expect(h.A.s.metrics().perStripe.map((p) => p.stalls)).toEqual([1, 0]);
+    h.finish(); // the originals on stripe 0 arrive late and are dropped as duplicates
+    h.check();
   });
 });
 

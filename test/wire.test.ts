@@ -11,17 +11,17 @@ import { ProtocolError } from "../src/errors.ts";
 import { FrameBatch, BufferPool } from "../src/wire/batch.ts";
 import {
   FrameDecoder,
-  decodeHello,
-  decodeWelcome,
+  decodeAckEntries,
+  decodeResetReason,
+  encodeAckEntries,
   encodeFrame,
-  encodeHello,
-  encodeWelcome,
+  encodeResetReason,
   readU64,
   writeFrameHeader,
   writeU64,
   type FrameSink,
-  type Hello,
 } from "../src/wire/codec.ts";
+import { decodeHello, decodeWelcome, encodeHello, encodeWelcome, type Hello } from "../src/wire/handshake.ts";
 import * as C from "../src/wire/constants.ts";
 import {
   ACK_FLAG_FIN,
@@ -236,16 +236,37 @@ describe("wire constants", () => {
     RESET_PROTOCOL: 3,
     RESET_SHUTDOWN: 4,
     RESET_TARGET_UNREACHABLE: 5,
+    ACK_ENTRY_SIZE: 8,
+    RESET_REASON_CHARS: 200,
+    RESET_REASON_BYTES: 200,
+    "FrameType.Data": 0,
+    "FrameType.Ack": 1,
+    "FrameType.Ping": 2,
+    "FrameType.Pong": 3,
+    "FrameType.Fin": 4,
+    "FrameType.Reset": 5,
+    "ResetCode.PeerFailed": 1,
+    "ResetCode.GraceExpired": 2,
+    "ResetCode.Protocol": 3,
+    "ResetCode.Shutdown": 4,
+    "ResetCode.TargetUnreachable": 5,
   };
+
+  /** Every exported wire value: constants by name, enum members as "Enum.Member" (not the reverse mapping). */
+  const exported: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(C)) {
+    if (typeof value !== "object" || value === null) exported[name] = value;
+    else for (const [member, v] of Object.entries(value)) if (!/^\d+$/.test(member)) exported[`${name}.${member}`] = v;
+  }
 
   for (const [name, value] of Object.entries(PINNED)) {
     test(`${name} is ${value}`, () => {
-      expect((C as Record<string, unknown>)[name]).toBe(value);
+      expect(exported[name]).toBe(value);
     });
   }
 
   test("every exported constant is pinned here (a new one needs a pin and a line in docs/protocol.md)", () => {
-    expect(Object.keys(C).sort()).toEqual(Object.keys(PINNED).sort());
+    expect(Object.keys(exported).sort()).toEqual(Object.keys(PINNED).sort());
   });
 
   test("MAGIC spells TSTR in ASCII", () => {
@@ -380,7 +401,7 @@ describe("WELCOME", () => {
 
   test("bad magic is E_BAD_MAGIC; fewer than 16 bytes is E_SHORT_WELCOME", () => {
     const b = encodeWelcome({ version: 1, status: 0, window: 1 });
-    b[3] ^= 1;
+    b[3] = b[3]! ^ 1;
     expectProtocolError(() => decodeWelcome(b), "E_BAD_MAGIC");
     expectProtocolError(() => decodeWelcome(new Uint8Array(15)), "E_SHORT_WELCOME");
   });
@@ -454,6 +475,67 @@ describe("frames", () => {
     const f = encodeFrame(FRAME_RESET, 0, 1, payload);
     const rec = decodeChunks([f.subarray(0, 17), f.subarray(17, 20), f.subarray(20)]);
     expect(rec.events).toEqual([{ kind: "control", type: FRAME_RESET, flags: 0, value: 1, payload: Array.from(payload) }]);
+  });
+});
+
+// --- ACK entries and RESET reasons ----------------------------------------------------------------
+
+describe("ACK entries", () => {
+  test("encode to index, generation, received mod 2^32, 8 bytes each, big-endian (golden vector)", () => {
+    const payload = encodeAckEntries([
+      { index: 1, generation: 2, received: 0x0304_0506 },
+      { index: 0xfffe, generation: 0xffff, received: 2 ** 32 + 7 }, // counts are sent mod 2^32
+    ]);
+    expect(Buffer.from(payload).toString("hex")).toBe("0001" + "0002" + "03040506" + "fffe" + "ffff" + "00000007");
+  });
+
+  test("no entries is an empty payload", () => {
+    expect(encodeAckEntries([]).byteLength).toBe(0);
+    expect(decodeAckEntries(new Uint8Array(0))).toEqual([]);
+  });
+
+  test("decode the documented bytes, from a view at an offset, ignoring a trailing piece under 8 bytes", () => {
+    const bytes = Buffer.from("ff" + "0003" + "0009" + "ffffffff" + "003f" + "0001" + "00000000" + "01020304050607", "hex");
+    const view = new Uint8Array(bytes.buffer, bytes.byteOffset + 1, bytes.byteLength - 1);
+    expect(decodeAckEntries(view)).toEqual([
+      { index: 3, generation: 9, received: 0xffffffff },
+      { index: 63, generation: 1, received: 0 },
+    ]);
+  });
+
+  test("round-trip through an ACK frame and the decoder", () => {
+    const entries = [
+      { index: 0, generation: 1, received: 0 },
+      { index: 7, generation: 0x8000, received: 123_456_789 },
+    ];
+    const rec = decodeChunks([encodeFrame(FRAME_ACK, 0, 42, encodeAckEntries(entries))]);
+    const e = rec.events[0] as { payload: number[] };
+    expect(decodeAckEntries(Uint8Array.from(e.payload))).toEqual(entries);
+  });
+});
+
+describe("RESET reason", () => {
+  test("is UTF-8 of the message (golden vector)", () => {
+    expect(Buffer.from(encodeResetReason("E ✗")).toString("hex")).toBe("4520e29c97");
+  });
+
+  test("the sender keeps the first 200 UTF-16 code units: up to 600 bytes", () => {
+    expect(encodeResetReason("a".repeat(300)).byteLength).toBe(200);
+    expect(encodeResetReason("✗".repeat(300)).byteLength).toBe(600);
+  });
+
+  test("the receiver decodes only the first 200 bytes", () => {
+    expect(decodeResetReason(new TextEncoder().encode("b".repeat(250)))).toBe("b".repeat(200));
+  });
+
+  test("invalid UTF-8 is replaced, not an error; an empty reason reads 'no reason given'", () => {
+    expect(decodeResetReason(Uint8Array.of(0x6f, 0x6b, 0xff))).toBe("ok\ufffd");
+    expect(decodeResetReason(new Uint8Array(0))).toBe("no reason given");
+  });
+
+  test("a reason cut inside a multi-byte character at 200 bytes ends in one replacement character", () => {
+    const payload = encodeResetReason("x" + "✗".repeat(100)); // 1 + 300 bytes: byte 200 splits a character
+    expect(decodeResetReason(payload)).toBe("x" + "✗".repeat(66) + "\ufffd");
   });
 });
 

@@ -3,7 +3,8 @@
  * stdout and a tail of stderr, wait for events with deadlines, kill reliably, and read /proc counters.
  * Every child is registered so that exit, Ctrl-C and failures kill it (and bench/tools/pdeathsig.ts is
  * preloaded into it, so even a SIGKILLed suite leaves no proxy behind). Paths in argv are relative to
- * the directory set with `runFrom` (default: the repository).
+ * the directory set with `runFrom` (default: the repository). Children are Bun scripts unless started
+ * with `exec` (an external program, argv[0] its name).
  */
 
 import type { Subprocess } from "bun";
@@ -52,8 +53,11 @@ interface Waiter {
 /** Live children, for cleanup. */
 const live = new Set<Child>();
 
-/** How a child tells us it listens: a JSON {"event":"ready"} line on stdout, or a stderr line matching. */
-export type Readiness = "json" | RegExp;
+/**
+ * How a child tells us it listens: a JSON {"event":"ready"} line on stdout, a stderr line matching, or
+ * nothing ("spawned": ready once started; for programs that print nothing, e.g. a client like scp).
+ */
+export type Readiness = "json" | "spawned" | RegExp;
 
 /** One spawned process. */
 export class Child {
@@ -76,14 +80,17 @@ export class Child {
     readonly name: string,
     argv: string[],
     private readonly readiness: Readiness,
-    opts: { stdin?: boolean; keep?: RegExp } = {},
+    opts: { stdin?: boolean; keep?: RegExp; exec?: boolean } = {},
   ) {
     this.ready = new Promise<void>((res, rej) => {
       this.readyResolve = res;
       this.readyReject = rej;
     });
     this.ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
-    this.proc = Bun.spawn([process.execPath, "--preload", resolve(workDir, "bench/tools/pdeathsig.ts"), ...argv], {
+    // A Bun script gets the pdeath preload; an external program (`exec`, e.g. scp or haproxy) runs as
+    // given and relies on the suite's own cleanup.
+    const cmd = opts.exec ? argv : [process.execPath, "--preload", resolve(workDir, "bench/tools/pdeathsig.ts"), ...argv];
+    this.proc = Bun.spawn(cmd, {
       cwd: workDir,
       stdin: opts.stdin ? "pipe" : "ignore",
       stdout: "pipe",
@@ -92,6 +99,7 @@ export class Child {
     }) as Subprocess<"pipe" | "ignore", "pipe", "pipe">;
     this.pid = this.proc.pid;
     live.add(this);
+    if (readiness === "spawned") this.markReady();
     void this.readLines(this.proc.stdout, true);
     void this.readLines(this.proc.stderr, false, opts.keep);
     void this.proc.exited.then((code) => {

@@ -8,7 +8,7 @@
  */
 
 import { StriperError, UsageError } from "../errors.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS } from "../pipe/striped.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
 
@@ -72,7 +72,7 @@ const RUN_MODES = MODES;
 
 /**
  * The option table. Rows with the same name in different modes may differ in range and default
- * (`--delay` of link and demo). Session ranges: today's; src/config.ts will own them (issue 8).
+ * (`--delay` of link and demo). Session ranges and defaults are src/config.ts's.
  */
 export const OPTIONS = [
   // Command line only.
@@ -87,14 +87,14 @@ export const OPTIONS = [
   { name: "target", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the real server" },
   { name: "target", modes: ["relay", "link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where connections are relayed to" },
   { name: "peer", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the server proxy" },
-  { name: "stripes", modes: ["client"], type: { kind: "int", min: 1, max: 64 }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
+  { name: "stripes", modes: ["client"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
   { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen" },
 
   // Sessions.
-  { name: "window", modes: SESSION_MODES, type: { kind: "int", min: 64 * 1024, max: 1 << 30 }, arg: "BYTES", scope: "listener", default: DEFAULT_SESSION_OPTIONS.window, session: "window", help: "receive window per session and direction" },
-  { name: "grace", modes: SESSION_MODES, type: { kind: "duration", min: 0, max: 3_600_000 }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.graceMs, session: "graceMs", help: "how long a session outlives having no stripe" },
-  { name: "keepalive", modes: SESSION_MODES, type: { kind: "duration", min: 50, max: 600_000 }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.keepaliveMs, session: "keepaliveMs", help: "ping a stripe silent this long" },
-  { name: "dead-timeout", modes: SESSION_MODES, type: { kind: "duration", min: 100, max: 3_600_000 }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.deadMs, session: "deadMs", help: "drop a stripe silent this long" },
+  { name: "window", modes: SESSION_MODES, type: { kind: "int", ...SESSION_LIMITS.window }, arg: "BYTES", scope: "listener", default: DEFAULT_SESSION_OPTIONS.window, session: "window", help: "receive window per session and direction" },
+  { name: "grace", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.graceMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.graceMs, session: "graceMs", help: "how long a session outlives having no stripe" },
+  { name: "keepalive", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.keepaliveMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.keepaliveMs, session: "keepaliveMs", help: "ping a stripe silent this long" },
+  { name: "dead-timeout", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.deadMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.deadMs, session: "deadMs", help: "drop a stripe silent this long" },
   // Process-wide limits: today each listener is its own proxy and applies them separately.
   { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
   { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together" },
@@ -111,7 +111,7 @@ export const OPTIONS = [
   // demo.
   { name: "cap", modes: ["demo"], type: { kind: "number", min: 0.01, max: 10_000 }, arg: "MBPS", scope: "process", default: 4, help: "per-connection cap of the link in MB/s" },
   { name: "delay", modes: ["demo"], type: { kind: "int", min: 0, max: 5000 }, arg: "MS", scope: "process", default: 10, help: "one-way delay of the link" },
-  { name: "stripes", modes: ["demo"], type: { kind: "int", min: 1, max: 64 }, arg: "N", scope: "process", default: 4, help: "stripes of the striped run" },
+  { name: "stripes", modes: ["demo"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "process", default: 4, help: "stripes of the striped run" },
   { name: "seconds", modes: ["demo"], type: { kind: "number", min: 1, max: 600 }, arg: "S", scope: "process", default: 4, help: "length of each run" },
 ] as const satisfies readonly OptionSpec[];
 
@@ -370,11 +370,14 @@ export function sessionFlags(v: Values): SessionFlags {
   return out as SessionFlags;
 }
 
-/** A config file's problem: one line naming the file, the line where known, and the key. Exit 2. */
-export class ConfigError extends StriperError {
+/**
+ * A config file's problem: one line naming the file, the line where known, and the key. Exit 2.
+ * (errors.ts's ConfigError is a library caller's bad session option.)
+ */
+export class ConfigFileError extends StriperError {
   constructor(message: string) {
-    super("E_CONFIG", message);
-    this.name = "ConfigError";
+    super("E_CONFIG_FILE", message);
+    this.name = "ConfigFileError";
   }
 }
 
@@ -402,7 +405,7 @@ const get = (v: Values, name: string): OptionValue | undefined => (v as Record<s
 
 /**
  * Merges defaults, config-file values and command-line values (in that order of precedence, lowest
- * first) into a RunConfig. Throws UsageError for command-line problems, ConfigError for the file's.
+ * first) into a RunConfig. Throws UsageError for command-line problems, ConfigFileError for the file's.
  */
 export function mergeConfig(mode: Mode, cli: Values, file: FileValues | undefined, cmd: { check: boolean; configPath: string | undefined }): RunConfig {
   const rows = optionsOf(mode).filter((o) => o.scope !== "cli");
@@ -418,7 +421,7 @@ export function mergeConfig(mode: Mode, cli: Values, file: FileValues | undefine
   const cliListener = pick(cli, "listener");
   const fileListeners = file && file.listeners.length > 0 ? file.listeners : [{}];
   if (file && fileListeners.length > 1) {
-    if (mode === "link") throw new ConfigError(`${file.where(undefined, "listener")}: link mode runs one listener, the file has ${fileListeners.length}`);
+    if (mode === "link") throw new ConfigFileError(`${file.where(undefined, "listener")}: link mode runs one listener, the file has ${fileListeners.length}`);
     for (const o of rows) {
       if (o.identity && get(cliListener, o.name) !== undefined) {
         throw new UsageError(`--${o.name}: the config file has ${fileListeners.length} listeners; change their ${o.name} in the file`);
@@ -432,13 +435,13 @@ export function mergeConfig(mode: Mode, cli: Values, file: FileValues | undefine
     for (const o of rows) {
       if (o.scope !== "listener" || !o.required || get(l, o.name) !== undefined) continue;
       if (!file) throw new UsageError(`${mode}: --${o.name} is required`);
-      throw new ConfigError(`${file.where(index, o.name)}: required for ${mode} mode (in the file or as --${o.name})`);
+      throw new ConfigFileError(`${file.where(index, o.name)}: required for ${mode} mode (in the file or as --${o.name})`);
     }
     for (const check of CHECKS) {
       const bad = check(l);
       if (bad === undefined) continue;
       const text = `${label(bad.name)}: ${bad.message}`;
-      throw file && get(cliListener, bad.name) === undefined ? new ConfigError(text) : new UsageError(text);
+      throw file && get(cliListener, bad.name) === undefined ? new ConfigFileError(text) : new UsageError(text);
     }
   });
   return { mode, check: cmd.check, configPath: cmd.configPath, global, listeners };

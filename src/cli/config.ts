@@ -9,14 +9,14 @@
  *   listen = "0.0.0.0:7000"
  *   target = "127.0.0.1:22"
  *
- * Flags given on the command line override the file. Every problem is one ConfigError line naming the
+ * Flags given on the command line override the file. Every problem is one ConfigFileError line naming the
  * file, the line where it can be found, and the key.
  */
 
 import { UsageError } from "../errors.ts";
 import {
   type Command,
-  ConfigError,
+  ConfigFileError,
   type FileValues,
   MODES,
   type Mode,
@@ -32,7 +32,7 @@ import {
   parseValue,
 } from "./args.ts";
 
-export { ConfigError } from "./args.ts";
+export { ConfigFileError } from "./args.ts";
 
 /** Most lines a file may have for the syntax-error line search (it re-parses prefixes). */
 const MAX_LOCATE_LINES = 5000;
@@ -108,20 +108,20 @@ function distance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-/** Converts one TOML value for `spec`; `label` names it in the error. Throws ConfigError. */
+/** Converts one TOML value for `spec`; `label` names it in the error. Throws ConfigFileError. */
 export function tomlValue(spec: OptionSpec, raw: unknown, label: string): OptionValue {
   const fail = (expected: string): never => {
-    throw new ConfigError(`${label}: expected ${expected}, got ${tomlType(raw)}`);
+    throw new ConfigFileError(`${label}: expected ${expected}, got ${tomlType(raw)}`);
   };
   const viaText = (text: string): OptionValue => {
     try {
       return parseValue(spec, text, label);
     } catch (err) {
-      throw err instanceof UsageError ? new ConfigError(err.message) : err;
+      throw err instanceof UsageError ? new ConfigFileError(err.message) : err;
     }
   };
   const ranged = (n: number, min: number, max: number): number => {
-    if (n < min || n > max) throw new ConfigError(`${label}: must be ${describeRange(min, max)}, got ${n}`);
+    if (n < min || n > max) throw new ConfigFileError(`${label}: must be ${describeRange(min, max)}, got ${n}`);
     return n;
   };
   if (spec.repeatable) {
@@ -148,7 +148,7 @@ export function tomlValue(spec: OptionSpec, raw: unknown, label: string): Option
       const items = Array.isArray(raw) ? raw : [raw];
       if (items.length === 0) fail("at least one number");
       return items.map((x) => {
-        if (typeof x !== "number" || !Number.isFinite(x)) throw new ConfigError(`${label}: expected numbers, got ${tomlType(x)}`);
+        if (typeof x !== "number" || !Number.isFinite(x)) throw new ConfigFileError(`${label}: expected numbers, got ${tomlType(x)}`);
         return ranged(x, t.min, t.max);
       });
     }
@@ -182,7 +182,7 @@ export function parseConfigText(text: string, path: string, cliMode: Mode | unde
   } catch (err) {
     const message = (err as Error).message;
     const line = syntaxErrorLine(text, message);
-    throw new ConfigError(`${path}${line ? `:${line}` : ""}: ${message.replace(/^TOML Parse error: /, "TOML syntax error: ")}`);
+    throw new ConfigFileError(`${path}${line ? `:${line}` : ""}: ${message.replace(/^TOML Parse error: /, "TOML syntax error: ")}`);
   }
   const where = (listener: number | undefined, key: string): string => {
     const line = keyLine(text, listener, key);
@@ -191,13 +191,13 @@ export function parseConfigText(text: string, path: string, cliMode: Mode | unde
   };
   const fileMode = doc.mode;
   if (fileMode !== undefined && (typeof fileMode !== "string" || !(MODES as readonly string[]).includes(fileMode))) {
-    throw new ConfigError(`${where(undefined, "mode")}: expected one of ${MODES.join(", ")}, got ${tomlType(fileMode)}`);
+    throw new ConfigFileError(`${where(undefined, "mode")}: expected one of ${MODES.join(", ")}, got ${tomlType(fileMode)}`);
   }
   if (cliMode && fileMode && cliMode !== fileMode) {
-    throw new ConfigError(`${where(undefined, "mode")}: the file is for ${fileMode} mode, the command line says ${cliMode}`);
+    throw new ConfigFileError(`${where(undefined, "mode")}: the file is for ${fileMode} mode, the command line says ${cliMode}`);
   }
   const mode = cliMode ?? (fileMode as Mode | undefined);
-  if (!mode) throw new ConfigError(`${path}: mode: not given (name it on the command line or put mode = "server" in the file)`);
+  if (!mode) throw new ConfigFileError(`${path}: mode: not given (name it on the command line or put mode = "server" in the file)`);
 
   const values = (table: Record<string, unknown>, listener: number | undefined): Values => {
     const out: Record<string, OptionValue> = {};
@@ -205,7 +205,7 @@ export function parseConfigText(text: string, path: string, cliMode: Mode | unde
       if (listener === undefined && (key === "mode" || key === "listener")) continue;
       const spec = optionFor(mode, key);
       if (!spec || spec.scope === "cli" || (spec.scope === "process" && listener !== undefined)) {
-        throw new ConfigError(`${where(listener, key)}: ${keyProblem(mode, key, listener !== undefined)}`);
+        throw new ConfigFileError(`${where(listener, key)}: ${keyProblem(mode, key, listener !== undefined)}`);
       }
       out[key] = tomlValue(spec, raw, where(listener, key));
     }
@@ -216,28 +216,28 @@ export function parseConfigText(text: string, path: string, cliMode: Mode | unde
   let listeners: Values[] = [];
   if (rawListeners !== undefined) {
     if (!Array.isArray(rawListeners) || rawListeners.some((l) => typeof l !== "object" || l === null || Array.isArray(l))) {
-      throw new ConfigError(`${where(undefined, "listener")}: expected [[listener]] tables (an array of tables)`);
+      throw new ConfigFileError(`${where(undefined, "listener")}: expected [[listener]] tables (an array of tables)`);
     }
-    if (rawListeners.length > MAX_LISTENERS) throw new ConfigError(`${where(undefined, "listener")}: at most ${MAX_LISTENERS} listeners, got ${rawListeners.length}`);
+    if (rawListeners.length > MAX_LISTENERS) throw new ConfigFileError(`${where(undefined, "listener")}: at most ${MAX_LISTENERS} listeners, got ${rawListeners.length}`);
     listeners = rawListeners.map((l, i) => values(l as Record<string, unknown>, i));
   }
   return { mode, file: { top, listeners, where } };
 }
 
-/** Reads a config file's text; a missing or unreadable file is a ConfigError. */
+/** Reads a config file's text; a missing or unreadable file is a ConfigFileError. */
 export async function readConfigFile(path: string): Promise<string> {
   try {
     return await Bun.file(path).text();
   } catch (err) {
     const code = (err as { code?: string }).code;
     const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory" : (err as Error).message;
-    throw new ConfigError(`${path}: cannot read the config file: ${why}`);
+    throw new ConfigFileError(`${path}: cannot read the config file: ${why}`);
   }
 }
 
 /**
  * Parses the command line and, when it names one, the config file: the whole configuration of a run.
- * `read` is injectable for tests. Throws UsageError (command line) or ConfigError (file).
+ * `read` is injectable for tests. Throws UsageError (command line) or ConfigFileError (file).
  */
 export async function loadCommand(argv: string[], read: (path: string) => Promise<string> = readConfigFile): Promise<Command> {
   const cl = parseCommandLine(argv);

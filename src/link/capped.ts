@@ -6,12 +6,12 @@
  * Not the bottleneck: uncapped, 1 connection, 1 GiB one way, median of 3 runs, it relays 1.4 GB/s (runs
  * 1.3–1.6) where the same sender and sink connected directly reach 2.2 GB/s (loopback, 2 shared cores,
  * Bun 1.4.5). Capped at 4 MB/s with 10 ms delay, 16 MB take 3.99 s: 4.007 MB/s, the 80 KB initial burst
- * included. Measured with the link as `bun run src/link/cli.ts --target 127.0.0.1:$SINK --rate 0` (or
+ * included. Measured with the link as `bun run src/cli/link.ts --target 127.0.0.1:$SINK --rate 0` (or
  * `--rate 4 --delay 10`) and, in a second process, a Bun sender (256 KiB writes, drain-driven) and sink,
  * timed from the first write to the last byte at the sink.
  */
 
-import { type Conn, startRelay } from "./forwarder.ts";
+import { type Conn, startForwarder } from "./forwarder.ts";
 
 /** Where the link listens, where it forwards, and how it shapes each connection. */
 export interface CappedLinkOptions {
@@ -67,7 +67,7 @@ function stats(c: Conn): LinkConnStats {
 /** Starts a capped link; resolves once it listens. */
 export async function startCappedLink(opts: CappedLinkOptions): Promise<CappedLink> {
   const rates = opts.rates?.length ? opts.rates : [0];
-  const relay = await startRelay({
+  const forwarder = await startForwarder({
     listenHost: opts.listenHost,
     listenPort: opts.listenPort,
     targetHost: opts.targetHost,
@@ -76,10 +76,10 @@ export async function startCappedLink(opts: CappedLinkOptions): Promise<CappedLi
     onClose: opts.onConnectionClosed && ((c) => opts.onConnectionClosed!(stats(c))),
   });
   return {
-    hostname: relay.hostname,
-    port: relay.port,
-    connections: () => relay.conns.map(stats),
-    queuedBytes: () => relay.queuedBytes(),
-    stop: () => relay.stop(),
+    hostname: forwarder.hostname,
+    port: forwarder.port,
+    connections: () => forwarder.conns.map(stats),
+    queuedBytes: () => forwarder.queuedBytes(),
+    stop: () => forwarder.stop(),
   };
 }

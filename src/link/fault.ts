@@ -4,7 +4,7 @@
  * capped link (forwarder.ts).
  */
 
-import { startRelay } from "./forwarder.ts";
+import { startForwarder } from "./forwarder.ts";
 
 /** Where the proxy listens, where it forwards, and which faults it injects into every connection. */
 export interface FaultProxyOptions {
@@ -60,7 +60,7 @@ const randomPick = (live: FaultConn[]): FaultConn | undefined => live[Math.floor
 /** Starts a fault proxy; resolves once it listens. */
 export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultProxy> {
   const rates = Array.isArray(opts.rate) ? (opts.rate.length ? opts.rate : [0]) : [opts.rate ?? 0];
-  const relay = await startRelay({
+  const forwarder = await startForwarder({
     listenHost: opts.listenHost,
     listenPort: opts.listenPort,
     targetHost: opts.targetHost,
@@ -69,11 +69,11 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     resetAfterBytes: opts.resetAfterBytes,
   });
   const intervals = new Set<ReturnType<typeof setInterval>>();
-  const live = (): FaultConn[] => relay.conns.filter((c) => c.open);
+  const live = (): FaultConn[] => forwarder.conns.filter((c) => c.open);
   return {
-    hostname: relay.hostname,
-    port: relay.port,
-    connections: () => relay.conns.slice(),
+    hostname: forwarder.hostname,
+    port: forwarder.port,
+    connections: () => forwarder.conns.slice(),
     live,
     resetEvery(ms, pick = randomPick) {
       const t = setInterval(() => {
@@ -86,11 +86,11 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
         intervals.delete(t);
       };
     },
-    queuedBytes: () => relay.queuedBytes(),
+    queuedBytes: () => forwarder.queuedBytes(),
     async stop() {
       for (const t of intervals) clearInterval(t);
       intervals.clear();
-      await relay.stop();
+      await forwarder.stop();
     },
   };
 }

@@ -1,10 +1,15 @@
 /**
- * The relay engine under the capped link and the fault proxy: accept a TCP connection, dial the target,
- * and forward each direction through a Lane (token bucket, delay line, slicer, bounded queue, write
- * backpressure, half-close). Internal to src/link; the public faces are capped.ts and fault.ts.
+ * The forwarding engine under the capped link and the fault proxy: accept a TCP connection, dial the
+ * target, and forward each direction through a Lane (token bucket, delay line, slicer, bounded queue,
+ * write backpressure, half-close). Internal to src/link; the public faces are capped.ts and fault.ts.
+ * (Named Forwarder, not Relay: the proxy's plain relay, src/proxy/relay.ts, has that name.)
+ *
+ * It works on raw Bun sockets rather than TcpPipe, because shaping needs partial writes at an offset
+ * (`write(buf, off, n)`) and per-socket pause; the socket workarounds are shared (../pipe/bun-socket.ts).
  */
 
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
+import { connectHalfOpen, listenHalfOpen, socketErrorCode } from "../pipe/bun-socket.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -103,7 +108,8 @@ class Lane {
   }
 
   drained(): void {
-    // Bun also fires drain on pause()/resume() of a socket that never wrote: only act when congested.
+    // Bun also fires drain on pause()/resume() of a socket that never wrote (docs/bun-sockets.md):
+    // only act when congested.
     if (!this.congested) return;
     this.congested = false;
     this.pump();
@@ -175,7 +181,7 @@ class Lane {
         }
         this.conn.forwarded(this, w);
       }
-      // Bun drops what write() did not take; the rest stays queued at `off` until drain.
+      // Bun drops what write() did not take (docs/bun-sockets.md); the rest stays queued at `off` until drain.
       if (w < n) {
         this.congested = true;
         return;
@@ -215,8 +221,8 @@ class Lane {
   }
 }
 
-/** Relay settings; `lane(i)` gives the shaping of connection i (both directions). */
-export interface RelayOptions {
+/** Forwarder settings; `lane(i)` gives the shaping of connection i (both directions). */
+export interface ForwarderOptions {
   listenHost?: string;
   listenPort?: number;
   targetHost: string;
@@ -228,7 +234,7 @@ export interface RelayOptions {
   onClose?(conn: Conn): void;
 }
 
-/** One relayed connection: the accepted client socket, the dialled target socket and two lanes. */
+/** One forwarded connection: the accepted client socket, the dialled target socket and two lanes. */
 export class Conn {
   bytesUp = 0;
   bytesDown = 0;
@@ -243,7 +249,7 @@ export class Conn {
   private blackholed = false;
 
   constructor(
-    private readonly relay: Relay,
+    private readonly forwarder: Forwarder,
     readonly index: number,
     readonly lane: LaneOptions,
     private readonly client: Sock,
@@ -278,11 +284,12 @@ export class Conn {
   closed(client: boolean, err?: Error): void {
     if (client) this.clientClosed = true;
     else this.targetClosed = true;
-    this.relay.socketClosed();
+    this.forwarder.socketClosed();
     if (!this.open) return;
     const from = client ? this.up : this.down;
     const to = client ? this.down : this.up;
-    // After our own shutdown() of this socket, Bun reports the peer's FIN as a close without `end`.
+    // After our own shutdown() of this socket, Bun reports the peer's FIN as a close without `end`
+    // (docs/bun-sockets.md, "Closing").
     if (!err && from && to?.finSent) return from.end();
     this.abort(errCode(err) ?? "ECONNRESET");
   }
@@ -301,7 +308,7 @@ export class Conn {
 
   /** Bytes that may still be forwarded before resetAfterBytes fires. */
   allowance(): number {
-    const max = this.relay.opts.resetAfterBytes;
+    const max = this.forwarder.opts.resetAfterBytes;
     return max === undefined ? Infinity : max - this.bytesUp - this.bytesDown;
   }
 
@@ -332,13 +339,13 @@ export class Conn {
     this.error = code;
     this.up?.stop();
     this.down?.stop();
-    this.relay.opts.onClose?.(this);
+    this.forwarder.opts.onClose?.(this);
   }
 }
 
+/** Why a socket failed, for the connection's `error`: its errno code, else its message. */
 function errCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === "string" ? code : err instanceof Error ? err.message : undefined;
+  return socketErrorCode(err) ?? (err instanceof Error ? err.message : undefined);
 }
 
 /** Event handlers shared by both ends of every connection; `socket.data` says which. */
@@ -350,14 +357,14 @@ const handlers: SocketHandler<Side> = {
   error: (s, err) => s.data.conn.abort(errCode(err) ?? "error"),
 };
 
-/** A listening relay. */
-export class Relay {
+/** A listening forwarder. */
+export class Forwarder {
   readonly conns: Conn[] = [];
   private listener!: TCPSocketListener<Side>;
   private sockets = 0;
   private idle: (() => void) | undefined;
 
-  constructor(readonly opts: RelayOptions) {}
+  constructor(readonly opts: ForwarderOptions) {}
 
   get hostname(): string {
     return this.listener.hostname;
@@ -367,11 +374,9 @@ export class Relay {
   }
 
   listen(): void {
-    this.listener = Bun.listen<Side>({
-      hostname: this.opts.listenHost ?? "127.0.0.1",
-      port: this.opts.listenPort ?? 0,
-      allowHalfOpen: true,
-      socket: { ...handlers, open: (s) => this.accept(s) },
+    this.listener = listenHalfOpen<Side>(this.opts.listenHost ?? "127.0.0.1", this.opts.listenPort ?? 0, {
+      ...handlers,
+      open: (s) => this.accept(s),
     });
   }
 
@@ -382,20 +387,14 @@ export class Relay {
     this.conns.push(conn);
     client.data = { conn, client: true };
     client.pause();
-    Bun.connect<Side>({
-      hostname: this.opts.targetHost,
-      port: this.opts.targetPort,
-      allowHalfOpen: true,
-      data: { conn, client: false },
-      socket: {
-        ...handlers,
-        open: (t) => {
-          this.sockets++;
-          conn.targetOpen(t);
-        },
-        connectError: (_t, err) => conn.abort(errCode(err) ?? "ECONNREFUSED"),
-      },
-    }).catch((err) => conn.abort(errCode(err) ?? "ECONNREFUSED"));
+    const target = { conn, client: false };
+    const open = (t: Sock): void => {
+      this.sockets++;
+      conn.targetOpen(t);
+    };
+    connectHalfOpen<Side>(this.opts.targetHost, this.opts.targetPort, target, { ...handlers, open }, (err) =>
+      conn.abort(errCode(err) ?? "ECONNREFUSED"),
+    );
   }
 
   socketClosed(): void {
@@ -423,9 +422,9 @@ export class Relay {
   }
 }
 
-/** Starts a relay listening on opts.listenHost:listenPort (default 127.0.0.1:0). */
-export async function startRelay(opts: RelayOptions): Promise<Relay> {
-  const relay = new Relay(opts);
-  relay.listen();
-  return relay;
+/** Starts a forwarder listening on opts.listenHost:listenPort (default 127.0.0.1:0). */
+export async function startForwarder(opts: ForwarderOptions): Promise<Forwarder> {
+  const forwarder = new Forwarder(opts);
+  forwarder.listen();
+  return forwarder;
 }

@@ -6,7 +6,7 @@
 
 import type { RunConfig } from "../cli/args.ts";
 import { loadCommand } from "../cli/config.ts";
-import { StriperError } from "../errors.ts";
+import { StriperError, type SystemErrorCode } from "../errors.ts";
 import { formatAddress, type Address } from "../pipe/tcp.ts";
 import { VERSION } from "../version.ts";
 import { startOpsServer, type OpsServer } from "./http.ts";
@@ -25,7 +25,7 @@ const LISTEN_REASONS: Record<string, string> = {
 export class ListenError extends StriperError {
   constructor(address: Address, what: string, cause: unknown) {
     const sys = (cause as { code?: unknown }).code;
-    const code = typeof sys === "string" ? sys : "E_LISTEN";
+    const code = typeof sys === "string" ? (sys as SystemErrorCode) : "E_LISTEN";
     const reason = LISTEN_REASONS[code] ?? (cause instanceof Error ? cause.message : String(cause));
     super(code, `cannot listen on ${formatAddress(address)}${what ? ` (${what})` : ""}: ${reason}`, { cause });
     this.name = "ListenError";

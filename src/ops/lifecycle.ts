@@ -180,7 +180,7 @@ export interface LifecycleOptions {
   exit: (code: number) => void;
   /** Prints live statistics (SIGUSR1). */
   stats: () => void;
-  /** The running config; `reread` loads and validates it again (throws UsageError/ConfigError). */
+  /** The running config; `reread` loads and validates it again (throws UsageError/ConfigFileError). */
   config?: RunConfig;
   reread?: () => Promise<RunConfig>;
   /** Applies a valid new config whose changes are all live-reloadable (and re-reads key files). */

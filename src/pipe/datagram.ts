@@ -35,7 +35,7 @@ const ALIGN_FROM = 2048;
  * Encodes one message as prefix + bytes in a new buffer (always copies). The result may be a subarray:
  * the copied bytes keep the source's offset modulo 64, because a copy whose destination sits 1–15 bytes
  * past its source (mod 4096) — as a payload right behind a 4-byte prefix would — runs several times
- * slower (shared/notes/bun-sockets.md, "Copying").
+ * slower (docs/bun-sockets.md, "Copying").
  */
 export function encodeMessage(msg: Uint8Array): Uint8Array {
   const pad = msg.byteLength < ALIGN_FROM ? 0 : alignPad(msg.byteOffset - LENGTH_PREFIX_SIZE);

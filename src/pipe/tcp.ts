@@ -1,16 +1,16 @@
 /**
  * TcpPipe: the pipe contract over one Bun TCP socket.
  *
- * Bun facts this relies on (../shared/notes/bun-sockets.md): write() takes what the kernel accepts and
+ * Bun facts this relies on (docs/bun-sockets.md): write() takes what the kernel accepts and
  * drops the rest, so the remainder is queued here and flushed from `drain`; end() is a full close, so FIN
  * is sent with shutdown() and both ends use allowHalfOpen; terminate() sends RST, which is how a broken
  * pipe is made visible to a peer as an error rather than a clean EOF.
  */
 
-import type { Socket, SocketHandler, TCPSocketConnectOptions, TCPSocketListenOptions, TCPSocketListener } from "bun";
+import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
+import { connectHalfOpen, listenHalfOpen } from "./bun-socket.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
-
 
 /** A pipe over a Bun TCP socket. Create with `connectTcp` or receive from `listenTcp`. */
 export class TcpPipe implements Pipe {
@@ -122,7 +122,7 @@ export class TcpPipe implements Pipe {
 
   /** @internal */
   onDrain(): void {
-    // Bun also fires drain on pause()/resume() of a socket that never wrote: harmless here.
+    // Bun also fires drain on pause()/resume() of a socket that never wrote (docs/bun-sockets.md): harmless here.
     if (this.state !== "open" || this.queuedBytes === 0) return;
     this.flush();
   }
@@ -139,7 +139,8 @@ export class TcpPipe implements Pipe {
   onClose(err?: Error): void {
     if (this.state === "closed") return;
     if (err === undefined && this.error === undefined && this.finSent && this.queuedBytes === 0) {
-      // After our own shutdown() Bun reports the peer's FIN as a plain close with no `end` event.
+      // After our own shutdown() Bun reports the peer's FIN as a plain close with no `end` event
+      // (docs/bun-sockets.md, "Closing").
       if (this.readable) {
         this.readable = false;
         this.handler.end();
@@ -162,7 +163,7 @@ export class TcpPipe implements Pipe {
     this.error ??= asStriperError(err, "E_SOCKET");
   }
 
-  /** @internal Bun.connect failed before open. */
+  /** @internal Bun.connect failed before open (reported once by connectHalfOpen). */
   onConnectError(err: unknown, where: string): void {
     if (this.state === "closed") return;
     const cause = asStriperError(err, "E_CONNECT");
@@ -241,9 +242,6 @@ const tcpHandlers: SocketHandler<TcpPipe> = {
   error(socket, err) {
     socket.data?.onError(err);
   },
-  connectError(socket, err) {
-    socket.data?.onConnectError(err, socket.data.remote);
-  },
 };
 
 /** Parsed HOST:PORT. IPv6 hosts are kept without brackets. */
@@ -262,15 +260,7 @@ export function connectTcp(to: Address, handler?: PipeHandler): TcpPipe {
   const pipe = new TcpPipe();
   if (handler) pipe.setHandler(handler);
   pipe.remote = formatAddress(to);
-  // allowHalfOpen works (see the notes) but is missing from bun-types.
-  const options: TCPSocketConnectOptions<TcpPipe> & { allowHalfOpen: true } = {
-    hostname: to.host,
-    port: to.port,
-    data: pipe,
-    allowHalfOpen: true,
-    socket: tcpHandlers,
-  };
-  Bun.connect<TcpPipe>(options).catch((err: unknown) => pipe.onConnectError(err, pipe.remote));
+  connectHalfOpen(to.host, to.port, pipe, tcpHandlers, (err) => pipe.onConnectError(err, pipe.remote));
   return pipe;
 }
 
@@ -287,27 +277,21 @@ export interface TcpListener {
  * `onAccept`; it opens (and `ready` fires) right after.
  */
 export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
-  const options: TCPSocketListenOptions<TcpPipe> & { allowHalfOpen: true } = {
-    hostname: at.host,
-    port: at.port,
-    allowHalfOpen: true,
-    socket: {
-      ...tcpHandlers,
-      open(socket) {
-        const pipe = new TcpPipe();
-        socket.data = pipe;
-        pipe.remote = `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
-        try {
-          onAccept(pipe);
-        } catch (err) {
-          socket.terminate();
-          return;
-        }
-        pipe.onOpen(socket);
-      },
+  const listener: TCPSocketListener<TcpPipe> = listenHalfOpen<TcpPipe>(at.host, at.port, {
+    ...tcpHandlers,
+    open(socket) {
+      const pipe = new TcpPipe();
+      socket.data = pipe;
+      pipe.remote = `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+      try {
+        onAccept(pipe);
+      } catch (err) {
+        socket.terminate();
+        return;
+      }
+      pipe.onOpen(socket);
     },
-  };
-  const listener: TCPSocketListener<TcpPipe> = Bun.listen<TcpPipe>(options);
+  });
   return {
     host: at.host,
     port: listener.port,

@@ -11,7 +11,7 @@ import { startMemoryGovernor } from "./governor.ts";
 /** Read buffers the collector may leave lying around beyond the budget before the governor collects. */
 const GARBAGE_MARGIN = 32 * 1024 * 1024;
 
-/** See module comment. */
+/** Opens the sessions of one proxy against its shared budget; owns the governor for as long as the proxy runs. */
 export class SessionFactory {
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;

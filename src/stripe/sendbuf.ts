@@ -4,7 +4,7 @@
  * them, so any unacknowledged range can be re-sent on another stripe.
  */
 
-/** See module comment. */
+/** Unacknowledged stream bytes, kept as the app's chunks: read by offset, released by cumulative acks. */
 export class SendBuffer {
   /** Stream offset of the first byte still held (everything below is acknowledged). */
   acked = 0;

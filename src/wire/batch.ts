@@ -12,6 +12,9 @@ import { ptr } from "bun:ffi";
 import { FRAME_DATA, FRAME_HEADER_SIZE } from "./constants.ts";
 import { writeFrameHeader } from "./codec.ts";
 
+/** Bytes a session's batch buffer has beyond its batchSize: frame headers, padding and a chunk's short tail. */
+export const BATCH_SLACK = 32 * 1024;
+
 /** Reusable buffers of one size; bounded so idle sessions give memory back. */
 export class BufferPool {
   private free: Uint8Array[] = [];
@@ -81,4 +84,19 @@ export class FrameBatch {
   bytes(): Uint8Array {
     return this.buf.subarray(0, this.length);
   }
+}
+
+const pools = new Map<number, BufferPool>();
+const batches = new Map<BufferPool, FrameBatch>();
+
+/**
+ * The pool of `size`-byte buffers and the one FrameBatch over it that every session with that buffer
+ * size shares: a session fills and sends a batch synchronously, so the batch holds a buffer only then.
+ */
+export function sharedBatch(size: number): { pool: BufferPool; batch: FrameBatch } {
+  let pool = pools.get(size);
+  if (!pool) pools.set(size, (pool = new BufferPool(size)));
+  let batch = batches.get(pool);
+  if (!batch) batches.set(pool, (batch = new FrameBatch(new Uint8Array(0))));
+  return { pool, batch };
 }

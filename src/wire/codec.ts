@@ -1,20 +1,20 @@
 /**
- * Pure encoders and an incremental decoder for the stripe wire format (docs/protocol.md). No sockets.
- * All integers are big-endian.
+ * Pure encoders and an incremental decoder for the frames of the stripe wire format (docs/protocol.md
+ * §4). No sockets. All integers are big-endian. The handshake (HELLO, WELCOME) is in handshake.ts.
  */
 
 import { ProtocolError } from "../errors.ts";
 import {
+  ACK_ENTRY_SIZE,
   FRAME_DATA,
   FRAME_HEADER_SIZE,
   FRAME_TYPE_MAX,
-  HELLO_SIZE,
-  MAGIC,
   MAX_CONTROL_PAYLOAD,
   MAX_FRAME_PAYLOAD,
   MAX_PAD,
-  SESSION_ID_SIZE,
-  WELCOME_SIZE,
+  RESET_REASON_BYTES,
+  RESET_REASON_CHARS,
+  type FrameType,
 } from "./constants.ts";
 
 /** 2^53 is the largest offset a JS number holds exactly; the high word must stay below 2^21. */
@@ -31,90 +31,6 @@ export function readU64(view: DataView, pos: number): number {
   const hi = view.getUint32(pos);
   if (hi >= MAX_HIGH_WORD) throw new ProtocolError("E_OFFSET_RANGE", `64-bit value out of range (high word ${hi})`);
   return hi * 0x1_0000_0000 + view.getUint32(pos + 4);
-}
-
-// --- HELLO -----------------------------------------------------------------------------------------
-//  0                   1                   2                   3
-//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-// |                         magic "TSTR"                          |
-// |    version    |     kind      |          stripe index         |
-// |          stripe count         |          generation           |
-// |                  session id (16 bytes) ...                    |
-// |                 receive window (bytes, u32)                   |
-
-/** What a stripe announces when it connects. */
-export interface Hello {
-  version: number;
-  kind: number;
-  stripeIndex: number;
-  stripeCount: number;
-  /** Counts the client's dials of this stripe index; ACK entries name it so stale counts are ignored. */
-  generation: number;
-  sessionId: Uint8Array;
-  window: number;
-}
-
-/** Encodes a HELLO into a new 32-byte buffer. */
-export function encodeHello(h: Hello): Uint8Array {
-  const buf = new Uint8Array(HELLO_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, h.version);
-  v.setUint8(5, h.kind);
-  v.setUint16(6, h.stripeIndex);
-  v.setUint16(8, h.stripeCount);
-  v.setUint16(10, h.generation);
-  buf.set(h.sessionId.subarray(0, SESSION_ID_SIZE), 12);
-  v.setUint32(28, h.window);
-  return buf;
-}
-
-/** Decodes a complete HELLO; throws ProtocolError E_BAD_MAGIC when it is not one. */
-export function decodeHello(buf: Uint8Array): Hello {
-  if (buf.byteLength < HELLO_SIZE) throw new ProtocolError("E_SHORT_HELLO", "HELLO shorter than 32 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, HELLO_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper HELLO");
-  return {
-    version: v.getUint8(4),
-    kind: v.getUint8(5),
-    stripeIndex: v.getUint16(6),
-    stripeCount: v.getUint16(8),
-    generation: v.getUint16(10),
-    sessionId: new Uint8Array(buf.subarray(12, 12 + SESSION_ID_SIZE)), // a copy: Buffer#slice would share memory
-    window: v.getUint32(28),
-  };
-}
-
-// --- WELCOME ---------------------------------------------------------------------------------------
-// |                         magic "TSTR"                          |
-// |    version    |    status     |           reserved            |
-// |                 receive window (bytes, u32)                   |
-// |                           reserved                            |
-
-/** The server's answer to a HELLO. */
-export interface Welcome {
-  version: number;
-  status: number;
-  window: number;
-}
-
-/** Encodes a WELCOME into a new 16-byte buffer. */
-export function encodeWelcome(w: Welcome): Uint8Array {
-  const buf = new Uint8Array(WELCOME_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, w.version);
-  v.setUint8(5, w.status);
-  v.setUint32(8, w.window);
-  return buf;
-}
-
-/** Decodes a complete WELCOME; throws ProtocolError when it is not one. */
-export function decodeWelcome(buf: Uint8Array): Welcome {
-  if (buf.byteLength < WELCOME_SIZE) throw new ProtocolError("E_SHORT_WELCOME", "WELCOME shorter than 16 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, WELCOME_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper WELCOME");
-  return { version: v.getUint8(4), status: v.getUint8(5), window: v.getUint32(8) };
 }
 
 // --- Frames ----------------------------------------------------------------------------------------
@@ -153,12 +69,70 @@ export function encodeFrame(type: number, flags: number, value: number, payload?
   return buf;
 }
 
+/** Every frame type but DATA: what FrameSink.control receives, so a `switch` over it can be exhaustive. */
+export type ControlFrameType = Exclude<FrameType, FrameType.Data>;
+
 /** Receives what the decoder finds. DATA payloads arrive as one or more fragments, never copied. */
 export interface FrameSink {
   /** A piece of a DATA frame's payload: `bytes` belong at stream `offset`. */
   data(offset: number, bytes: Uint8Array): void;
-  /** A whole non-DATA frame (payload joined; empty when none). */
-  control(type: number, flags: number, value: number, payload: Uint8Array): void;
+  /** A whole non-DATA frame (payload joined; empty when none). The decoder has checked the type. */
+  control(type: ControlFrameType, flags: number, value: number, payload: Uint8Array): void;
+}
+
+// --- ACK entries -----------------------------------------------------------------------------------
+//  0                   1                   2                   3
+//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+// |         stripe index          |          generation           |
+// |        bytes received on this stripe connection, mod 2^32     |
+
+/** One entry of an ACK's payload: how much one stripe connection has received. */
+export interface AckEntry {
+  /** Stripe index. */
+  index: number;
+  /** The stripe's generation (from its HELLO); an entry for another generation is ignored. */
+  generation: number;
+  /** Bytes received on this stripe connection since its handshake; encoded mod 2^32. */
+  received: number;
+}
+
+/** Encodes ACK entries, in the order given, into a new payload of 8 bytes each. */
+export function encodeAckEntries(entries: readonly AckEntry[]): Uint8Array {
+  const payload = new Uint8Array(entries.length * ACK_ENTRY_SIZE);
+  const v = new DataView(payload.buffer);
+  let pos = 0;
+  for (const e of entries) {
+    v.setUint16(pos, e.index);
+    v.setUint16(pos + 2, e.generation);
+    v.setUint32(pos + 4, e.received >>> 0);
+    pos += ACK_ENTRY_SIZE;
+  }
+  return payload;
+}
+
+/** Decodes an ACK's payload; a trailing piece shorter than one entry is ignored (protocol §4.3). */
+export function decodeAckEntries(payload: Uint8Array): AckEntry[] {
+  const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const entries: AckEntry[] = [];
+  for (let pos = 0; pos + ACK_ENTRY_SIZE <= payload.byteLength; pos += ACK_ENTRY_SIZE) {
+    entries.push({ index: v.getUint16(pos), generation: v.getUint16(pos + 2), received: v.getUint32(pos + 4) });
+  }
+  return entries;
+}
+
+// --- RESET reason ----------------------------------------------------------------------------------
+
+const utf8 = new TextEncoder();
+const utf8Lenient = new TextDecoder(); // replaces invalid sequences instead of throwing
+
+/** A RESET's payload: the first 200 UTF-16 code units of `message`, as UTF-8 (so at most 600 bytes). */
+export function encodeResetReason(message: string): Uint8Array {
+  return utf8.encode(message.slice(0, RESET_REASON_CHARS));
+}
+
+/** A received RESET's reason: its first 200 bytes as UTF-8 (invalid sequences replaced), or "no reason given". */
+export function decodeResetReason(payload: Uint8Array): string {
+  return utf8Lenient.decode(payload.subarray(0, RESET_REASON_BYTES)) || "no reason given";
 }
 
 const enum Phase {
@@ -291,6 +265,7 @@ export class FrameDecoder {
     this.phase = Phase.Header;
     const payload = this.control!;
     this.control = undefined;
-    this.sink.control(this.type, this.flags, this.value, payload);
+    // parseHeader admitted only types 0..FRAME_TYPE_MAX, and DATA never gets here.
+    this.sink.control(this.type as ControlFrameType, this.flags, this.value, payload);
   }
 }

@@ -38,31 +38,71 @@ export const MAX_CONTROL_PAYLOAD = 64 * 1024;
 /** Largest padding between a DATA header and its payload (keeps copies 64-byte co-aligned). */
 export const MAX_PAD = 63;
 
+/**
+ * Frame types (the header's first byte). A regular enum, so a `switch` over it can be checked for
+ * exhaustiveness; the FRAME_* constants below are the same values under their spec names.
+ */
+export enum FrameType {
+  /** Bytes of the stream at a byte offset. value = offset. */
+  Data = 0,
+  /** Cumulative data-level ack. value = every byte below it was delivered; payload = ACK entries. */
+  Ack = 1,
+  /** Keepalive probe on this stripe. value = opaque token echoed by PONG. */
+  Ping = 2,
+  /** Answer to PING, on the same stripe. value = the PING's token. */
+  Pong = 3,
+  /** Data-level FIN. value = final length of the stream in this direction. */
+  Fin = 4,
+  /** Abort the whole session. value = reset code; payload = UTF-8 reason. */
+  Reset = 5,
+}
+
 /** Frame type: bytes of the stream at a byte offset. value = offset. */
-export const FRAME_DATA = 0;
+export const FRAME_DATA = FrameType.Data;
 /** Frame type: cumulative data-level ack. value = every byte below it was delivered. */
-export const FRAME_ACK = 1;
+export const FRAME_ACK = FrameType.Ack;
 /** Frame type: keepalive probe on this stripe. value = opaque token echoed by PONG. */
-export const FRAME_PING = 2;
+export const FRAME_PING = FrameType.Ping;
 /** Frame type: answer to PING, on the same stripe. value = the PING's token. */
-export const FRAME_PONG = 3;
+export const FRAME_PONG = FrameType.Pong;
 /** Frame type: data-level FIN. value = final length of the stream in this direction. */
-export const FRAME_FIN = 4;
+export const FRAME_FIN = FrameType.Fin;
 /** Frame type: abort the whole session. value = reset code; payload = UTF-8 reason. */
-export const FRAME_RESET = 5;
+export const FRAME_RESET = FrameType.Reset;
 /** Highest defined frame type; anything above is E_UNKNOWN_FRAME. */
-export const FRAME_TYPE_MAX = FRAME_RESET;
+export const FRAME_TYPE_MAX = FrameType.Reset;
 
 /** ACK flag: the sender of the ACK has received the peer's data-level FIN (and all data before it). */
 export const ACK_FLAG_FIN = 0x01;
 
+/** One ACK entry: u16 stripe index, u16 generation, u32 bytes received on that stripe mod 2^32. */
+export const ACK_ENTRY_SIZE = 8;
+
+/** RESET codes (the RESET frame's value): why a session was aborted. */
+export enum ResetCode {
+  /** The app or target connection was reset or failed. */
+  PeerFailed = 1,
+  /** No stripe for longer than the grace period. */
+  GraceExpired = 2,
+  /** A protocol violation was detected. */
+  Protocol = 3,
+  /** The proxy is shutting down. */
+  Shutdown = 4,
+  /** The target could not be reached. */
+  TargetUnreachable = 5,
+}
+
 /** RESET code: the app or target connection was reset or failed. */
-export const RESET_PEER_FAILED = 1;
+export const RESET_PEER_FAILED = ResetCode.PeerFailed;
 /** RESET code: no stripe for longer than the grace period. */
-export const RESET_GRACE_EXPIRED = 2;
+export const RESET_GRACE_EXPIRED = ResetCode.GraceExpired;
 /** RESET code: a protocol violation was detected. */
-export const RESET_PROTOCOL = 3;
+export const RESET_PROTOCOL = ResetCode.Protocol;
 /** RESET code: the proxy is shutting down. */
-export const RESET_SHUTDOWN = 4;
+export const RESET_SHUTDOWN = ResetCode.Shutdown;
 /** RESET code: the target could not be reached. */
-export const RESET_TARGET_UNREACHABLE = 5;
+export const RESET_TARGET_UNREACHABLE = ResetCode.TargetUnreachable;
+/** A RESET's sender encodes at most this many UTF-16 code units of its reason (up to 3 bytes each in UTF-8). */
+export const RESET_REASON_CHARS = 200;
+/** A RESET's receiver decodes at most this many bytes of the reason. */
+export const RESET_REASON_BYTES = 200;

@@ -4,7 +4,7 @@
  */
 
 import { afterEach, expect } from "bun:test";
-import { ProtocolError, StriperError } from "../../src/errors.ts";
+import { ProtocolError, StriperError, type ErrorCode } from "../../src/errors.ts";
 
 // --- seeded randomness -----------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ export const randInt = (rand: () => number, lo: number, hi: number): number => l
 // --- assertions ------------------------------------------------------------------------------------
 
 /** Expects `fn` to throw a ProtocolError (and so a StriperError) whose code is `code`. */
-export function expectProtocolError(fn: () => unknown, code: string): void {
+export function expectProtocolError(fn: () => unknown, code: ErrorCode): void {
   let caught: unknown;
   try {
     fn();

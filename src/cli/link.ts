@@ -1,14 +1,14 @@
 /**
  * `link` mode: run a capped link from the command line.
  *
- *   bun run src/link/cli.ts --listen 127.0.0.1:9000 --target 127.0.0.1:9001 --rate 4,4,4,0.4 --delay 10 [--burst BYTES]
+ *   bun run src/cli/link.ts --listen 127.0.0.1:9000 --target 127.0.0.1:9001 --rate 4,4,4,0.4 --delay 10 [--burst BYTES]
  *
  * Rates in MB/s (10^6 bytes/s), assigned to connections in turn, 0 = uncapped; delay in ms one way.
  */
 
-import { flags, parseAddress, parseNumber } from "../cli/args.ts";
+import { flags, parseAddress, parseNumber } from "./args.ts";
 import { UsageError } from "../errors.ts";
-import { type CappedLinkOptions, type LinkConnStats, startCappedLink } from "./capped.ts";
+import { type CappedLinkOptions, type LinkConnStats, startCappedLink } from "../link/capped.ts";
 
 /**
  * Parses `link` arguments into capped-link options with the same helpers as the other modes;

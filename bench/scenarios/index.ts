@@ -1,0 +1,19 @@
+/**
+ * The scenario registry: every scenario module, in the order the suite runs and reports them. Adding a
+ * scenario is one module in this folder and one line here.
+ */
+
+import type { Scenario } from "../lib/types.ts";
+import { caps } from "./caps.ts";
+import { faults } from "./faults.ts";
+import { nocap } from "./nocap.ts";
+import { sessions } from "./sessions.ts";
+import { uneven } from "./uneven.ts";
+
+/** Every scenario, in run and report order. */
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults];
+
+/** The scenarios of `names`, in registry order. */
+export function selected(names: readonly string[]): Scenario[] {
+  return SCENARIOS.filter((s) => names.includes(s.name));
+}

@@ -1,0 +1,44 @@
+/**
+ * Stripe: one carrier of a session as the session holds it. Its ledger (frames in flight, RTT, rate)
+ * plus the carrier pipe, the decoder of what arrives on it, and its liveness. State only: the session
+ * (src/pipe/striped.ts) drives it, and the scheduler sees it as a StripeView.
+ */
+
+import type { Pipe } from "../pipe/pipe.ts";
+import type { FrameDecoder } from "../wire/codec.ts";
+import { StripeLedger } from "./ledger.ts";
+import { Ping } from "./liveness.ts";
+import type { StripeView } from "./scheduler.ts";
+
+/** One stripe of a session: created by StripedPipe.attach(), dropped (usable = false) when it dies. */
+export class Stripe extends StripeLedger implements StripeView {
+  /** Up and carrying traffic; false once dropped or the session ended. */
+  usable = true;
+  /** The carrier holds unwritten bytes (send() returned false); cleared on drain. */
+  congested = false;
+  /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */
+  received = 0;
+  /** When anything last arrived on it (ms, the session's clock). */
+  lastRecvAt: number;
+  ping = Ping.Idle;
+  /** Token of a PING to answer on this stripe, or -1. */
+  pendingPong = -1;
+  /** The peer ended this stripe (TCP FIN) after the FINs crossed. */
+  peerEnded = false;
+  /** Times this stripe held up in-order delivery and had its frames re-sent elsewhere. */
+  stalls = 0;
+  /** A pooled buffer the carrier still holds (congested write); returned on drain. */
+  lent: Uint8Array | undefined;
+  /** Set by the session right after construction (its sink needs the stripe). */
+  decoder!: FrameDecoder;
+
+  constructor(
+    readonly index: number,
+    readonly generation: number,
+    readonly pipe: Pipe,
+    now: number,
+  ) {
+    super(now);
+    this.lastRecvAt = now;
+  }
+}
