@@ -19,6 +19,8 @@ export const ERROR_CODES = [
   "E_USAGE", // bad command line
   "E_BAD_OPTION", // an option out of range (config.ts, datagram pipe)
   "E_START", // the program could not start
+  "E_CONFIG_FILE", // a config file that cannot be read or is invalid (src/cli/config.ts)
+  "E_LISTEN", // a listener could not bind, without a system code (src/ops/daemon.ts)
   // Pipes.
   "E_NOT_WRITABLE", // send() after shutdown or close
   "E_CLOSED", // used after close
@@ -54,6 +56,7 @@ export const ERROR_CODES = [
   "E_REFUSED",
   "E_SESSION_LOST",
   "E_SHUTDOWN",
+  "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
   "E_CONFIG", // a proxy option out of range
   // Session and stripes.
   "E_PEER_RESET", // the peer sent RESET (PeerResetError)
