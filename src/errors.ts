@@ -66,6 +66,18 @@ export const ERROR_CODES = [
   "E_STRIPE_EOF",
   "E_STRIPE_CLOSED",
   "E_STRIPE_SILENT",
+  // Secure stripes (src/secure/*, src/pipe/sealed.ts).
+  "E_AUTH", // no authenticated reply from the server (wrong key, or not a tcp-striper server)
+  "E_KEY_MISSING",
+  "E_KEY_FILE",
+  "E_KEY_BASE64",
+  "E_KEY_LENGTH",
+  "E_KEY_COUNT",
+  "E_RECORD_AUTH", // a sealed record did not authenticate: that stripe ends
+  "E_RECORD_TOO_LARGE",
+  "E_RECORD_EMPTY",
+  "E_RECORD_COUNTER",
+  "E_RECORD_TRUNCATED",
   // Socket codes tcp-striper raises itself (as the kernel would name them).
   "ECONNRESET",
   "ECONNREFUSED",

@@ -3,6 +3,7 @@
  * permission warning, and fingerprints. Key files are real files in a temporary directory.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -25,7 +26,7 @@ function keyFile(text: string, mode = 0o600): string {
 }
 
 /** Runs `fn`, expects a KeyError with `code` whose message is one line and contains `includes`. */
-function expectKeyError(fn: () => unknown, code: string, includes: string): KeyError {
+function expectKeyError(fn: () => unknown, code: ErrorCode, includes: string): KeyError {
   let caught: unknown;
   try {
     fn();

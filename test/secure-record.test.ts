@@ -5,6 +5,7 @@
  * TEST_SEED=<seed> replays a failing property run.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { describe, expect, test } from "bun:test";
 import { createCipheriv, randomBytes } from "node:crypto";
 import fc from "fast-check";
@@ -66,7 +67,7 @@ function openSplit(key: Uint8Array, stream: Uint8Array, cuts: readonly number[],
   return { opener, plain: concat(out), pieces: out, error };
 }
 
-function expectRecordError(err: unknown, code: string): void {
+function expectRecordError(err: unknown, code: ErrorCode): void {
   expect(err).toBeInstanceOf(RecordError);
   expect(err).toBeInstanceOf(StriperError);
   expect((err as RecordError).code).toBe(code);

@@ -5,6 +5,7 @@
  * a forwarder that flips one bit in flight. TEST_SEED=<seed> replays a seeded test.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
@@ -72,7 +73,7 @@ function sealedPair(opts: { copyOnSend?: boolean; highWaterMark?: number; maxRec
   return { mem, a, b, ra, rb };
 }
 
-function expectRecordError(err: StriperError | undefined, code: string): void {
+function expectRecordError(err: StriperError | undefined, code: ErrorCode): void {
   expect(err).toBeInstanceOf(RecordError);
   expect(err?.code).toBe(code);
 }
