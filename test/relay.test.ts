@@ -223,25 +223,32 @@ describe("relay", () => {
     // The app sends nothing and no FIN: a clean EOF from the relay would leave it waiting until the
     // timeout, so only an abnormal end (a reset) finishes it early. (Unread data would make even a
     // plain close() look like a reset, hence no data.)
-    const res = await appExchange(r.port, new Uint8Array(0), { shutdown: false, timeoutMs: 3000 });
+    // "Promptly" is the cause, not a figure: a reset from the relay, not this test's watchdog (60 s, far
+    // above what a loaded machine needs).
+    const res = await appExchange(r.port, new Uint8Array(0), { shutdown: false, timeoutMs: 60_000 });
     expect(res.error).toBeDefined();
     expect(res.error).not.toMatch(/^timeout/);
     expect(res.error).toBe("ECONNRESET");
     expect(res.cleanEnd).toBe(false);
-    expect(res.ms).toBeLessThan(2000);
-    await until(() => r.active.size === 0, "the relay dropped the failed connection", 5000);
-  }, 10_000);
+    await until(() => r.active.size === 0, "the relay dropped the failed connection", 60_000);
+  }, 120_000);
 
   test("stop() resets open connections: a half-closed app waiting for a reply sees a reset, not EOF", async () => {
     // A target that never answers: the app half-closes and waits.
-    const silent = Bun.listen({ hostname: HOST, port: 0, allowHalfOpen: true, socket: { data() {}, end() {}, error() {}, close() {} } } as any);
+    const seen = { bytes: 0, ended: false };
+    const silent = Bun.listen({
+      hostname: HOST,
+      port: 0,
+      allowHalfOpen: true,
+      socket: { data: (_s: unknown, d: Uint8Array) => void (seen.bytes += d.byteLength), end: () => void (seen.ended = true), error() {}, close() {} },
+    } as any);
+    cleanup.push(() => silent.stop(true));
     const r = relay(silent.port);
-    const pending = appExchange(r.port, randomData(1000, 3), { timeoutMs: 5000 });
-    await until(() => r.active.size === 1, "the relay accepted", 5000);
-    await Bun.sleep(50);
+    const pending = appExchange(r.port, randomData(1000, 3), { timeoutMs: 60_000 });
+    // The app's bytes and FIN crossed the relay: the app is now half-closed, waiting for a reply.
+    await until(() => seen.bytes === 1000 && seen.ended, "the target got the app's 1000 bytes and FIN", 60_000);
     r.stop();
     const res = await pending;
-    silent.stop(true);
     expect(res.cleanEnd).toBe(false);
     expect(res.error).toBe("ECONNRESET");
   }, 10_000);
