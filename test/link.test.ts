@@ -375,7 +375,7 @@ describe("bounded queues", () => {
     cleanup.push(() => clearInterval(sample));
     const c = await connect(relay.port);
     let finished = false;
-    c.send(new Uint8Array(256 * KiB), 64 * MiB, 600_000).then(() => (finished = true), () => {});
+    c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true), () => {});
     // Watchdog only: the queue fills within milliseconds; 60 s is far above a loaded machine's need.
     await until(() => maxQueued >= filled, () => `the relay queued ${filled} B (max ${maxQueued} B so far)`, 60_000);
     await sleep(ms);
