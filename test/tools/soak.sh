@@ -76,8 +76,9 @@ for i in $(seq "$runs"); do
   timeout -k 10 "$watchdog" "$bun" test --timeout 120000 "$@" >"$log" 2>&1
   rc=$?
   secs=$(( $(date +%s) - start ))
-  # "(fail) describe > name [ms]"; errors outside any test are reported as unhandled.
-  failed=$(grep -E '^\(fail\)' "$log" | sed -E 's/^\(fail\) //; s/ \[[0-9.]+m?s\]$//')
+  # "(fail) describe > name [ms]", listed again in bun's summary (hence sort -u); errors outside any
+  # test are reported as unhandled.
+  failed=$(grep -E '^\(fail\)' "$log" | sed -E 's/^\(fail\) //; s/ \[[0-9.]+m?s\]$//' | sort -u)
   if grep -qE 'Unhandled error|error between tests' "$log"; then
     failed=$(printf '%s\n%s' "$failed" "(unhandled error outside a test; see $log)")
   fi
