@@ -23,7 +23,7 @@
  * scp (`--scp BYTES`): a private sshd (throwaway host and user keys in a temporary directory, loopback
  * port, no PAM, the root account, nothing outside the temporary directory changed except creating
  * /run/sshd when missing, removed again afterwards) is the target; one ssh master connection is opened
- * through the pair first, then `scp` of a BYTES file from /dev/shm to /dev/null is timed over it, so the
+ * through the pair first, then `scp` of a BYTES file from /dev/shm to /dev/shm is timed over it, so the
  * figure is the transfer, not the key exchange. Needs ssh, scp, sshd and ssh-keygen installed.
  */
 
@@ -668,8 +668,11 @@ async function runOnce(o: Options, spec: RunSpec, ssh: SshSetup | undefined): Pr
       sampling = true;
       t0 = performance.now();
       const bg = sampler();
-      const scpCmd = ["scp", "-q", ...(o.scpLegacy ? ["-O"] : []), ...base, ssh!.file, `root@${LOOP}:/dev/null`];
+      // To a file in /dev/shm, removed afterwards: sftp cannot fsetstat /dev/null (a harmless but noisy warning).
+      const dst = `${ssh!.file}.dst`;
+      const scpCmd = ["scp", "-q", ...(o.scpLegacy ? ["-O"] : []), ...base, ssh!.file, `root@${LOOP}:${dst}`];
       const r = await sh(scpCmd);
+      rmSync(dst, { force: true });
       sampling = false;
       await bg;
       await sh(["ssh", ...base, "-O", "exit", `root@${LOOP}`]);
