@@ -15,7 +15,8 @@
  * unloaded app round trip through the same chain.
  *
  * While a transfer runs, every --sample-ms the driver sends SIGUSR1 to the sending proxy (per-stripe
- * in flight, RTT, rate), to the link (bytes in its delay lines and behind its token buckets) and reads
+ * in flight, RTT, rate), to the link (bytes in its delay lines and behind its token buckets, when the
+ * link has that instrumentation; otherwise the link columns stay empty) and reads
  * `ss -tnmi` for the kernel queues of every socket in the chain (stripes, app and target sockets). Each
  * run prints one JSON line on stdout: the app's figures, and medians over the samples after warm-up of
  * each queue, summed over stripes and per stripe. A summary table goes to stderr at the end.
@@ -407,6 +408,12 @@ interface Ports {
   client: number;
 }
 
+/**
+ * Whether the link answers SIGUSR1 with its holdings ("link held ..."): only a link with that
+ * instrumentation does (issue-11 prototype); others log something else, and are then sampled no more.
+ */
+let linkAnswers: boolean | undefined;
+
 async function takeSample(
   t: number,
   dir: "up" | "down",
@@ -420,21 +427,28 @@ async function takeSample(
   const from = { s: { out: sender.out.length, err: sender.err.length }, r: { out: receiver.out.length, err: receiver.err.length }, l: { out: link.out.length, err: link.err.length } };
   sender.signal("SIGUSR1");
   receiver.signal("SIGUSR1");
-  link.signal("SIGUSR1");
+  // Every link in this repository handles SIGUSR1 (a process without a handler would die of it).
+  if (linkAnswers !== false) link.signal("SIGUSR1");
   const ss = await ssSnapshot();
-  let sLine: string, rLine: string, lLine: string;
+  let sLine: string, rLine: string;
+  let lLine: string | undefined;
   try {
     [sLine, rLine, lLine] = await Promise.all([
       sender.waitLine(/ stats stripes /, 1000, from.s),
       receiver.waitLine(/ stats stripes /, 1000, from.r),
-      link.waitLine(/link held/, 1000, from.l),
+      linkAnswers === false
+        ? Promise.resolve(undefined)
+        : link.waitLine(/link held/, linkAnswers ? 1000 : 400, from.l).then(
+            (l) => ((linkAnswers = true), l),
+            () => ((linkAnswers = false), undefined),
+          ),
     ]);
   } catch {
     return undefined;
   }
   const s = parseStats(sLine);
   const r = parseStats(rLine);
-  const l = parseLinkHeld(lLine) ?? [];
+  const l = (lLine && parseLinkHeld(lLine)) || [];
   if (!s || !r) return undefined;
   const sum = (xs: SockInfo[], f: (x: SockInfo) => number): number => xs.reduce((a, x) => a + f(x), 0);
   // Sockets by role. Stripes: client ↔ link (link port), link ↔ server (server port).
@@ -470,8 +484,9 @@ function median(xs: number[]): number {
   const m = v.length >> 1;
   return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
-const total = (xs: number[]): number => xs.reduce((a, x) => a + (Number.isFinite(x) ? x : 0), 0);
-const maxOf = (xs: number[]): number => xs.reduce((a, x) => (Number.isFinite(x) && x > a ? x : a), 0);
+// NaN for an empty list (e.g. a link without the SIGUSR1 holdings): shown as "-", not as 0.
+const total = (xs: number[]): number => (xs.length ? xs.reduce((a, x) => a + (Number.isFinite(x) ? x : 0), 0) : NaN);
+const maxOf = (xs: number[]): number => (xs.length ? xs.reduce((a, x) => (Number.isFinite(x) && x > a ? x : a), 0) : NaN);
 
 /** Medians over samples: of the per-sample sum over stripes, and of the per-sample largest stripe. */
 function summarize(samples: Sample[]) {
