@@ -42,10 +42,17 @@ export async function runLinkCli(argv: string[]): Promise<void> {
   opts.onConnectionClosed = (c) => console.error(describe(c));
   const link = await startCappedLink(opts);
   console.error(`link listening on ${link.hostname}:${link.port} -> ${opts.targetHost}:${opts.targetPort}`);
+  // SIGUSR1: one line per open connection with what it holds (benchmarks locate queues with it).
+  const onStats = (): void => {
+    const parts = link.held().map((h) => `#${h.index} up wire ${h.up.wire} queue ${h.up.queue} down wire ${h.down.wire} queue ${h.down.queue}`);
+    console.error(`link held ${parts.join("; ")}`);
+  };
+  process.on("SIGUSR1", onStats);
   await new Promise<void>((resolve) => {
     const done = () => {
       process.off("SIGINT", done);
       process.off("SIGTERM", done);
+      process.off("SIGUSR1", onStats);
       resolve();
     };
     process.on("SIGINT", done);
