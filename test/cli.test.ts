@@ -132,7 +132,7 @@ describe("processes", () => {
       await client.waitFor(/session \w+ stats .*\n|no live sessions/, undefined, from);
       stats = full.exec(client.text.slice(from));
     }
-    expect(stats[0]).toMatch(/rtt \d+ms/);
+    expect(stats[0]).toMatch(/rtt [\d.]+ms min [\d.]+ms queue [\d.]+ms/);
     client.kill("SIGTERM");
     const heldResult = await held;
     expect(heldResult.cleanEnd).toBe(false); // today's proxies cannot drain: a reset, never a clean EOF

@@ -313,7 +313,7 @@ function parseStats(line: string): SessionSample | undefined {
   if (!m) return undefined;
   const stripes: StripeSample[] = [];
   for (const part of m[3]!.split("; ")) {
-    const p = /#(\d+) ([\d.]+)MB\/s inflight ([\d.]+ \S+) rtt ([\d.]+)ms/.exec(part);
+    const p = /#(\d+) ([\d.]+)MB\/s inflight ([\d.]+ \S+)(?: cap [\d.]+ \S+)? rtt ([\d.]+)ms/.exec(part);
     if (!p) continue;
     const s: StripeSample = { index: Number(p[1]), rate: Number(p[2]) * MB, inflight: parseBytes(p[3]!), rtt: Number(p[4]) };
     const mr = /min ([\d.]+)ms/.exec(part);

@@ -158,6 +158,7 @@ export class StripedPipe implements Pipe {
       this.handler.ready?.();
     }
     this.acks.stripeAttached();
+    this.scheduler.measured(this.stripes, this.clock.now());
     if (leftover && leftover.byteLength > 0) this.onStripeData(stripe, leftover);
     this.pump();
   }
@@ -259,7 +260,7 @@ export class StripedPipe implements Pipe {
       const s = this.stripes[e.index];
       if (s && s.usable && s.generation === e.generation) s.confirm(e.received, now);
     }
-    this.scheduler.measured(this.stripes);
+    this.scheduler.measured(this.stripes, now);
     const released = this.sender.ack(value); // E_BAD_ACK beyond what was sent
     if (released > 0) {
       this.gate.released(released);
@@ -324,12 +325,15 @@ export class StripedPipe implements Pipe {
       this.flushControl();
       const scheduler = this.scheduler;
       while (this.sender.hasWork()) {
-        const i = scheduler.pick(this.stripes, this.opts.frameSize);
+        const i = scheduler.pick(this.stripes);
         if (i < 0) break;
         const stripe = this.stripes[i]!;
         const frameSize = scheduler.frameSize(stripe);
         if (!this.writeBatch(stripe, scheduler.allowance(stripe, frameSize), frameSize)) break;
       }
+      // Stopped with data left: no stripe would take it. Without: what the stripes deliver next says how
+      // much the app offered, not what their paths carry.
+      scheduler.stopped(this.stripes, this.sender.hasWork());
       this.maybeDone();
     } finally {
       this.pumping = false;
@@ -477,7 +481,7 @@ export class StripedPipe implements Pipe {
       // Re-send what the stalling stripe holds on the others; the stripe itself stays up.
       const s = this.stripes[stalled]!;
       this.sender.requeue(s);
-      this.scheduler.penalize(s);
+      this.scheduler.penalize(s, now);
       s.stalls++;
       this.hol.progressed(now);
       this.pump();

@@ -17,6 +17,12 @@ export interface StripeMetrics {
   rate: number;
   /** Smoothed RTT, ms. */
   rtt: number;
+  /** Minimum RTT, ms: the one the scheduler sizes the stripe by (0 = not measured yet). */
+  minRtt: number;
+  /** The queue the stripe holds: smoothed RTT above the minimum, ms. */
+  queue: number;
+  /** In-flight cap, bytes (0 = the scheduler mode has none). */
+  cap: number;
   /** Bytes written to it / received from it since its handshake. */
   sent: number;
   received: number;
@@ -66,7 +72,19 @@ export class SessionCounters {
     for (const s of stripes) {
       if (!s) continue;
       if (s.usable) usable++;
-      perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sent, received: s.received, stalls: s.stalls });
+      const minRtt = s.rtt || s.minRtt;
+      perStripe.push({
+        index: s.index,
+        inflight: s.inflight,
+        rate: s.rate,
+        rtt: s.srtt,
+        minRtt,
+        queue: Math.max(0, s.srtt - minRtt),
+        cap: s.cap,
+        sent: s.sent,
+        received: s.received,
+        stalls: s.stalls,
+      });
     }
     return {
       stripes: perStripe.length,

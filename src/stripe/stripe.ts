@@ -14,6 +14,11 @@ import type { StripeView } from "./scheduler.ts";
 export class Stripe extends StripeLedger implements StripeView {
   /** Up and carrying traffic; false once dropped or the session ended. */
   usable = true;
+  // Set by the scheduler from the ledger's samples (Scheduler.measured); see StripeView.
+  rate = 0;
+  rtt = 0;
+  cap = 0;
+  frame = 0;
   /** The carrier holds unwritten bytes (send() returned false); cleared on drain. */
   congested = false;
   /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */

@@ -1,0 +1,214 @@
+/**
+ * StripeControl (src/stripe/control.ts), pure, with the clock passed in: the windowed filter, and the
+ * controller driven by a fluid model of one capped path — a bottleneck of `rate` behind a fixed round
+ * trip, the peer confirming every 2 ms — which is what the capped link is to a stripe.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { CONTROL, Phase, StripeControl, WindowedFilter } from "../src/stripe/control.ts";
+import type { DeliverySample } from "../src/stripe/ledger.ts";
+
+describe("WindowedFilter", () => {
+  test("max keeps the largest value of the window and forgets it after the window", () => {
+    const f = new WindowedFilter(true);
+    expect(f.value).toBe(0);
+    f.update(5, 0, 100);
+    f.update(3, 10, 100);
+    f.update(4, 20, 100);
+    expect(f.value).toBe(5);
+    // 5 was seen at t = 0: past the window it ages out and a later, smaller best takes over.
+    f.update(2, 150, 100);
+    expect(f.value).toBeLessThan(5);
+    expect(f.value).toBeGreaterThanOrEqual(2);
+  });
+
+  test("min keeps the smallest; reset starts again", () => {
+    const f = new WindowedFilter(false);
+    for (const [v, t] of [[30, 0], [21, 5], [25, 10], [40, 15]] as const) f.update(v, t, 1000);
+    expect(f.value).toBe(21);
+    f.reset(50, 20);
+    expect(f.value).toBe(50);
+  });
+});
+
+/** The path of the fluid model. */
+interface Path {
+  /** Bottleneck rate, bytes per ms. */
+  rate: number;
+  /** Round trip with an empty queue, ms. */
+  baseMs: number;
+}
+
+/** Time step of the model: the peer confirms every 2 ms. */
+const DT = 2;
+
+/** A stripe over one path, sender always busy unless `demand` (bytes the app keeps in flight) caps it. */
+class Model {
+  t = 0;
+  delivered = 0;
+  inflight = 0;
+  queueMs = 0;
+  maxInflight = 0;
+  maxCapSeen = 0;
+
+  constructor(
+    readonly c: StripeControl,
+    readonly path: Path,
+    firstRtt = path.baseMs,
+  ) {
+    // The first frames meet an empty path (the fluid model below would charge them the initial burst).
+    this.sample(firstRtt, 0, false);
+  }
+
+  private sample(rtt: number, rateBps: number, appLimited: boolean): void {
+    const s: DeliverySample = { rtt, rate: rateBps, appLimited, delivered: this.delivered, inflight: this.inflight };
+    this.c.onSample(this.t, s);
+  }
+
+  /** Runs `ms`; returns the bytes delivered in that time. */
+  run(ms: number, demand = Infinity): number {
+    const { path, c } = this;
+    const start = this.delivered;
+    const end = this.t + ms;
+    while (this.t < end) {
+      this.t += DT;
+      const cap = c.cap;
+      this.maxCapSeen = Math.max(this.maxCapSeen, cap);
+      this.inflight = Math.min(cap, demand);
+      this.maxInflight = Math.max(this.maxInflight, this.inflight);
+      const pipe = path.rate * path.baseMs; // what the path holds without a queue
+      // Fluid bottleneck: full rate once in flight covers the path, proportionally less below.
+      const step = this.inflight >= pipe ? path.rate * DT : (this.inflight / path.baseMs) * DT;
+      this.delivered += step;
+      this.queueMs = Math.max(0, this.inflight - pipe) / path.rate;
+      const appLimited = demand < cap;
+      if (!appLimited && this.inflight >= cap) c.full();
+      this.sample(path.baseMs + this.queueMs, (step * 1000) / DT, appLimited);
+    }
+    return this.delivered - start;
+  }
+}
+
+const RATE = 4000; // bytes per ms: 4 MB/s, the suite's cap
+const BASE = 21; // ms: the 20 ms link plus processing
+const P4 = { rate: RATE, baseMs: BASE };
+
+describe("StripeControl", () => {
+  test("starts at the initial cap and settles at about bw × (minRtt + headroom)", () => {
+    const c = new StripeControl(0, 0);
+    expect(c.cap).toBe(CONTROL.initialCap);
+    expect(c.phase).toBe(Phase.Startup);
+    new Model(c, P4).run(3000);
+    expect(c.phase).toBe(Phase.Cruise);
+    expect(c.bw / 1000).toBeGreaterThan(RATE * 0.95);
+    expect(c.bw / 1000).toBeLessThan(RATE * 1.15);
+    expect(c.minRtt).toBe(BASE);
+    const expected = RATE * (BASE + CONTROL.headroomMs);
+    // Between probing rounds the gain is 1; in them 1.1.
+    expect(c.cap).toBeGreaterThan(expected * 0.9);
+    expect(c.cap).toBeLessThan(expected * 1.3);
+    expect(c.validated).toBe(true);
+  });
+
+  test("the queue it holds stays near the headroom, at full rate", () => {
+    const c = new StripeControl(0, 3);
+    const m = new Model(c, P4);
+    m.run(4000);
+    expect(m.queueMs).toBeLessThan(CONTROL.headroomMs * 1.5);
+    // The bottleneck never idles once the cap covers the path.
+    expect(m.run(1000)).toBeGreaterThan(RATE * 1000 * 0.98);
+  });
+
+  test("a slow path gets a proportionally small cap", () => {
+    const c = new StripeControl(0, 1);
+    new Model(c, { rate: 400, baseMs: BASE + 10 }).run(4000);
+    expect(c.cap).toBeLessThan(400 * (BASE + 10 + CONTROL.headroomMs) * 1.4);
+    expect(c.bw / 1000).toBeLessThan(400 * 1.2);
+  });
+
+  test("app-limited stretches do not lower the estimate", () => {
+    const c = new StripeControl(0, 2);
+    const m = new Model(c, P4);
+    m.run(3000);
+    const bw = c.bw;
+    // The app now keeps only a quarter of the path in flight: deliveries drop, the estimate must not.
+    m.run(2000, RATE * BASE * 0.25);
+    expect(c.bw).toBeGreaterThanOrEqual(bw * 0.99);
+  });
+
+  test("a stripe only ever app-limited is not validated; one busy again after a long idle stretch restarts startup", () => {
+    const c = new StripeControl(0, 5);
+    const m = new Model(c, P4);
+    m.run(1000, RATE * BASE * 0.25);
+    expect(c.phase).toBe(Phase.Cruise);
+    expect(c.validated).toBe(false);
+    const low = c.bw;
+    expect(low / 1000).toBeLessThan(RATE * 0.5);
+    // Busy again: back to startup, and the estimate climbs to the path's rate within a second.
+    m.run(3 * BASE);
+    expect(c.phase).toBe(Phase.Startup);
+    m.run(1000);
+    expect(c.bw).toBeGreaterThan(low * 2);
+    m.run(2000);
+    expect(c.bw / 1000).toBeGreaterThan(RATE * 0.95);
+    expect(c.validated).toBe(true);
+  });
+
+  test("a head-of-line penalty halves the cap for a few rounds, then it comes back", () => {
+    const c = new StripeControl(0, 4);
+    const m = new Model(c, P4);
+    m.run(3000);
+    const before = c.cap;
+    c.penalize(m.t);
+    expect(c.cap).toBeLessThan(before * 0.7);
+    m.run(CONTROL.penaltyRounds * BASE + 2 * BASE);
+    expect(c.cap).toBeGreaterThan(before * 0.8);
+  });
+
+  test("the early ProbeRTT finds the path's round trip when the first samples already carried a queue", () => {
+    // The first burst met a queue: the smallest sample is 6 ms above the path, and the stripe stays busy,
+    // so no later sample is lower; the cap would keep 6 ms more queue than it means to.
+    const c = new StripeControl(0, 0);
+    const m = new Model(c, P4, BASE + 6);
+    m.run(CONTROL.firstProbeRttMs / 2);
+    expect(c.minRtt).toBe(BASE + 6);
+    m.run(CONTROL.firstProbeRttMs * 2 + 500);
+    expect(c.minRtt).toBe(BASE);
+    m.run(1000);
+    expect(m.queueMs).toBeLessThan(CONTROL.headroomMs * 1.3);
+  });
+
+  test("ProbeRTT holds in flight to half a BDP once the minimum is older than probeRttEveryMs", () => {
+    const c = new StripeControl(0, 0);
+    const m = new Model(c, P4);
+    m.run(CONTROL.firstProbeRttMs * 2 + 1000); // past the early probe
+    let t = m.t;
+    const normal = c.cap;
+    let probed = false;
+    let delivered = m.delivered;
+    // From now on every sample carries 5 ms of someone else's queue: the minimum is never refreshed.
+    for (let k = 0; k < (CONTROL.probeRttEveryMs + 2000) / DT; k++, t += DT) {
+      delivered += RATE * DT;
+      c.onSample(t, { rtt: BASE + 5, rate: RATE * 1000, appLimited: false, delivered, inflight: normal });
+      if (c.phase === Phase.ProbeRtt) {
+        probed = true;
+        expect(c.cap).toBeLessThan(normal * 0.6);
+      }
+    }
+    expect(probed).toBe(true);
+    // The probe saw nothing lower: the path's round trip is what it measured (its delay grew).
+    expect(c.minRtt).toBe(BASE + 5);
+  });
+
+  test("stripes with different seeds probe at different times", () => {
+    const probeAt = (seed: number): number => {
+      const c = new StripeControl(0, seed);
+      const m = new Model(c, P4);
+      while (c.phase !== Phase.ProbeRtt && m.t < 5000) m.run(DT);
+      return m.t;
+    };
+    const times = [0, 1, 2, 3].map(probeAt);
+    expect(new Set(times).size).toBe(4);
+    for (const t of times) expect(t).toBeLessThan(5000);
+  });
+});
