@@ -9,9 +9,10 @@ import { faults } from "./faults.ts";
 import { nocap } from "./nocap.ts";
 import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
+import { windowed } from "./windowed.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults, windowed];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

@@ -628,7 +628,7 @@ async function runOnce(o: Options, spec: RunSpec, ssh: SshSetup | undefined): Pr
   };
   const [pTarget, pLink, pServer, pClient] = freePorts(4) as [number, number, number, number];
   const ports: Ports = { target: pTarget, link: pLink, server: pServer, client: pClient };
-  const appFlags = ["--dir", o.dir, "--window", String(spec.window), "--block", String(o.block), "--seconds", String(o.seconds)];
+  const appFlags = ["--window", String(spec.window), "--block", String(o.block), "--deadline-ms", String(o.seconds * 1000)];
   try {
     // Target: the windowed app's target or sshd.
     let target: Child;
@@ -637,7 +637,8 @@ async function runOnce(o: Options, spec: RunSpec, ssh: SshSetup | undefined): Pr
       target = spawn("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", ssh!.config]);
       await target.waitLine(/Server listening on/, 10_000);
     } else {
-      target = spawn("target", [BUN, "bench/tools/windowed-app.ts", "--role", "target", "--port", String(pTarget), ...appFlags]);
+      const mode = o.dir === "up" ? "sink" : "source";
+      target = spawn("target", [BUN, "bench/tools/windowed-app.ts", "--mode", mode, "--port", String(pTarget), ...appFlags]);
       await target.waitLine(/"event":"ready"/, 10_000);
     }
     const linkTarget = spec.kind === "direct" ? pTarget : pServer;
@@ -694,17 +695,22 @@ async function runOnce(o: Options, spec: RunSpec, ssh: SshSetup | undefined): Pr
       if (r.code !== 0) throw new Error(`scp exited ${r.code}: ${r.err.trim()}`);
       result = { bytes: o.scp, seconds: r.ms / 1000, rate: o.scp / (r.ms / 1000), masterSetupMs: Math.round(masterMs), sshTrueMs: Math.round(ping.ms) };
     } else {
-      const app = spawn("app", [BUN, "bench/tools/windowed-app.ts", "--role", "app", "--port", String(entry), ...appFlags]);
+      const mode = o.dir === "up" ? "upload" : "download";
+      const app = spawn("app", [BUN, "bench/tools/windowed-app.ts", "--mode", mode, "--port", String(entry), ...appFlags]);
       sampling = true;
       t0 = performance.now();
       const bg = sampler();
       const sender = o.dir === "up" ? app : target;
-      const line = await sender.waitLine(/"event":"done"/, (o.seconds + 30) * 1000);
+      // The sending side's connection report: the app's "done" (upload) or the target's "conn" (download).
+      const line = await sender.waitLine(o.dir === "up" ? /"event":"done"/ : /"event":"conn"/, (o.seconds + 30) * 1000);
       sampling = false;
       await bg;
-      const d = json(line) ?? {};
+      const ev = json(line) ?? {};
+      const d = (o.dir === "up" ? ((ev.conns as Record<string, unknown>[] | undefined)?.[0] ?? {}) : ev) as Record<string, unknown>;
       if (d.error) throw new Error(`app: ${String(d.error)}`);
-      result = d;
+      // From the start to the last ack the sender saw.
+      const seconds = (Number(d.tLast) - Number(d.t0)) / 1000;
+      result = { ...d, bytes: d.sent, seconds, rate: seconds > 0 ? Number(d.sent) / seconds : 0 };
     }
     return { ok: true, ...result, queues: samples.length ? summarize(samples) : undefined };
   } catch (err) {
