@@ -10,7 +10,7 @@
  *   SEGMENT_OVERHEAD plus the buffer it keeps alive (its own copy, or the whole receive chunk a
  *   zero-copy view pins, counted once however many views share it) — beyond `memoryLimit`
  *   (default 2 × window + 128 KiB, see reorderMemoryLimit). Tiny fragments scattered over the window
- *   hit it: 1-byte fragments at every other offset are refused after ~80K of them with a 16 MiB
+ *   hit it: 1-byte fragments at every other offset are refused after 105,267 of them with a 16 MiB
  *   window, instead of costing ~200 bytes of heap each without bound.
  *
  * How the cost stays near the payload for a legitimate sender:
