@@ -22,6 +22,7 @@ const metrics: SessionMetrics = {
   stripes: 4,
   usableStripes: 4,
   stripeDeaths: 0,
+  stripeDeathsByReason: {},
   resentBytes: 0,
   ackBytes: 1024,
   sendBufferBytes: 0,
