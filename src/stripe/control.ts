@@ -24,8 +24,11 @@
  * - gain: `probeGain` for one round in `cycleRounds` (probing for more rate), else 1. No drain round:
  *   sending is ACK-clocked, so the cap alone bounds the queue and a probe's excess leaves within a round.
  * - startup: cap max(initialCap, startupGain × BDP + headroom) while bw grows by `startupGrowth` a round
- *   (per-frame samples, kept by a max filter); cruise after `startupFlatRounds` flat rounds. Re-entered
- *   when a stripe is busy again after `restartIdleRounds` rounds without using its cap.
+ *   (per-frame samples, kept by a max filter); cruise after `startupFlatRounds` flat rounds, starting
+ *   from startup's last full rate interval (the per-frame max reads high). No delay-based exit
+ *   (HyStart): on a busy host the round trip above the minimum is mostly the host's, and such exits
+ *   left fast stripes at a fraction of their rate. Re-entered when a stripe whose estimate was never
+ *   measured at its cap is busy again after `restartIdleRounds` rounds without using it.
  * - penalty (head-of-line rescue): the cap is halved for `penaltyRounds` rounds; the rate estimate is
  *   left alone (a stripe that really slowed shows it in its next intervals).
  */
@@ -179,6 +182,8 @@ export class StripeControl {
   /** The stripe reached its cap this round / at some point in startup. */
   private roundFull = false;
   private startupFull = false;
+  /** The last rate interval of startup that was not app-limited (bytes/s; 0 = none). */
+  private startupInterval = 0;
   /** Rounds since the stripe last reached its cap. */
   private idleRounds = 0;
   private penaltyLeft = 0;
@@ -292,6 +297,7 @@ export class StripeControl {
     const rate = ((s.delivered - this.ivDelivered) * 1000) / dt;
     const app = this.ivApp;
     this.startInterval(now, s);
+    if (this.phase === Phase.Startup && !app) this.startupInterval = rate;
     if (this.phase !== Phase.Cruise || now < this.ignoreUntil) return;
     if (!app) this.isValidated = true;
     if (!app || rate > this.cruiseBw.value) this.cruiseBw.update(rate, now, p.bwWindowMs);
@@ -324,9 +330,11 @@ export class StripeControl {
       }
       return;
     }
-    if (full && idle >= p.restartIdleRounds) {
-      // Busy again after a long app-limited stretch: the estimate may be far below the path; ramp up as
-      // at the start rather than by one probe per cycle.
+    if (full && idle >= p.restartIdleRounds && !this.isValidated) {
+      // Busy again after a long app-limited stretch, and the estimate never came from a stripe using its
+      // cap: it may be far below the path; ramp up as at the start rather than by one probe per cycle.
+      // (A validated estimate stays: app-limited intervals cannot lower it. Restarting those too kept
+      // stripes that alternate between idle and busy at startup's twice-the-BDP cap half the time.)
       this.phase = Phase.Startup;
       this.startupFull = true;
       this.flatRounds = 0;
@@ -344,10 +352,18 @@ export class StripeControl {
     }
   }
 
+  /**
+   * Leaves startup. The cruise estimate starts from startup's last full rate interval where there was
+   * one (per-frame samples read high: startup's max over them is an upper bound), but not below half
+   * of that max.
+   */
   private enterCruise(now: number): void {
     this.phase = Phase.Cruise;
     if (this.startupFull) this.isValidated = true;
-    this.cruiseBw.reset(this.startupBw.value, now);
+    const top = this.startupBw.value;
+    const seed = this.startupInterval > 0 ? Math.min(top, Math.max(this.startupInterval, top / 2)) : top;
+    this.cruiseBw.reset(seed, now);
+    this.startupInterval = 0;
     this.cycle = 1;
   }
 

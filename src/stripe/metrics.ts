@@ -23,6 +23,10 @@ export interface StripeMetrics {
   queue: number;
   /** In-flight cap, bytes (0 = the scheduler mode has none). */
   cap: number;
+  /** DATA payload per frame the scheduler cuts for it, bytes (0 = the session's frame size). */
+  frame: number;
+  /** Most bytes it ever had in flight beyond cap + one frame right after a send: ≤ 0 by design (-Infinity: none under a cap). */
+  capExcess: number;
   /** Bytes written to it / received from it since its handshake. */
   sent: number;
   received: number;
@@ -81,6 +85,8 @@ export class SessionCounters {
         minRtt,
         queue: Math.max(0, s.srtt - minRtt),
         cap: s.cap,
+        frame: s.frame,
+        capExcess: s.capExcess,
         sent: s.sent,
         received: s.received,
         stalls: s.stalls,

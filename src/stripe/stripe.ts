@@ -19,6 +19,12 @@ export class Stripe extends StripeLedger implements StripeView {
   rtt = 0;
   cap = 0;
   frame = 0;
+  /**
+   * Most bytes ever in flight beyond cap + one frame, right after a DATA frame was sent (-Infinity until
+   * one was sent under a cap). A batch starts only below the cap and may overshoot it by less than a
+   * frame, so this stays at or below 0: a self-check that statistics and tests read.
+   */
+  capExcess = -Infinity;
   /** The carrier holds unwritten bytes (send() returned false); cleared on drain. */
   congested = false;
   /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */
@@ -45,5 +51,14 @@ export class Stripe extends StripeLedger implements StripeView {
   ) {
     super(now);
     this.lastRecvAt = now;
+  }
+
+  /** Records the frame (StripeLedger.record) and checks it against the cap it was sent under. */
+  override record(offset: number, len: number, endPos: number, now: number): void {
+    super.record(offset, len, endPos, now);
+    if (this.cap > 0) {
+      const excess = this.inflight - this.cap - this.frame;
+      if (excess > this.capExcess) this.capExcess = excess;
+    }
   }
 }
