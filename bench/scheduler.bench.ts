@@ -21,6 +21,7 @@ const SOCKET_BUFFER = 512 * 1024;
 class BenchStripe extends StripeLedger implements StripeView {
   usable = true;
   congested = false;
+  planned = 0;
   cap: number;
   frame: number;
 

@@ -9,7 +9,7 @@
 import { describe, expect, test } from "bun:test";
 import { CONTROL } from "../src/stripe/control.ts";
 import { StripeLedger } from "../src/stripe/ledger.ts";
-import { FAST_FRAME, FRAME_MS, MIN_RATE_FRAME, SCHEDULER_MODES, createScheduler, frameFor, type Scheduler, type StripeView } from "../src/stripe/scheduler.ts";
+import { FAST_FRAME, FRAME_MS, MIN_RATE_FRAME, QUANTUM_FRAMES, SCHEDULER_MODES, createScheduler, frameFor, type Scheduler, type StripeView } from "../src/stripe/scheduler.ts";
 
 const FRAME = 64 * 1024;
 
@@ -17,6 +17,7 @@ const FRAME = 64 * 1024;
 class TestStripe extends StripeLedger implements StripeView {
   usable = true;
   congested = false;
+  planned = 0;
   rate = 0;
   rtt = 0;
   cap = 0;
@@ -169,24 +170,26 @@ describe("round-robin", () => {
 });
 
 /**
- * A small model of the session: `paths[i]` (bytes per ms, one-way ms) behind stripe i, the pump asking
- * pick/frameSize/allowance while `backlog` bytes wait, every frame confirmed one round trip after it
- * left (plus its queue at the bottleneck), measured() after each 2 ms of confirmations. Returns the
- * largest queue (ms) any stripe held and the bytes each stripe carried.
+ * A small model of the session: `paths[i]` (bytes per ms, one-way ms) behind stripe i. Every 2 ms: the
+ * frames that arrived are confirmed (one ACK), measured(), then a pump as the session's sendPlanned():
+ * pick, frameSize and allowance plan frames (counted in `planned`) while `backlog` bytes wait, then each
+ * stripe's planned frames are sent (one write per stripe; counted). A frame waits behind what its
+ * bottleneck holds, crosses it, then the delay and the ack back. Returns the stripes, the bytes each
+ * carried, the largest queue (ms) a frame met, and the writes.
  */
-function pumpModel(mode: "rate", paths: { rate: number; delayMs: number }[], ms: number, backlog = Infinity) {
-  const sched = createScheduler(mode);
+function pumpModel(paths: { rate: number; delayMs: number }[], ms: number, backlog = Infinity) {
+  const sched = createScheduler("rate");
   const v = paths.map((_, i) => new TestStripe(i));
   sched.measured(v, 0);
-  // Per stripe: when the bottleneck is next free, and frames (end position, arrival time) not yet confirmed.
   const free = paths.map(() => 0);
   const flying: { end: number; at: number }[][] = paths.map(() => []);
   const carried = paths.map(() => 0);
+  const plans: number[][] = paths.map(() => []);
   let left = backlog;
   let maxQueueMs = 0;
   let offset = 0;
+  let writes = 0;
   for (let t = 0; t <= ms; t += 2) {
-    // Confirmations: everything that arrived by now, as one ACK.
     for (let i = 0; i < v.length; i++) {
       const arrived = flying[i]!.filter((f) => f.at <= t);
       if (arrived.length === 0) continue;
@@ -194,7 +197,6 @@ function pumpModel(mode: "rate", paths: { rate: number; delayMs: number }[], ms:
       v[i]!.confirm(arrived[arrived.length - 1]!.end, t);
     }
     sched.measured(v, t);
-    // The pump.
     while (left > 0) {
       const i = sched.pick(v);
       if (i < 0) break;
@@ -203,8 +205,18 @@ function pumpModel(mode: "rate", paths: { rate: number; delayMs: number }[], ms:
       let allow = Math.min(sched.allowance(s, frame), left);
       while (allow > 0) {
         const len = Math.min(frame, allow);
+        plans[i]!.push(len);
+        s.planned += len;
+        allow -= len;
+        left -= len;
+      }
+    }
+    for (let i = 0; i < v.length; i++) {
+      const s = v[i]!;
+      if (plans[i]!.length === 0) continue;
+      writes++;
+      for (const len of plans[i]!) {
         const p = paths[i]!;
-        // The frame waits behind what the bottleneck holds, then crosses it, then the delay (and the ack back).
         const start = Math.max(t, free[i]!);
         free[i] = start + len / p.rate;
         maxQueueMs = Math.max(maxQueueMs, start - t);
@@ -213,13 +225,13 @@ function pumpModel(mode: "rate", paths: { rate: number; delayMs: number }[], ms:
         flying[i]!.push({ end: s.sent, at: free[i]! + 2 * p.delayMs });
         offset += len;
         carried[i]! += len;
-        allow -= len;
-        left -= len;
       }
+      plans[i]!.length = 0;
+      s.planned = 0;
     }
     sched.stopped(v, left > 0);
   }
-  return { v, carried, maxQueueMs };
+  return { v, carried, maxQueueMs, writes };
 }
 
 describe("rate", () => {
@@ -242,13 +254,33 @@ describe("rate", () => {
 
   test("a stripe below its cap may take a frame; one at its cap is skipped even when it would be fastest", () => {
     const s = createScheduler("rate");
-    const fast = stripe({ rate: 100e6, cap: 200_000, frame: 65_536, inflight: 199_999 });
-    const slow = stripe({ rate: 1e6, cap: 50_000, frame: 4096, inflight: 40_000 });
+    const fast = stripe({ rate: 100e6, cap: 200_000, frame: 65_536, inflight: 199_999, planned: 0 });
+    const slow = stripe({ rate: 1e6, cap: 50_000, frame: 16_384, inflight: 30_000 });
+    // Planned frames count as held; below the cap the stripe may take one more, at the cap it may not.
+    fast.inflight = 0;
+    fast.planned = 199_999;
     expect(s.pick([fast, slow])).toBe(0);
-    fast.inflight = 200_000;
+    fast.planned = 200_000;
     expect(s.pick([fast, slow])).toBe(1);
-    slow.inflight = 50_000;
+    slow.planned = 20_000;
     expect(s.pick([fast, slow])).toBe(-1);
+  });
+
+  test("a stripe with data in flight and nothing planned waits for room for a quantum (two frames, at most a quarter of its cap)", () => {
+    const s = createScheduler("rate");
+    expect(QUANTUM_FRAMES).toBe(2);
+    const a = stripe({ rate: 4e6, cap: 144_000, frame: 16_384, inflight: 144_000 - 2 * 16_384 + 1 });
+    expect(s.pick([a])).toBe(-1); // one byte short of two frames of room
+    a.inflight -= 1;
+    expect(s.pick([a])).toBe(0);
+    // Idle: always, whatever the room. A small cap: a quarter of it is the quantum.
+    const b = stripe({ rate: 0.4e6, cap: 20_000, frame: 16_384, inflight: 15_000 });
+    expect(s.pick([b])).toBe(0);
+    b.inflight = 15_001;
+    expect(s.pick([b])).toBe(-1);
+    b.inflight = 0;
+    b.cap = 1000;
+    expect(s.pick([b])).toBe(0);
   });
 
   test("skips unusable and congested stripes, and stripes with no cap or rate yet (measured() sets them)", () => {
@@ -274,45 +306,37 @@ describe("rate", () => {
   });
 
   test("frames: FRAME_MS of the stripe's rate, at least MIN_RATE_FRAME, the session's frame from FAST_FRAME on", () => {
-    expect([FRAME_MS, MIN_RATE_FRAME, FAST_FRAME]).toEqual([2, 4096, 65_536]);
-    expect(frameFor(4e6, 256 * 1024)).toBe(8000);
-    expect(frameFor(1e6, 256 * 1024)).toBe(4096);
-    expect(frameFor(32e6, 256 * 1024)).toBe(64_000);
-    expect(frameFor(32.8e6, 256 * 1024)).toBe(256 * 1024);
+    expect([FRAME_MS, MIN_RATE_FRAME, FAST_FRAME]).toEqual([4, 4096, 65_536]);
+    expect(frameFor(4e6, 256 * 1024)).toBe(16_000);
+    expect(frameFor(0.4e6, 256 * 1024)).toBe(4096);
+    expect(frameFor(16e6, 256 * 1024)).toBe(64_000);
+    expect(frameFor(16.4e6, 256 * 1024)).toBe(256 * 1024);
     expect(frameFor(4e6, 2048)).toBe(2048); // never above the session's frame size
     const s = createScheduler("rate", 256 * 1024);
     expect(s.frameSize(stripe({ rate: 4e6, frame: 8000 }))).toBe(8000);
   });
 
-  test("allowance: the room below the cap, but on a slow stripe only until the runner-up would deliver sooner", () => {
+  test("allowance: one frame at a time on a stripe with small frames (the next may go elsewhere), whole bytes", () => {
     const s = createScheduler("rate");
-    const a = stripe({ rate: 4e6, cap: 144_000, frame: 8000, inflight: 40_000 }); // next frame at 12 ms
-    const b = stripe({ rate: 4e6, cap: 144_000, frame: 8000, inflight: 80_000 }); // next frame at 22 ms
-    expect(s.pick([a, b])).toBe(0);
-    // a may take frames until its own delivery time reaches b's: 22 ms × 4 MB/s − 40 000.
-    expect(s.allowance(a, 8000)).toBe(48_000);
-    // Alone, a may fill its cap.
-    expect(s.pick([a])).toBe(0);
-    expect(s.allowance(a, 8000)).toBe(104_000);
-    // Never less than one frame, always whole bytes.
+    const a = stripe({ rate: 4e6, cap: 144_000, frame: 16_384, inflight: 40_000 });
+    expect(s.allowance(a, 16_384)).toBe(16_384);
     a.inflight = 143_999.5;
-    expect(s.pick([a])).toBe(0);
-    expect(s.allowance(a, 8000)).toBe(8000);
+    expect(s.allowance(a, 16_384)).toBe(16_384);
   });
 
-  test("allowance: a fast stripe (full frames) may fill its cap whatever the runner-up", () => {
+  test("allowance: a fast stripe (full frames) may fill the room below its cap at once", () => {
     const s = createScheduler("rate");
-    const a = stripe({ rate: 400e6, cap: 8e6, frame: 256 * 1024, inflight: 0 });
-    const b = stripe({ rate: 400e6, cap: 8e6, frame: 256 * 1024, inflight: 300_000 });
-    expect(s.pick([a, b])).toBe(0);
-    expect(s.allowance(a, 256 * 1024)).toBe(8e6);
+    const a = stripe({ rate: 400e6, cap: 8e6, frame: 256 * 1024, inflight: 1e6, planned: 1e6 });
+    expect(s.allowance(a, 256 * 1024)).toBe(6e6);
+    a.planned = 7.9e6;
+    expect(s.allowance(a, 256 * 1024)).toBe(256 * 1024);
   });
 
-  test("stopped(): a stripe near its cap is using it; below it, with nothing left to send, it is app-limited", () => {
+  test("stopped(): a stripe without room for a quantum is using its cap; one with room, when the session ran dry, is app-limited", () => {
     const s = createScheduler("rate");
     const v = stripes(3);
     s.measured(v, 0);
-    v[0]!.inflight = v[0]!.cap; // at the cap
+    v[0]!.inflight = v[0]!.cap - 1; // no room for a quantum
     v[1]!.inflight = v[1]!.cap * 0.5;
     s.stopped(v, true); // data left: nobody is app-limited
     expect(v.map((x) => x.appLimitedMarks)).toEqual([0, 0, 0]);
@@ -321,7 +345,7 @@ describe("rate", () => {
   });
 
   test("model: equal paths share a greedy transfer evenly, each holding about its BDP plus the headroom", () => {
-    const r = pumpModel("rate", [0, 1, 2, 3].map(() => ({ rate: 4000, delayMs: 10 })), 3000);
+    const r = pumpModel([0, 1, 2, 3].map(() => ({ rate: 4000, delayMs: 10 })), 3000);
     const total = r.carried.reduce((a, b) => a + b, 0);
     // Four 4 MB/s stripes over 3 s (startup included): near 48 MB, evenly spread.
     expect(total).toBeGreaterThan(4 * 4000 * 3000 * 0.95);
@@ -331,13 +355,15 @@ describe("rate", () => {
       expect(x.rate).toBeGreaterThan(4e6 * 0.95);
     }
     // Past startup the queue at each bottleneck stays near the headroom: nothing like the old 100 ms.
-    const after = pumpModel("rate", [0, 1, 2, 3].map(() => ({ rate: 4000, delayMs: 10 })), 3000);
-    expect(after.maxQueueMs).toBeLessThan(60);
+    expect(r.maxQueueMs).toBeLessThan(60);
+    // Each stripe's frames leave in writes of a quantum or more: at most one write per two frames.
+    const frames = total / 16_000;
+    expect(r.writes).toBeLessThan(frames / 1.8);
   });
 
   test("model: a stripe at a tenth of the others' rate carries about a tenth as much", () => {
     const paths = [4000, 4000, 4000, 400].map((rate) => ({ rate, delayMs: 10 }));
-    const r = pumpModel("rate", paths, 4000);
+    const r = pumpModel(paths, 4000);
     const share = r.carried[3]! / r.carried[0]!;
     expect(share).toBeGreaterThan(0.07);
     expect(share).toBeLessThan(0.13);
@@ -345,7 +371,7 @@ describe("rate", () => {
     // 2 ms of ACK delay; its cap is its BDP over that plus the headroom, nothing like the fast stripes'.
     const slow = r.v[3]!;
     expect(slow.rate).toBeLessThan(400e3 * 1.2);
-    expect(slow.rtt).toBeLessThanOrEqual(20 + 10.25 + 2);
+    expect(slow.rtt).toBeLessThanOrEqual(20 + MIN_RATE_FRAME / 400 + 2);
     expect(slow.cap).toBeLessThan((slow.rate * (slow.rtt + CONTROL.headroomMs) * 1.15) / 1000);
     expect(slow.cap).toBeLessThan(r.v[0]!.cap / 5);
   });
@@ -353,7 +379,7 @@ describe("rate", () => {
   test("model: a window-limited app's data is spread over every stripe, not queued on the measured few", () => {
     // 16 stripes, 1 MB at a time: no stripe ever reaches its cap, so none is validated.
     const paths = Array.from({ length: 16 }, () => ({ rate: 4000, delayMs: 10 }));
-    const r = pumpModel("rate", paths, 200, 1_000_000);
+    const r = pumpModel(paths, 200, 1_000_000);
     const least = Math.min(...r.carried);
     const most = Math.max(...r.carried);
     expect(least).toBeGreaterThan(0);
@@ -387,7 +413,7 @@ describe("every mode measures; only rate caps", () => {
   });
 
   test("the rescue penalty halves a rate stripe's cap; the other modes take it without effect", () => {
-    const r = pumpModel("rate", [{ rate: 4000, delayMs: 10 }], 2000);
+    const r = pumpModel([{ rate: 4000, delayMs: 10 }], 2000);
     const s = r.v[0]!;
     const sched = createScheduler("rate");
     sched.measured([s], 2000);

@@ -17,7 +17,7 @@
  *   the next frame would be delivered soonest, (inflight + frame) / rate — MPTCP's "least queued bytes
  *   per unit of rate", which also keeps a frame off a slow stripe when a fast one would deliver it first
  *   (BLEST) — and takes frames only until another stripe would deliver the next one sooner
- *   (water-filling). Frames are 2 ms of the stripe's rate, so a frame holds up in-order delivery little.
+ *   (water-filling). Frames are 4 ms of the stripe's rate, so a frame holds up in-order delivery little.
  * - "until-congested": keep sending on one stripe until its socket reports congestion, then move on
  *   (the original design's mode).
  * - "round-robin": strictly in turn; when the stripe whose turn it is is congested, wait for it.
@@ -40,6 +40,8 @@ export interface StripeView {
   congested: boolean;
   /** Bytes sent on this stripe and not yet confirmed received. */
   inflight: number;
+  /** Bytes the current pump has planned for this stripe and not written yet (0 outside a pump). */
+  readonly planned: number;
   /** Index in the session: seeds the stagger of its controller's probing. */
   readonly index: number;
   /** Smallest RTT measured, in ms (0 = not yet); the ledger's. */
@@ -65,11 +67,17 @@ export interface StripeView {
 /** The sending policy of one session; see the module comment. One object per session (it may keep position). */
 export interface Scheduler {
   readonly mode: SchedulerMode;
+  /**
+   * How the session sends: false — one batch per pick, written at once; true — each pick plans frames
+   * for a stripe (`planned`), and every stripe's planned frames leave in one batch at the end of the
+   * pump, so frames are interleaved over the stripes while writes stay few.
+   */
+  readonly plans: boolean;
   /** Index of the stripe to send the next batch on, or -1 to wait for a drain or an ack. Holes (undefined) are dead stripes. */
   pick(stripes: readonly (StripeView | undefined)[]): number;
   /** Largest DATA payload per frame on this stripe. */
   frameSize(s: StripeView): number;
-  /** Payload bytes one batch on the stripe pick() just chose may carry (at least one frame, a whole number). */
+  /** Payload bytes the stripe pick() just chose may take now (at least one frame, a whole number). */
   allowance(s: StripeView, frameSize: number): number;
   /** ACK entries have just confirmed frames (or a stripe attached): refresh what the policy derives. */
   measured(stripes: readonly (StripeView | undefined)[], now: number): void;
@@ -82,20 +90,23 @@ export interface Scheduler {
   penalize(s: StripeView, now: number): void;
 }
 
-/** Frames on a "rate" stripe carry this much time at its rate (ms): in-order delivery waits little for one. */
-export const FRAME_MS = 2;
-/** Smallest frame the rate mode cuts. */
+/**
+ * Frames on a "rate" stripe carry this much time at its rate (ms): in-order delivery waits little for
+ * one (16 KiB at 4 MB/s). Shorter frames cost CPU at both ends (per frame, and the receiver copies
+ * out-of-order pieces under 16 KiB); on a busy host that lowers the measured rates, hence the frames:
+ * with 2 ms frames the in-process 64 MiB tests ran 2-3x slower under load.
+ */
+export const FRAME_MS = 4;
+/** Smallest frame the rate mode cuts: a slow stripe stays busy with a frame or two in flight. */
 export const MIN_RATE_FRAME = 4096;
 /**
- * A stripe whose 2 ms frame reaches this is fast (32 MB/s and up): it gets the session's full frames
- * and batches as large as its cap allows. There a frame holds up little anyway, and the cost per write
+ * A stripe whose frame reaches this is fast (16 MB/s and up): it gets the session's full frames and
+ * takes the room below its cap at once. There a frame holds up little anyway, and the cost per frame
  * is what limits (uncapped, 80 KB frames in one-frame batches lost a third of the rate).
  */
 export const FAST_FRAME = 64 * 1024;
 /** Rate a stripe is compared by while no stripe of the session has been measured (bytes/s). */
 const UNMEASURED_RATE = 1e6;
-/** A stripe this close to its cap when sending stops counts as using it. */
-const FULL_FRACTION = 0.9;
 
 /**
  * What every mode shares: a controller per stripe, fed from its ledger, giving the rate and minimum
@@ -129,11 +140,13 @@ abstract class Measuring {
   }
 
   stopped(stripes: readonly (StripeView | undefined)[], dataLeft: boolean): void {
-    for (const s of stripes) {
-      if (!s?.usable) continue;
-      if (s.cap > 0 && s.inflight >= s.cap * FULL_FRACTION) this.controls.get(s)?.ctl.full();
-      else if (!dataLeft) s.markAppLimited();
-    }
+    if (dataLeft) return;
+    for (const s of stripes) if (s?.usable) s.markAppLimited();
+  }
+
+  /** `s` is using its cap (the session had more to send than it allowed). */
+  protected full(s: StripeView): void {
+    this.controls.get(s)?.ctl.full();
   }
 
   penalize(s: StripeView, now: number): void {
@@ -141,11 +154,16 @@ abstract class Measuring {
   }
 }
 
-/** "rate": earliest expected delivery among stripes below their cap, water-filling; see the module comment. */
+/**
+ * A stripe with data in flight is given more once it has room for this many of its frames (at most a
+ * quarter of its cap): two 16 KiB frames at 4 MB/s, a write per 8 ms instead of one per ACK.
+ */
+export const QUANTUM_FRAMES = 2;
+
+/** "rate": earliest expected delivery among stripes below their cap, one frame at a time; see the module comment. */
 export class RateScheduler extends Measuring implements Scheduler {
   readonly mode = "rate";
-  /** Expected delivery time (s) of the next frame on the second-best stripe of the last pick. */
-  private runnerUp = Infinity;
+  readonly plans = true;
   private readonly known: number[] = [];
 
   constructor(private readonly maxFrame: number) {
@@ -180,24 +198,27 @@ export class RateScheduler extends Measuring implements Scheduler {
     }
   }
 
+  /**
+   * The stripe where its next frame would be delivered soonest, counting what it has in flight and what
+   * this pump has planned for it. Below its cap a stripe may take a frame (testing inflight + frame
+   * against the cap starved slow stripes whose cap is near one frame); one with data in flight and
+   * nothing planned yet waits until it has room for a quantum.
+   */
   pick(stripes: readonly (StripeView | undefined)[]): number {
     let best = -1;
     let bestTime = Infinity;
-    let second = Infinity;
     for (let i = 0; i < stripes.length; i++) {
       const s = stripes[i];
-      if (!s?.usable || s.congested) continue;
-      // Below its cap a stripe may take a frame (allowance sizes the batch); testing inflight + frame
-      // against the cap starved slow stripes whose cap is near one frame.
-      if (s.inflight >= s.cap || s.rate <= 0) continue;
-      const time = (s.inflight + s.frame) / s.rate;
+      if (!s?.usable || s.congested || s.rate <= 0) continue;
+      const held = s.inflight + s.planned;
+      if (held >= s.cap) continue;
+      if (s.planned === 0 && s.inflight > 0 && s.cap - s.inflight < quantum(s)) continue;
+      const time = (held + s.frame) / s.rate;
       if (time < bestTime) {
-        second = bestTime;
         bestTime = time;
         best = i;
-      } else if (time < second) second = time;
+      }
     }
-    this.runnerUp = second;
     return best;
   }
 
@@ -206,15 +227,29 @@ export class RateScheduler extends Measuring implements Scheduler {
   }
 
   /**
-   * The room below the cap — but on a slow stripe only as far as it stays the stripe where the next
-   * frame would be delivered soonest (water-filling): a batch of many frames on one stripe while others
-   * idle makes in-order delivery wait for that stripe. Always at least one frame; whole bytes.
+   * One frame: the next goes wherever it would then be delivered soonest (water-filling, frame by
+   * frame), so a block of app data is spread over the stripes instead of queueing on one. A fast stripe
+   * (full frames) takes the room below its cap at once: there the cost per frame is what matters.
+   * Whole bytes, at least one frame.
    */
   allowance(s: StripeView, frameSize: number): number {
-    let room = Math.floor(s.cap - s.inflight);
-    if (frameSize < FAST_FRAME && this.runnerUp !== Infinity) room = Math.min(room, Math.floor(this.runnerUp * s.rate - s.inflight));
-    return Math.max(frameSize, room);
+    if (frameSize < FAST_FRAME) return frameSize;
+    return Math.max(frameSize, Math.floor(s.cap - s.inflight - s.planned));
   }
+
+  /** As Measuring's, with "using its cap" meaning: no room for a quantum. */
+  override stopped(stripes: readonly (StripeView | undefined)[], dataLeft: boolean): void {
+    for (const s of stripes) {
+      if (!s?.usable) continue;
+      if (s.cap > 0 && s.cap - s.inflight < quantum(s)) this.full(s);
+      else if (!dataLeft) s.markAppLimited();
+    }
+  }
+}
+
+/** Room a stripe with data in flight needs before it is given more: QUANTUM_FRAMES frames, at most a quarter of its cap. */
+function quantum(s: StripeView): number {
+  return Math.min(QUANTUM_FRAMES * s.frame, s.cap / 4);
 }
 
 /** A rate stripe's frame: FRAME_MS of `rate`, from MIN_RATE_FRAME; the session's frame size from FAST_FRAME on. */
@@ -227,6 +262,7 @@ export function frameFor(rate: number, maxFrame: number): number {
 /** "until-congested": stay on one stripe until its socket is congested, then move to the next. */
 export class UntilCongestedScheduler extends Measuring implements Scheduler {
   readonly mode = "until-congested";
+  readonly plans = false;
   private last = -1;
 
   constructor(private readonly maxFrame: number) {
@@ -257,6 +293,7 @@ export class UntilCongestedScheduler extends Measuring implements Scheduler {
 /** "round-robin": strictly in turn, one frame per turn; waits for the stripe whose turn it is. */
 export class RoundRobinScheduler extends Measuring implements Scheduler {
   readonly mode = "round-robin";
+  readonly plans = false;
   private last = -1;
 
   constructor(private readonly maxFrame: number) {

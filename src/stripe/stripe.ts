@@ -9,9 +9,10 @@ import type { FrameDecoder } from "../wire/codec.ts";
 import { StripeLedger } from "./ledger.ts";
 import { Ping } from "./liveness.ts";
 import type { StripeView } from "./scheduler.ts";
+import type { StripePlan } from "./sender.ts";
 
 /** One stripe of a session: created by StripedPipe.attach(), dropped (usable = false) when it dies. */
-export class Stripe extends StripeLedger implements StripeView {
+export class Stripe extends StripeLedger implements StripeView, StripePlan {
   /** Up and carrying traffic; false once dropped or the session ended. */
   usable = true;
   // Set by the scheduler from the ledger's samples (Scheduler.measured); see StripeView.
@@ -25,6 +26,11 @@ export class Stripe extends StripeLedger implements StripeView {
    * frame, so this stays at or below 0: a self-check that statistics and tests read.
    */
   capExcess = -Infinity;
+  // DATA the current pump planned for this stripe (rate mode), framed when its batch is written.
+  readonly planOff: number[] = [];
+  readonly planData: Uint8Array[] = [];
+  planned = 0;
+  planSpace = 0;
   /** The carrier holds unwritten bytes (send() returned false); cleared on drain. */
   congested = false;
   /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */
