@@ -63,6 +63,18 @@ export const ERROR_CODES = [
   "E_STRIPE_EOF",
   "E_STRIPE_CLOSED",
   "E_STRIPE_SILENT",
+  // Keys, records and the authenticated handshake (src/secure, protocol v2).
+  "E_KEY_MISSING",
+  "E_KEY_FILE",
+  "E_KEY_BASE64",
+  "E_KEY_LENGTH",
+  "E_KEY_COUNT",
+  "E_RECORD_AUTH",
+  "E_RECORD_TOO_LARGE",
+  "E_RECORD_EMPTY",
+  "E_RECORD_COUNTER",
+  "E_RECORD_TRUNCATED",
+  "E_AUTH", // client: no server reply authenticated with our key
   // Socket codes tcp-striper raises itself (as the kernel would name them).
   "ECONNRESET",
   "ECONNREFUSED",

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { StriperError } from "../src/errors.ts";
+import { StriperError, type ErrorCode } from "../src/errors.ts";
 import { KeyError } from "../src/secure/errors.ts";
 import { KEY_ENV, MAX_KEYS, fingerprint, generateKey, keyFromBytes, loadKeys, parseKeys } from "../src/secure/keys.ts";
 
@@ -25,7 +25,7 @@ function keyFile(text: string, mode = 0o600): string {
 }
 
 /** Runs `fn`, expects a KeyError with `code` whose message is one line and contains `includes`. */
-function expectKeyError(fn: () => unknown, code: string, includes: string): KeyError {
+function expectKeyError(fn: () => unknown, code: ErrorCode, includes: string): KeyError {
   let caught: unknown;
   try {
     fn();

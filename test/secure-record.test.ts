@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { createCipheriv, randomBytes } from "node:crypto";
 import fc from "fast-check";
-import { StriperError } from "../src/errors.ts";
+import { StriperError, type ErrorCode } from "../src/errors.ts";
 import { LENGTH_RECORD_SIZE, MAX_RECORD, MAX_SEALS, RECORD_OVERHEAD, TAG_SIZE } from "../src/secure/constants.ts";
 import { RecordError } from "../src/secure/errors.ts";
 import { ALIGN_SLACK, RecordOpener, RecordSealer, openBody, openLength, recordSize, writeNonce } from "../src/secure/record.ts";
@@ -66,7 +66,7 @@ function openSplit(key: Uint8Array, stream: Uint8Array, cuts: readonly number[],
   return { opener, plain: concat(out), pieces: out, error };
 }
 
-function expectRecordError(err: unknown, code: string): void {
+function expectRecordError(err: unknown, code: ErrorCode): void {
   expect(err).toBeInstanceOf(RecordError);
   expect(err).toBeInstanceOf(StriperError);
   expect((err as RecordError).code).toBe(code);

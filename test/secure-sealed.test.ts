@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
-import { BrokenError, StriperError } from "../src/errors.ts";
+import { BrokenError, StriperError, type ErrorCode } from "../src/errors.ts";
 import { SealedPipe, type PrefaceStep } from "../src/pipe/sealed.ts";
 import type { Pipe, PipeHandler } from "../src/pipe/pipe.ts";
 import { connectTcp, listenTcp } from "../src/pipe/tcp.ts";
@@ -72,7 +72,7 @@ function sealedPair(opts: { copyOnSend?: boolean; highWaterMark?: number; maxRec
   return { mem, a, b, ra, rb };
 }
 
-function expectRecordError(err: StriperError | undefined, code: string): void {
+function expectRecordError(err: StriperError | undefined, code: ErrorCode): void {
   expect(err).toBeInstanceOf(RecordError);
   expect(err?.code).toBe(code);
 }
