@@ -2,7 +2,10 @@
 /** Command-line entry: parses arguments and starts a mode. No logic of its own. */
 
 import { parseArgs, USAGE, type Command } from "./cli/args.ts";
+import { resolveAuth, type AuthFlags } from "./cli/auth.ts";
 import { UsageError } from "./errors.ts";
+import { KeyError } from "./secure/errors.ts";
+import { generateKey } from "./secure/keys.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
@@ -27,7 +30,14 @@ function onSignals(stop: () => void): void {
   process.once("SIGTERM", handler);
 }
 
-async function run(cmd: Command): Promise<void> {
+/** Stripe authentication from the flags and STRIPER_KEY; warnings (a key file others may read) are logged. */
+function authOf(flags: AuthFlags) {
+  const r = resolveAuth(flags, process.env);
+  for (const w of r.warnings) stderrLog(`warning: ${w}`);
+  return r.auth;
+}
+
+async function run(cmd: Command, authFlags: AuthFlags): Promise<void> {
   switch (cmd.mode) {
     case "help":
       process.stdout.write(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
@@ -36,6 +46,7 @@ async function run(cmd: Command): Promise<void> {
       const s = startServer({
         listen: cmd.listen,
         target: cmd.target,
+        auth: authOf(authFlags),
         session: cmd.session,
         maxSessions: cmd.maxSessions,
         maxBuffer: cmd.maxBuffer,
@@ -45,7 +56,14 @@ async function run(cmd: Command): Promise<void> {
       return;
     }
     case "client": {
-      const c = startClient({ listen: cmd.listen, peer: cmd.peer, stripes: cmd.stripes, session: cmd.session, maxBuffer: cmd.maxBuffer });
+      const c = startClient({
+        listen: cmd.listen,
+        peer: cmd.peer,
+        auth: authOf(authFlags),
+        stripes: cmd.stripes,
+        session: cmd.session,
+        maxBuffer: cmd.maxBuffer,
+      });
       onSignals(() => c.stop());
       onStatsSignal(() => [...c.sessions].map((x) => sessionStatsLine(x.id, x.metrics())));
       return;
@@ -68,10 +86,33 @@ async function run(cmd: Command): Promise<void> {
   }
 }
 
+/** Takes --key-file PATH and --no-auth out of the arguments (interim: the option table will own them). */
+function takeAuthFlags(args: string[]): { rest: string[]; flags: AuthFlags } {
+  const rest: string[] = [];
+  const flags: AuthFlags = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--no-auth") flags.noAuth = true;
+    else if (a === "--key-file") flags.keyFile = args[++i];
+    else if (a.startsWith("--key-file=")) flags.keyFile = a.slice("--key-file=".length);
+    else rest.push(a);
+  }
+  return { rest, flags };
+}
+
 const argv = process.argv.slice(2);
 try {
-  await run(parseArgs(argv));
+  if (argv[0] === "keygen") {
+    process.stdout.write(`${generateKey()}\n`);
+    process.exit(0);
+  }
+  const { rest, flags } = takeAuthFlags(argv);
+  await run(parseArgs(rest), flags);
 } catch (err) {
+  if (err instanceof KeyError) {
+    process.stderr.write(`error: ${err.code} ${err.message}\n`);
+    process.exit(2);
+  }
   if (err instanceof UsageError) {
     process.stderr.write(`error: ${err.message}\n\n${USAGE[argv[0] ?? "main"] ?? USAGE.main}\n`);
     process.exit(2);

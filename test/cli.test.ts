@@ -5,14 +5,18 @@ import type { Subprocess } from "bun";
 import { parseAddress, parseArgs } from "../src/cli/args.ts";
 import { parseLinkArgs } from "../src/cli/link.ts";
 import { UsageError } from "../src/errors.ts";
+import { generateKey } from "../src/secure/keys.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const cleanup = cleanups();
 
+/** One key for the server and client processes, in STRIPER_KEY (cli-keys.test.ts tests the other ways). */
+const KEY_ENV = { ...process.env, STRIPER_KEY: generateKey() };
+
 function spawn(args: string[]): Subprocess<"ignore", "pipe", "pipe"> {
-  const p = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: KEY_ENV });
   cleanup.push(() => p.kill("SIGKILL"));
   return p;
 }

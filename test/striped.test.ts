@@ -10,6 +10,7 @@ import { startCappedLink, type CappedLink } from "../src/link/capped.ts";
 import { startFaultProxy, type FaultProxy } from "../src/link/fault.ts";
 import type { SessionOptions } from "../src/pipe/striped.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
+import { KEYED } from "./helpers/keys.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
@@ -32,13 +33,22 @@ async function pair(opts: {
   session?: Partial<Omit<SessionOptions, "role">>;
   middle?: (serverPort: number) => Promise<number>;
   peerPort?: number;
+  /** The server's handshake deadline (silence lasts this long from the accept). */
+  handshakeTimeoutMs?: number;
 }): Promise<Pair> {
   const logs: string[] = [];
   const log = (l: string) => logs.push(l);
   const target = opts.target ?? startTarget({ mode: "echo" });
-  const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, session: opts.session, log });
+  const server = startServer({
+    auth: KEYED,
+    listen: { host: LOOP, port: 0 },
+    target: { host: LOOP, port: target.port },
+    session: opts.session,
+    handshakeTimeoutMs: opts.handshakeTimeoutMs,
+    log,
+  });
   const peerPort = opts.peerPort ?? (opts.middle ? await opts.middle(server.port) : server.port);
-  const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: peerPort }, stripes: opts.stripes, session: opts.session, log });
+  const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: peerPort }, stripes: opts.stripes, session: opts.session, log });
   cleanup.push(() => {
     client.stop();
     server.stop();
@@ -115,8 +125,8 @@ describe("striped integrity", () => {
 
   test("IPv6 loopback works end to end", async () => {
     const target = startTarget({ mode: "echo", host: "::1" });
-    const server = startServer({ listen: { host: "::1", port: 0 }, target: { host: "::1", port: target.port }, log: quiet });
-    const client = startClient({ listen: { host: "::1", port: 0 }, peer: { host: "::1", port: server.port }, stripes: 3, log: quiet });
+    const server = startServer({ auth: KEYED, listen: { host: "::1", port: 0 }, target: { host: "::1", port: target.port }, log: quiet });
+    const client = startClient({ auth: KEYED, listen: { host: "::1", port: 0 }, peer: { host: "::1", port: server.port }, stripes: 3, log: quiet });
     cleanup.push(() => {
       client.stop();
       server.stop();
@@ -178,9 +188,9 @@ describe("memory budget", () => {
   test("the shared buffer budget bounds all sessions' stores together", async () => {
     const logs: string[] = [];
     const target = startTarget({ mode: "echo", readDelayMs: 2 });
-    const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, log: (l) => logs.push(l) });
+    const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, log: (l) => logs.push(l) });
     const maxBuffer = 4 * 1024 * 1024;
-    const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, maxBuffer, log: (l) => logs.push(l) });
+    const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, maxBuffer, log: (l) => logs.push(l) });
     cleanup.push(() => {
       client.stop();
       server.stop();
@@ -199,13 +209,13 @@ describe("memory budget: windows", () => {
   test("sessions opened under load get smaller receive windows, and still deliver intact", async () => {
     const logs: string[] = [];
     const target = startTarget({ mode: "echo" });
-    const server = startServer({
+    const server = startServer({ auth: KEYED,
       listen: { host: LOOP, port: 0 },
       target: { host: LOOP, port: target.port },
       maxBuffer: 1024 * 1024,
       log: (l) => logs.push(l),
     });
-    const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, log: (l) => logs.push(l) });
+    const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, log: (l) => logs.push(l) });
     cleanup.push(() => {
       client.stop();
       server.stop();
@@ -257,7 +267,7 @@ describe("failures reach the app", () => {
   });
 
   test("garbage on the server port is dropped while a concurrent good session completes", async () => {
-    const p = await pair({ stripes: 4 });
+    const p = await pair({ stripes: 4, handshakeTimeoutMs: 500 });
     const good = echoIntegrity(p.client.port, 16 * 1024 * 1024, 5);
     const garbage = await Promise.all(
       [0, 1, 2].map(async (k) => {
@@ -275,7 +285,7 @@ describe("failures reach the app", () => {
 
   test("a handshake that never completes is cut at the deadline", async () => {
     const target = startTarget({ mode: "echo" });
-    const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, handshakeTimeoutMs: 300, log: quiet });
+    const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, handshakeTimeoutMs: 300, log: quiet });
     cleanup.push(() => {
       server.stop();
       target.stop();

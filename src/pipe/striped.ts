@@ -55,6 +55,12 @@ export class StripedPipe implements Pipe {
   readonly stats: PipeStats = newStats();
   /** Called (client role) to open a replacement for stripe `index`. Set by the client proxy. */
   redial: ((index: number) => void) | undefined;
+  /**
+   * Called when a stripe is dropped, with why (a record that failed authentication, a reset, silence...),
+   * before the client re-dials it: the proxies log damaged stripes here, and the client learns that a
+   * stripe failed before its handshake completed. It may close the session.
+   */
+  stripeDied: ((index: number, reason: StriperError) => void) | undefined;
   /** Short id for logs (set by the proxy). */
   id = "";
 
@@ -100,9 +106,13 @@ export class StripedPipe implements Pipe {
     this.handler = handler;
   }
 
-  /** The peer's advertised receive window (from its HELLO or WELCOME). */
+  /**
+   * The peer's advertised receive window (from its first message or reply). A client sends 0-RTT data
+   * under a small initial window and learns the real one later: a larger window lets queued data go.
+   */
   setPeerWindow(window: number): void {
     this.sender.peerWindow = window;
+    this.pump();
   }
 
   /** Number of stripes currently carrying traffic. */
@@ -453,6 +463,8 @@ export class StripedPipe implements Pipe {
     this.sender.requeue(stripe);
     this.end.stripeLost(stripe.index);
     stripe.pipe.close(reason);
+    this.stripeDied?.(stripe.index, reason);
+    if ((this.state as PipeState) === "closed") return; // stripeDied ended the session
     if (this.usableStripes === 0 && !this.isDone()) this.startGrace();
     if (this.opts.role === "client" && !this.isDone()) this.redial?.(stripe.index);
     this.pump();
