@@ -19,6 +19,8 @@ export const ERROR_CODES = [
   "E_USAGE", // bad command line
   "E_BAD_OPTION", // an option out of range (config.ts, datagram pipe)
   "E_START", // the program could not start
+  "E_CONFIG_FILE", // a config file that cannot be read or is invalid (src/cli/config.ts)
+  "E_LISTEN", // a listener could not bind, without a system code (src/ops/daemon.ts)
   // Pipes.
   "E_NOT_WRITABLE", // send() after shutdown or close
   "E_CLOSED", // used after close
@@ -51,6 +53,7 @@ export const ERROR_CODES = [
   "E_REFUSED",
   "E_SESSION_LOST",
   "E_SHUTDOWN",
+  "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
   "E_CONFIG", // a proxy option out of range
   // Session and stripes.
   "E_PEER_RESET", // the peer sent RESET (PeerResetError)
@@ -60,18 +63,18 @@ export const ERROR_CODES = [
   "E_STRIPE_EOF",
   "E_STRIPE_CLOSED",
   "E_STRIPE_SILENT",
-  // Keys, records and the authenticated handshake (src/secure, protocol v2).
+  // Secure stripes (src/secure/*, src/pipe/sealed.ts).
+  "E_AUTH", // no authenticated reply from the server (wrong key, or not a tcp-striper server)
   "E_KEY_MISSING",
   "E_KEY_FILE",
   "E_KEY_BASE64",
   "E_KEY_LENGTH",
   "E_KEY_COUNT",
-  "E_RECORD_AUTH",
+  "E_RECORD_AUTH", // a sealed record did not authenticate: that stripe ends
   "E_RECORD_TOO_LARGE",
   "E_RECORD_EMPTY",
   "E_RECORD_COUNTER",
   "E_RECORD_TRUNCATED",
-  "E_AUTH", // client: no server reply authenticated with our key
   // Socket codes tcp-striper raises itself (as the kernel would name them).
   "ECONNRESET",
   "ECONNREFUSED",

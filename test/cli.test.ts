@@ -1,46 +1,51 @@
 /** The command line as users run it: real processes, real signals, real sockets. */
 
 import { describe, expect, test } from "bun:test";
-import type { Subprocess } from "bun";
-import { parseAddress, parseArgs } from "../src/cli/args.ts";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseAddress, parseArgs, sessionFlags, type RunConfig } from "../src/cli/args.ts";
 import { parseLinkArgs } from "../src/cli/link.ts";
 import { UsageError } from "../src/errors.ts";
 import { generateKey } from "../src/secure/keys.ts";
+import type { ApiSessions } from "../src/ops/http.ts";
+import { VERSION } from "../src/version.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
+import { Proc } from "./helpers/proc.ts";
+import { promtool } from "./helpers/tools.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const cleanup = cleanups();
 
-/** One key for the server and client processes, in STRIPER_KEY (cli-keys.test.ts tests the other ways). */
-const KEY_ENV = { ...process.env, STRIPER_KEY: generateKey() };
+/** One key for server and client processes, in STRIPER_KEY (cli-keys.test.ts tests the other ways). */
+const KEY_ENV: Record<string, string> = { ...(process.env as Record<string, string>), STRIPER_KEY: generateKey() };
 
-function spawn(args: string[]): Subprocess<"ignore", "pipe", "pipe"> {
-  const p = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: KEY_ENV });
-  cleanup.push(() => p.kill("SIGKILL"));
-  return p;
+function spawn(args: string[]): Proc {
+  return Proc.spawn([process.execPath, MAIN, ...args], cleanup, { env: KEY_ENV });
 }
 
-/** Reads stderr until a line matching `re` appears; returns all text so far. */
-async function waitFor(p: Subprocess<"ignore", "pipe", "pipe">, re: RegExp, ms = 10_000): Promise<string> {
-  const reader = p.stderr.getReader();
-  let text = "";
-  const end = performance.now() + ms;
-  try {
-    while (!re.test(text)) {
-      const left = end - performance.now();
-      if (left <= 0) throw new Error(`no line matching ${re} within ${ms} ms; got:\n${text}`);
-      const r = await Promise.race([reader.read(), Bun.sleep(left).then(() => ({ done: true, value: undefined }))]);
-      if (r.done) {
-        if (!re.test(text)) throw new Error(`process output ended without ${re}; got:\n${text}`);
-        break;
-      }
-      text += new TextDecoder().decode(r.value);
-    }
-  } finally {
-    reader.releaseLock();
-  }
-  return text;
+/** A scratch directory removed after the test. */
+function scratch(): string {
+  const dir = mkdtempSync(join(tmpdir(), "striper-cli-"));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** An echo target stopped after the test. */
+function target() {
+  const t = startTarget({ mode: "echo" });
+  cleanup.push(() => t.stop());
+  return t;
+}
+
+/** Sends `size` random bytes through `port` and expects them back intact with a clean end. */
+async function roundTrip(port: number, size: number, seed: number): Promise<void> {
+  const data = randomData(size, seed);
+  const r = await appExchange(port, data);
+  expect(r.error).toBeUndefined();
+  expect(r.cleanEnd).toBe(true);
+  expect(sha256(r.received)).toBe(sha256(data));
 }
 
 describe("argument parsing", () => {
@@ -55,10 +60,9 @@ describe("argument parsing", () => {
 
   test("modes parse with defaults and reject unknown or missing options", () => {
     const c = parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "[::1]:2"]);
-    expect(c).toMatchObject({ mode: "client", stripes: 4, peer: { host: "::1", port: 2 } });
-    expect(parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"])).toMatchObject({
-      session: { scheduler: "round-robin" },
-    });
+    expect(c).toMatchObject({ mode: "client", listeners: [{ stripes: 4, peer: { host: "::1", port: 2 } }] });
+    const rr = parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"]) as RunConfig;
+    expect(sessionFlags(rr.listeners[0]!)).toMatchObject({ scheduler: "round-robin" });
     expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("--target is required");
     expect(() => parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "h:2", "--stripes", "65"])).toThrow(UsageError);
     expect(() => parseArgs(["relay", "--listen", "127.0.0.1:1", "--target", "h:2", "--bogus", "1"])).toThrow("unknown option");
@@ -87,63 +91,167 @@ describe("processes", () => {
   test("bad arguments: one-line error, usage, exit code 2", async () => {
     for (const args of [["client", "--listen", "nope"], ["bogus"], ["server", "--listen", "127.0.0.1:1"], []]) {
       const p = spawn(args);
-      const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
-      expect(code).toBe(2);
-      expect(err.split("\n")[0]).toMatch(/^error: /);
-      expect(err).toContain("usage:");
+      expect(await p.exited).toBe(2);
+      await p.waitFor(/usage:/);
+      expect(p.text.split("\n")[0]).toMatch(/^error: /);
     }
   });
 
   test("--help exits 0 with the usage", async () => {
     const p = spawn(["client", "--help"]);
-    const [code, out] = await Promise.all([p.exited, new Response(p.stdout).text()]);
-    expect(code).toBe(0);
-    expect(out).toContain("--stripes N");
+    expect(await p.exited).toBe(0);
+    expect(await p.stdout).toContain("--stripes N");
+  });
+
+  test("--version, alone and in every mode", async () => {
+    for (const args of [["--version"], ["server", "--version"], ["client", "--version"], ["relay", "--version"], ["link", "--version"], ["demo", "--version"]]) {
+      const p = spawn(args);
+      expect(await p.exited).toBe(0);
+      expect(await p.stdout).toBe(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
+    }
+    const pkg = (await Bun.file(new URL("../package.json", import.meta.url).pathname).json()) as { version: string };
+    expect(VERSION).toBe(pkg.version);
   });
 
   test("server and client processes carry a transfer, log each session, and exit 0 on SIGTERM/SIGINT", async () => {
-    const target = startTarget({ mode: "echo" });
-    try {
-      const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`]);
-      const sLog = await waitFor(server, /server listening on 127\.0\.0\.1:(\d+)/);
-      const serverPort = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(sLog)![1]);
-      const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
-      const cLog = await waitFor(client, /client listening on 127\.0\.0\.1:(\d+)/);
-      const clientPort = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(cLog)![1]);
-      const data = randomData(8 * 1024 * 1024, 77);
-      const r = await appExchange(clientPort, data);
-      expect(r.error).toBeUndefined();
-      expect(sha256(r.received)).toBe(sha256(data));
-      const end = await waitFor(client, /session \w+ end .* reason ok/);
-      expect(end).toMatch(/session \w+ start app/);
-      expect(end).toMatch(/up 8\.0 MiB down 8\.0 MiB/);
-      // SIGUSR1: live statistics, one line per session, every stripe listed.
-      const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 10_000 });
-      await Bun.sleep(300);
-      client.kill("SIGUSR1");
-      const stats = await waitFor(client, /session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 /);
-      expect(stats).toMatch(/rtt \d+ms/);
-      client.kill("SIGTERM");
-      const heldResult = await held;
-      expect(heldResult.cleanEnd).toBe(false); // shutdown resets open sessions, never a clean EOF
-      server.kill("SIGINT");
-      expect(await client.exited).toBe(0);
-      expect(await server.exited).toBe(0);
-    } finally {
-      target.stop();
-    }
+    const t = target();
+    const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`]);
+    const serverPort = await server.listeningPort("server");
+    const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
+    const clientPort = await client.listeningPort("client");
+    await roundTrip(clientPort, 8 * 1024 * 1024, 77);
+    const end = await client.waitFor(/session \w+ end .* reason ok/);
+    expect(client.text).toMatch(/session \w+ start app/);
+    expect(end[0]).toMatch(/up 8\.0 MiB down 8\.0 MiB/);
+    // SIGUSR1: live statistics, one line per session, every stripe listed.
+    const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 10_000 });
+    await Bun.sleep(300);
+    client.kill("SIGUSR1");
+    const stats = await client.waitFor(/session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 .*/);
+    expect(stats[0]).toMatch(/rtt \d+ms/);
+    client.kill("SIGTERM");
+    const heldResult = await held;
+    expect(heldResult.cleanEnd).toBe(false); // today's proxies cannot drain: a reset, never a clean EOF
+    server.kill("SIGINT");
+    expect(await client.exited).toBe(0);
+    expect(await server.exited).toBe(0);
+    expect(client.text).toMatch(/SIGTERM: draining 1 session\(s\)/);
+    expect(client.text).toMatch(/stopped: /);
   });
 
-  test("a port already in use is a one-line fatal error, exit 1", async () => {
-    const target = startTarget({ mode: "echo" });
-    try {
-      const p = spawn(["relay", "--listen", `127.0.0.1:${target.port}`, "--target", "127.0.0.1:1"]);
-      const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
-      expect(code).toBe(1);
-      expect(err.trim().split("\n").length).toBe(1);
-      expect(err).toContain("fatal:");
-    } finally {
-      target.stop();
+  test("a port already in use: one fatal line naming the address, the port and the reason, exit 1", async () => {
+    const t = target();
+    const p = spawn(["relay", "--listen", `127.0.0.1:${t.port}`, "--target", "127.0.0.1:1"]);
+    expect(await p.exited).toBe(1);
+    const lines = p.text.trim().split("\n");
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(new RegExp(`^\\S+ fatal: EADDRINUSE cannot listen on 127\\.0\\.0\\.1:${t.port}: address already in use$`));
+  });
+
+  test("a metrics address in use stops the listeners already started and says which address failed", async () => {
+    const t = target();
+    const p = spawn(["server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:1", "--metrics", `127.0.0.1:${t.port}`]);
+    expect(await p.exited).toBe(1);
+    expect(p.text).toMatch(new RegExp(`fatal: EADDRINUSE cannot listen on 127\\.0\\.0\\.1:${t.port} \\(metrics\\): address already in use`));
+  });
+
+  test("SIGUSR1 and SIGHUP kill no mode: relay and link log a line and go on relaying", async () => {
+    const t = target();
+    const relay = spawn(["relay", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`]);
+    const relayPort = await relay.listeningPort("relay");
+    const link = spawn(["link", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${relayPort}`]);
+    const linkPort = await link.listeningPort("link");
+    for (const sig of ["SIGUSR1", "SIGHUP", "SIGUSR1"] as const) {
+      relay.kill(sig);
+      link.kill(sig);
     }
+    await relay.waitFor(/relay on port \d+: 0 connection\(s\) open/);
+    await relay.waitFor(/SIGHUP: no --config file to re-read; nothing changed/);
+    await link.waitFor(/link: connection totals are logged as each connection closes/);
+    await link.waitFor(/link: SIGHUP ignored \(nothing to reload\)/);
+    await roundTrip(linkPort, 1024 * 1024, 5);
+    relay.kill("SIGTERM");
+    link.kill("SIGTERM");
+    expect(await relay.exited).toBe(0);
+    expect(await link.exited).toBe(0);
+  });
+});
+
+describe("config files in real processes", () => {
+  test("--check-config: exit 0 with a summary; a broken file: exit 2 and one line naming file, line and key", async () => {
+    const dir = scratch();
+    const good = join(dir, "good.toml");
+    writeFileSync(good, `mode = "relay"\n[[listener]]\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:1"\n[[listener]]\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:2"\n`);
+    const ok = spawn(["--config", good, "--check-config"]);
+    expect(await ok.exited).toBe(0);
+    expect(await ok.stdout).toBe(`config ok: relay mode, 2 listeners (${good})\n`);
+    const bad = join(dir, "bad.toml");
+    writeFileSync(bad, `mode = "client"\nlisten = "127.0.0.1:0"\npeer = "h:1"\nstripes = 99\n`);
+    const no = spawn(["--config", bad, "--check-config"]);
+    expect(await no.exited).toBe(2);
+    expect(no.text).toBe(`error: ${bad}:4: stripes: must be between 1 and 64, got 99\n`);
+    // The same file started for real fails the same way.
+    const run = spawn(["--config", bad]);
+    expect(await run.exited).toBe(2);
+    expect(run.text).toBe(`error: ${bad}:4: stripes: must be between 1 and 64, got 99\n`);
+  });
+
+  test("a server with two listeners from one file carries a transfer through each", async () => {
+    const dir = scratch();
+    const [t1, t2] = [target(), target()];
+    const file = join(dir, "server.toml");
+    writeFileSync(file, `window = 1048576\n[[listener]]\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:${t1.port}"\n[[listener]]\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:${t2.port}"\n`);
+    const server = spawn(["server", "--config", file]);
+    const m = await server.waitFor(/server listening on 127\.0\.0\.1:(\d+)[^\n]*\n[^\n]*server listening on 127\.0\.0\.1:(\d+)/);
+    const ports = [Number(m[1]), Number(m[2])];
+    for (const [i, port] of ports.entries()) {
+      const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${port}`]);
+      await roundTrip(await client.listeningPort("client"), 2 * 1024 * 1024, 40 + i);
+      client.kill("SIGTERM");
+      expect(await client.exited).toBe(0);
+    }
+    expect(t1.conns.length).toBe(1);
+    expect(t2.conns.length).toBe(1);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
+  });
+
+  test("SIGHUP re-reads the file: unchanged is applied, broken or restart-only changes are refused, serving goes on", async () => {
+    const dir = scratch();
+    const t = target();
+    const file = join(dir, "relay.toml");
+    const text = `mode = "relay"\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:${t.port}"\n`;
+    writeFileSync(file, text);
+    const relay = spawn(["--config", file]);
+    const port = await relay.listeningPort("relay");
+    relay.kill("SIGHUP");
+    await relay.waitFor(/SIGHUP: config reloaded \(no option changed\)/);
+    writeFileSync(file, `${text}drain-timeout = "soon"\n`);
+    relay.kill("SIGHUP");
+    await relay.waitFor(new RegExp(`SIGHUP: reload refused, keeping the running config: ${file.replace(/[.]/g, "\\.")}:4: drain-timeout: expected milliseconds`));
+    writeFileSync(file, text.replace(String(t.port), "1"));
+    relay.kill("SIGHUP");
+    await relay.waitFor(/SIGHUP: reload refused, keeping the running config: target changed, which needs a restart/);
+    await roundTrip(port, 1024 * 1024, 9); // still the old target
+    relay.kill("SIGTERM");
+    expect(await relay.exited).toBe(0);
+  });
+
+  test("--metrics serves health, promtool-clean metrics and the session API from a running server", async () => {
+    const t = target();
+    const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`, "--metrics", "127.0.0.1:0"]);
+    const m = await server.waitFor(/metrics on (http:\/\/127\.0\.0\.1:\d+\/)/);
+    await server.listeningPort("server");
+    const url = m[1]!;
+    const health = await fetch(`${url}healthz`);
+    expect([health.status, await health.text()]).toEqual([200, "accepting\n"]);
+    const metrics = await (await fetch(`${url}metrics`)).text();
+    expect((await promtool(metrics)).output).toBe("");
+    expect(metrics).toContain(`striper_build_info{version="${VERSION}",bun="${Bun.version}",mode="server"} 1`);
+    const api = (await (await fetch(`${url}api/sessions`)).json()) as ApiSessions;
+    expect(api).toMatchObject({ mode: "server", state: "accepting", version: VERSION });
+    expect((await fetch(url)).status).toBe(200);
+    server.kill("SIGTERM");
+    expect(await server.exited).toBe(0);
   });
 });

@@ -19,7 +19,7 @@ import { ResetCode } from "../src/wire/constants.ts";
 describe("codes", () => {
   test("are unique and all start with E", () => {
     expect(new Set(ERROR_CODES).size).toBe(ERROR_CODES.length);
-    for (const c of ERROR_CODES) expect(c).toMatch(/^E[A-Z0-9_]+$/); // E_KEY_BASE64 has digits
+    for (const c of ERROR_CODES) expect(c).toMatch(/^E[A-Z0-9_]+$/);
   });
 });
 

@@ -582,7 +582,7 @@ describe("handshake over real sockets", () => {
     expect(res.error).toBeUndefined();
     expect(sha256(res.received)).toBe(sha256(data));
     expect(handed).toBe(1);
-    expect(logs[0]).toBe(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3`);
+    expect(logs[0]).toBe(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3 key ${KEYED.mode === "keyed" ? KEYED.keys[0]!.id : ""}`);
   });
 
   test("a server reads a first message with listenTcp + readHandshake and gets the 0-RTT records behind it as leftover", async () => {

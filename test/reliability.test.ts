@@ -109,7 +109,9 @@ describe("lossless striping", () => {
   test("a silent stripe on an idle session is found by keepalive, dropped and re-dialled", async () => {
     const r0 = await rig(4, {}, { keepaliveMs: 200, deadMs: 1000 });
     const run = appExchange(r0.client.port, randomData(1000, 105), { timeoutMs: 8000, shutdown: false });
-    await until(() => r0.fault.live().length === 4 && r0.target.conns.length === 1, "the session opened");
+    // All four stripes attached at the client (JOINs attach once their reply has come back), not just connected.
+    const attached = () => [...r0.client.sessions].some((s) => s.usableStripes === 4);
+    await until(() => r0.fault.live().length === 4 && r0.target.conns.length === 1 && attached(), "the session opened on 4 stripes");
     r0.fault.live()[1]!.blackhole(true);
     await until(() => r0.fault.connections().length > 4, "a replacement stripe connected", 4000);
     const deaths = r0.sessions().reduce((n, s) => n + s.metrics().stripeDeaths, 0);

@@ -3,12 +3,13 @@
  * permission warning, and fingerprints. Key files are real files in a temporary directory.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { StriperError, type ErrorCode } from "../src/errors.ts";
+import { StriperError } from "../src/errors.ts";
 import { KeyError } from "../src/secure/errors.ts";
 import { KEY_ENV, MAX_KEYS, fingerprint, generateKey, keyFromBytes, loadKeys, parseKeys } from "../src/secure/keys.ts";
 

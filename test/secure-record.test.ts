@@ -5,10 +5,11 @@
  * TEST_SEED=<seed> replays a failing property run.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { describe, expect, test } from "bun:test";
 import { createCipheriv, randomBytes } from "node:crypto";
 import fc from "fast-check";
-import { StriperError, type ErrorCode } from "../src/errors.ts";
+import { StriperError } from "../src/errors.ts";
 import { LENGTH_RECORD_SIZE, MAX_RECORD, MAX_SEALS, RECORD_OVERHEAD, TAG_SIZE } from "../src/secure/constants.ts";
 import { RecordError } from "../src/secure/errors.ts";
 import { ALIGN_SLACK, RecordOpener, RecordSealer, openBody, openLength, recordSize, writeNonce } from "../src/secure/record.ts";

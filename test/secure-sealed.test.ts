@@ -5,10 +5,11 @@
  * a forwarder that flips one bit in flight. TEST_SEED=<seed> replays a seeded test.
  */
 
+import type { ErrorCode } from "../src/errors.ts";
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { randomBytes } from "node:crypto";
-import { BrokenError, StriperError, type ErrorCode } from "../src/errors.ts";
+import { BrokenError, StriperError } from "../src/errors.ts";
 import { SealedPipe, type PrefaceStep } from "../src/pipe/sealed.ts";
 import type { Pipe, PipeHandler } from "../src/pipe/pipe.ts";
 import { connectTcp, listenTcp } from "../src/pipe/tcp.ts";

@@ -1,81 +1,169 @@
 /**
- * Command-line parsing: pure, no side effects, so it is tested without processes. Errors are
- * UsageError (one line; main prints it with the usage and exits 2).
+ * Options: one declarative table (OPTIONS) from which the command-line parser, the usage text and the
+ * TOML config keys (src/cli/config.ts) all come. A new option is a new row; its value then appears,
+ * validated, in `RunConfig.global` (process-wide) or in every `RunConfig.listeners[i]`.
+ *
+ * Parsing is pure (no files, no processes) so it is tested without either. Command-line errors are
+ * UsageError (main prints the line and the usage, exit 2).
  */
 
-import { UsageError } from "../errors.ts";
+import { StriperError, UsageError } from "../errors.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
+import {
+  CLIENT_HANDSHAKE_MS,
+  DEFAULT_HANDSHAKE_BURST,
+  DEFAULT_HANDSHAKE_RATE,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  HANDSHAKE_DEADLINE_MS,
+} from "../proxy/handshake.ts";
 
-/** Usage text per mode. */
-export const USAGE: Record<string, string> = {
-  main: `tcp-striper: stripe one TCP connection over N parallel TCP connections
+/** Modes that run something. */
+export const MODES = ["server", "client", "relay", "link", "demo"] as const;
+/** A mode that runs something. */
+export type Mode = (typeof MODES)[number];
 
-usage:
-  bun run src/main.ts server --listen HOST:PORT --target HOST:PORT [options]
-  bun run src/main.ts client --listen HOST:PORT --peer HOST:PORT [--stripes N] [--scheduler MODE] [options]
-  bun run src/main.ts relay  --listen HOST:PORT --target HOST:PORT
-  bun run src/main.ts link   --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS]
-  bun run src/main.ts demo
-  bun run src/main.ts <mode> --help
+/** How a value is written (command line and TOML) and its range. */
+export type OptionKind =
+  | { readonly kind: "address" } // HOST:PORT or [IPv6]:PORT
+  | { readonly kind: "int"; readonly min: number; readonly max: number }
+  | { readonly kind: "number"; readonly min: number; readonly max: number }
+  /** Milliseconds: a whole number of ms, or with a unit (500ms, 30s, 2m, 1h). */
+  | { readonly kind: "duration"; readonly min: number; readonly max: number }
+  | { readonly kind: "enum"; readonly values: readonly string[] }
+  /** Comma-separated numbers on the command line; an array (or one number) in TOML. */
+  | { readonly kind: "numbers"; readonly min: number; readonly max: number }
+  /** Boolean: present = true on the command line (no value); true/false in TOML. */
+  | { readonly kind: "flag" }
+  | { readonly kind: "path" };
 
-IPv6 addresses are written [::1]:PORT.`,
-  server: `usage: bun run src/main.ts server --listen HOST:PORT --target HOST:PORT [options]
+/**
+ * Where an option lives: "process" once per process (top level of a config file); "listener" per
+ * listener (top level as the default for every [[listener]], or inside one); "cli" only on the
+ * command line (never a config key).
+ */
+export type OptionScope = "process" | "listener" | "cli";
 
-Accepts stripes from client proxies and connects each session to the target.
-  --listen HOST:PORT      where stripes arrive
-  --target HOST:PORT      the real server
-  --window BYTES          receive window per session and direction (default 16777216)
-  --grace MS              how long a session outlives having no stripe (default 10000)
-  --keepalive MS          ping a stripe silent this long (default 1000)
-  --dead-timeout MS       drop a stripe silent this long (default 5000)
-  --max-sessions N        refuse sessions beyond this (default 1024)
-  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 33554432)`,
-  client: `usage: bun run src/main.ts client --listen HOST:PORT --peer HOST:PORT [options]
-
-Accepts app connections and carries each over N stripes to the server proxy.
-  --listen HOST:PORT      where apps connect
-  --peer HOST:PORT        the server proxy
-  --stripes N             stripes per session, 1-64 (default 4)
-  --scheduler MODE        rate | until-congested | round-robin (default rate)
-  --window BYTES          receive window per session and direction (default 16777216)
-  --grace MS              how long a session outlives having no stripe (default 10000)
-  --keepalive MS          ping a stripe silent this long (default 1000)
-  --dead-timeout MS       drop a stripe silent this long (default 5000)
-  --max-buffer BYTES      unacknowledged bytes all sessions may hold together (default 33554432)`,
-  relay: `usage: bun run src/main.ts relay --listen HOST:PORT --target HOST:PORT
-
-Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.`,
-  link: `usage: bun run src/main.ts link --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS] [--burst BYTES]
-
-A TCP relay that simulates a route capping each TCP stream (for tests, benchmarks and the demo).
-  --rate MBPS[,...]       per-connection cap in MB/s (10^6 bytes/s), each direction; a list is
-                          assigned to connections in turn; 0 = uncapped (default 0)
-  --delay MS              added one-way delay, each direction (default 0)
-  --burst BYTES           token bucket depth (default max(16 KiB, 20 ms of the rate))`,
-  demo: `usage: bun run src/main.ts demo [--cap MBPS] [--delay MS] [--stripes N] [--seconds S]
-
-Runs, in one process on loopback: a target, a capped link (per-connection rate limit), both proxies.
-Pushes data over one plain connection through the link, then striped, and prints both rates.`,
-};
-
-/** Parsed command line. */
-export type Command =
-  | { mode: "help"; topic: string }
-  | { mode: "server"; listen: Address; target: Address; session: SessionFlags; maxSessions?: number; maxBuffer?: number }
-  | { mode: "client"; listen: Address; peer: Address; stripes: number; session: SessionFlags; maxBuffer?: number }
-  | { mode: "relay"; listen: Address; target: Address }
-  | { mode: "link"; argv: string[] }
-  | { mode: "demo"; cap: number; delayMs: number; stripes: number; seconds: number };
-
-/** Session tunables given on the command line. */
-export interface SessionFlags {
-  scheduler?: SchedulerMode;
-  window?: number;
-  graceMs?: number;
-  keepaliveMs?: number;
-  deadMs?: number;
+/** One row of the option table. */
+export interface OptionSpec {
+  /** Flag name without `--`; also the TOML key. */
+  readonly name: string;
+  readonly modes: readonly Mode[];
+  readonly type: OptionKind;
+  /** Placeholder in the usage text (HOST:PORT, N, BYTES, MS...). */
+  readonly arg?: string;
+  readonly help: string;
+  /** Applied when neither the file nor the command line gives a value. */
+  readonly default?: OptionValue;
+  /** Shown instead of `default` in the usage when the real default is computed elsewhere. */
+  readonly defaultText?: string;
+  readonly required?: boolean;
+  readonly scope: OptionScope;
+  /** May be given several times (an array in TOML). */
+  readonly repeatable?: boolean;
+  /** Names a listener (its address, its destination): one command-line value cannot override several. */
+  readonly identity?: boolean;
+  /** The SessionOptions field this option sets (see sessionFlags). */
+  readonly session?: keyof SessionFlags;
+  /** "live": SIGHUP may change it in a running process; otherwise a change needs a restart. */
+  readonly reload?: "live";
 }
+
+/** A parsed option value. */
+export type OptionValue = string | number | boolean | Address | readonly number[] | readonly string[];
+
+const SESSION_MODES = ["server", "client"] as const;
+const PROXY_MODES = ["server", "client", "relay"] as const;
+const RUN_MODES = MODES;
+
+/**
+ * The option table. Rows with the same name in different modes may differ in range and default
+ * (`--delay` of link and demo). Session ranges and defaults are src/config.ts's.
+ */
+export const OPTIONS = [
+  // Command line only.
+  { name: "config", modes: RUN_MODES, type: { kind: "path" }, arg: "FILE", scope: "cli", help: "read options from a TOML file (flags given here override it)" },
+  { name: "check-config", modes: RUN_MODES, type: { kind: "flag" }, scope: "cli", help: "validate the options and the config file, then exit (0 valid, 2 not)" },
+
+  // Listeners.
+  { name: "listen", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where stripes arrive" },
+  { name: "listen", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where apps connect" },
+  { name: "listen", modes: ["relay"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where apps connect" },
+  { name: "listen", modes: ["link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, default: { host: "127.0.0.1", port: 0 }, defaultText: "127.0.0.1:0", help: "where connections arrive" },
+  { name: "target", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the real server" },
+  { name: "target", modes: ["relay", "link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where connections are relayed to" },
+  { name: "peer", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the server proxy" },
+  { name: "stripes", modes: ["client"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
+  { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen" },
+
+  // Sessions.
+  { name: "window", modes: SESSION_MODES, type: { kind: "int", ...SESSION_LIMITS.window }, arg: "BYTES", scope: "listener", default: DEFAULT_SESSION_OPTIONS.window, session: "window", help: "receive window per session and direction" },
+  { name: "grace", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.graceMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.graceMs, session: "graceMs", help: "how long a session outlives having no stripe" },
+  { name: "keepalive", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.keepaliveMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.keepaliveMs, session: "keepaliveMs", help: "ping a stripe silent this long" },
+  { name: "dead-timeout", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.deadMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.deadMs, session: "deadMs", help: "drop a stripe silent this long" },
+  // Keys (docs/protocol.md §3.1). No --key: a key on the command line would show in `ps`.
+  { name: "key-file", modes: SESSION_MODES, type: { kind: "path" }, arg: "PATH", scope: "listener", defaultText: "$STRIPER_KEY", help: "the pre-shared key(s), one per line: the server accepts any, the client uses the first; make one with `tcp-striper keygen`" },
+  { name: "no-auth", modes: SESSION_MODES, type: { kind: "flag" }, scope: "listener", help: "no key: stripes neither authenticated nor encrypted (benchmarks and trusted networks only)" },
+  { name: "handshake-timeout", modes: ["server"], type: { kind: "duration", min: 100, max: HANDSHAKE_DEADLINE_MS }, arg: "MS", scope: "listener", default: HANDSHAKE_DEADLINE_MS, help: "a stripe's first message must arrive within this of the accept; a connection that fails any check is held silent until then" },
+  { name: "handshake-timeout", modes: ["client"], type: { kind: "duration", min: 100, max: HANDSHAKE_DEADLINE_MS }, arg: "MS", scope: "listener", default: CLIENT_HANDSHAKE_MS, help: "how long a stripe waits for the server's authenticated reply" },
+  // Process-wide limits: today each listener is its own proxy and applies them separately.
+  { name: "max-unauthenticated", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_UNAUTHENTICATED, help: "connections that have not authenticated yet; when full, the oldest waiting ≥ 1 s makes room" },
+  { name: "handshake-rate", modes: ["server"], type: { kind: "number", min: 0.01, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_RATE, help: "handshake attempts per second per source address (IPv6: per /64); refunded when one authenticates" },
+  { name: "handshake-burst", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_BURST, help: "handshake attempts a quiet source may make at once" },
+  { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
+  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together" },
+
+  // Operations.
+  { name: "metrics", modes: SESSION_MODES, type: { kind: "address" }, arg: "HOST:PORT", scope: "process", help: "serve /metrics, /healthz, /api/sessions and the dashboard here (off by default)" },
+  { name: "drain-timeout", modes: PROXY_MODES, type: { kind: "duration", min: 0, max: 86_400_000 }, arg: "MS", scope: "process", default: 30_000, help: "on SIGTERM/SIGINT, how long live sessions may go on before they are reset" },
+
+  // link: a capped route for tests and benchmarks.
+  { name: "rate", modes: ["link"], type: { kind: "numbers", min: 0, max: Infinity }, arg: "MBPS[,MBPS...]", scope: "listener", defaultText: "0", help: "per-connection cap in MB/s (10^6 bytes/s), each direction; a list is assigned to connections in turn; 0 = uncapped" },
+  { name: "delay", modes: ["link"], type: { kind: "number", min: 0, max: Infinity }, arg: "MS", scope: "listener", defaultText: "0", help: "added one-way delay, each direction" },
+  { name: "burst", modes: ["link"], type: { kind: "number", min: 1, max: Infinity }, arg: "BYTES", scope: "listener", defaultText: "max(16 KiB, 20 ms of the rate)", help: "token bucket depth" },
+
+  // demo.
+  { name: "cap", modes: ["demo"], type: { kind: "number", min: 0.01, max: 10_000 }, arg: "MBPS", scope: "process", default: 4, help: "per-connection cap of the link in MB/s" },
+  { name: "delay", modes: ["demo"], type: { kind: "int", min: 0, max: 5000 }, arg: "MS", scope: "process", default: 10, help: "one-way delay of the link" },
+  { name: "stripes", modes: ["demo"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "process", default: 4, help: "stripes of the striped run" },
+  { name: "seconds", modes: ["demo"], type: { kind: "number", min: 1, max: 600 }, arg: "S", scope: "process", default: 4, help: "length of each run" },
+] as const satisfies readonly OptionSpec[];
+
+type Row = (typeof OPTIONS)[number];
+/** Every option name in the table. */
+export type OptionName = Row["name"];
+type KindValue<K> = K extends "address"
+  ? Address
+  : K extends "int" | "number" | "duration"
+    ? number
+    : K extends "flag"
+      ? boolean
+      : K extends "numbers"
+        ? readonly number[]
+        : string;
+type RowValue<R> = R extends { type: { kind: infer K }; repeatable: true }
+  ? readonly KindValue<K>[]
+  : R extends { type: { kind: infer K } }
+    ? KindValue<K>
+    : never;
+/** Validated values by option name (absent: not given and no default). */
+export type Values = { -readonly [N in OptionName]?: RowValue<Extract<Row, { name: N }>> };
+
+/** The table as plain specs (for generic code). */
+export const OPTION_SPECS: readonly OptionSpec[] = OPTIONS;
+
+/** The row for `name` in `mode`, if that mode has the option. */
+export function optionFor(mode: Mode, name: string): OptionSpec | undefined {
+  return OPTION_SPECS.find((o) => o.name === name && o.modes.includes(mode));
+}
+
+/** Every row of `mode`, in table order. */
+export function optionsOf(mode: Mode): OptionSpec[] {
+  return OPTION_SPECS.filter((o) => o.modes.includes(mode));
+}
+
+// --- values: parsing and formatting -----------------------------------------------------------------
 
 /** Parses HOST:PORT or [V6]:PORT. */
 export function parseAddress(text: string, flag: string): Address {
@@ -86,20 +174,97 @@ export function parseAddress(text: string, flag: string): Address {
   return { host: m[1]!, port };
 }
 
-function parseInt(text: string | undefined, flag: string, min: number, max: number): number {
-  if (text === undefined || !/^\d+$/.test(text)) throw new UsageError(`${flag}: expected a whole number, got "${text ?? ""}"`);
-  const n = Number(text);
-  if (n < min || n > max) throw new UsageError(`${flag}: must be between ${min} and ${max}, got ${n}`);
+/** "between 1 and 64", "at least 0" (an unbounded range does not print Infinity). */
+export function describeRange(min: number, max: number): string {
+  if (max === Infinity) return `at least ${min}`;
+  return `between ${min} and ${max}`;
+}
+
+function checkRange(n: number, flag: string, min: number, max: number): number {
+  if (n < min || n > max) throw new UsageError(`${flag}: must be ${describeRange(min, max)}, got ${n}`);
   return n;
+}
+
+/** Parses a whole number in [min, max]; throws UsageError naming the flag. */
+export function parseInteger(text: string | undefined, flag: string, min: number, max: number): number {
+  if (text === undefined || !/^\d+$/.test(text)) throw new UsageError(`${flag}: expected a whole number, got "${text ?? ""}"`);
+  return checkRange(Number(text), flag, min, max);
 }
 
 /** Parses a finite number in [min, max]; throws UsageError naming the flag. */
 export function parseNumber(text: string | undefined, flag: string, min: number, max: number): number {
   const n = Number(text);
   if (text === undefined || text.trim() === "" || !Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got "${text ?? ""}"`);
-  if (n < min || n > max) throw new UsageError(`${flag}: must be between ${min} and ${max}, got ${n}`);
-  return n;
+  return checkRange(n, flag, min, max);
 }
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses a duration in ms: "1500", "1500ms", "30s", "2m", "1h" (whole ms after conversion). */
+export function parseDuration(text: string, flag: string, min: number, max: number): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new UsageError(`${flag}: expected milliseconds or a duration like 30s, 500ms, 2m, got "${text}"`);
+  const ms = Number(m[1]) * DURATION_UNITS[m[2] ?? "ms"]!;
+  if (!Number.isInteger(ms)) throw new UsageError(`${flag}: must be a whole number of milliseconds, got ${ms}`);
+  return checkRange(ms, flag, min, max);
+}
+
+/** Parses one command-line value for `spec`; `flag` names it in errors ("--window"). */
+export function parseValue(spec: OptionSpec, text: string, flag: string): OptionValue {
+  const t = spec.type;
+  switch (t.kind) {
+    case "address":
+      return parseAddress(text, flag);
+    case "int":
+      return parseInteger(text, flag, t.min, t.max);
+    case "number":
+      return parseNumber(text, flag, t.min, t.max);
+    case "duration":
+      return parseDuration(text, flag, t.min, t.max);
+    case "enum":
+      if (!t.values.includes(text)) throw new UsageError(`${flag}: expected one of ${t.values.join(", ")}, got "${text}"`);
+      return text;
+    case "numbers":
+      return text.split(",").map((x) => parseNumber(x, flag, t.min, t.max));
+    case "flag":
+      if (text === "true") return true;
+      if (text === "false") return false;
+      throw new UsageError(`${flag}: expected true or false, got "${text}"`);
+    case "path":
+      if (text === "") throw new UsageError(`${flag}: expected a file name`);
+      return text;
+    default: {
+      const never: never = t;
+      throw new Error(`unhandled option kind ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/** Writes a value back as the command line takes it (parseValue(formatValue(v)) equals v). */
+export function formatValue(spec: OptionSpec, v: OptionValue): string {
+  const t = spec.type;
+  switch (t.kind) {
+    case "address": {
+      const a = v as Address;
+      return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+    }
+    case "numbers":
+      return (v as readonly number[]).join(",");
+    case "int":
+    case "number":
+    case "duration":
+    case "enum":
+    case "flag":
+    case "path":
+      return String(v);
+    default: {
+      const never: never = t;
+      throw new Error(`unhandled option kind ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+// --- the command line --------------------------------------------------------------------------------
 
 /** Splits argv after the mode into flag → value, rejecting unknown flags and missing values. */
 export function flags(args: string[], allowed: readonly string[], mode: string): Map<string, string> {
@@ -122,88 +287,331 @@ export function flags(args: string[], allowed: readonly string[], mode: string):
   return out;
 }
 
-function required(f: Map<string, string>, name: string, mode: string): string {
-  const v = f.get(name);
-  if (v === undefined) throw new UsageError(`${mode}: --${name} is required`);
-  return v;
-}
+/** The command line before a config file is read: a mode (maybe from the file) and raw flag texts. */
+export type CommandLine =
+  | { kind: "help"; topic: string }
+  | { kind: "version" }
+  | { kind: "keygen" }
+  | {
+      kind: "run";
+      /** Undefined when only the config file names it (`tcp-striper --config FILE`). */
+      mode: Mode | undefined;
+      /** Flag texts by name, in the order given (repeatable options keep every occurrence). */
+      flags: Map<string, string[]>;
+      configPath: string | undefined;
+      check: boolean;
+    };
 
-const SESSION_FLAGS = ["window", "grace", "keepalive", "dead-timeout"] as const;
+const isMode = (s: string): s is Mode => (MODES as readonly string[]).includes(s);
 
-function sessionFlags(f: Map<string, string>): SessionFlags {
-  const s: SessionFlags = {};
-  if (f.has("window")) s.window = parseInt(f.get("window"), "--window", 64 * 1024, 1 << 30);
-  if (f.has("grace")) s.graceMs = parseInt(f.get("grace"), "--grace", 0, 3_600_000);
-  if (f.has("keepalive")) s.keepaliveMs = parseInt(f.get("keepalive"), "--keepalive", 50, 600_000);
-  if (f.has("dead-timeout")) s.deadMs = parseInt(f.get("dead-timeout"), "--dead-timeout", 100, 3_600_000);
-  if (s.keepaliveMs !== undefined && s.deadMs !== undefined && s.deadMs <= s.keepaliveMs) {
-    throw new UsageError("--dead-timeout must be longer than --keepalive");
+/** Splits argv into mode and flags; checks only names and shapes (values are checked by `resolve`). */
+export function parseCommandLine(argv: string[]): CommandLine {
+  const first = argv[0];
+  if (first === undefined) throw new UsageError("no mode given");
+  if (first === "--help" || first === "-h" || first === "help") return { kind: "help", topic: "main" };
+  if (argv.includes("--version") || first === "version") return { kind: "version" };
+  if (first === "keygen") {
+    if (argv.includes("--help") || argv.includes("-h")) return { kind: "help", topic: "keygen" };
+    if (argv.length > 1) throw new UsageError(`keygen: takes no options, got "${argv[1]}"`);
+    return { kind: "keygen" };
   }
-  return s;
-}
-
-/** Parses the arguments after `src/main.ts`. Throws UsageError. */
-export function parseArgs(argv: string[]): Command {
-  const [mode, ...rest] = argv;
-  if (mode === undefined) throw new UsageError("no mode given");
-  if (mode === "--help" || mode === "-h" || mode === "help") return { mode: "help", topic: "main" };
-  if (rest.includes("--help") || rest.includes("-h")) {
-    if (!(mode in USAGE)) throw new UsageError(`unknown mode "${mode}"`);
-    return { mode: "help", topic: mode };
-  }
-  switch (mode) {
-    case "server": {
-      const f = flags(rest, ["listen", "target", "max-sessions", "max-buffer", ...SESSION_FLAGS], mode);
-      const cmd: Command = {
-        mode,
-        listen: parseAddress(required(f, "listen", mode), "--listen"),
-        target: parseAddress(required(f, "target", mode), "--target"),
-        session: sessionFlags(f),
-      };
-      if (f.has("max-sessions")) cmd.maxSessions = parseInt(f.get("max-sessions"), "--max-sessions", 1, 1_000_000);
-      if (f.has("max-buffer")) cmd.maxBuffer = parseInt(f.get("max-buffer"), "--max-buffer", 1 << 20, 2 ** 40);
-      return cmd;
+  const mode = first.startsWith("--") ? undefined : first;
+  if (mode !== undefined && !isMode(mode)) throw new UsageError(`unknown mode "${mode}"`);
+  const rest = mode === undefined ? argv : argv.slice(1);
+  if (rest.includes("--help") || rest.includes("-h")) return { kind: "help", topic: mode ?? "main" };
+  const label = mode ?? "tcp-striper";
+  const out = new Map<string, string[]>();
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (!a.startsWith("--")) throw new UsageError(`${label}: unexpected argument "${a}"`);
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+    const spec = mode ? optionFor(mode, name) : OPTION_SPECS.find((o) => o.name === name);
+    if (!spec) {
+      const elsewhere = OPTION_SPECS.filter((o) => o.name === name).flatMap((o) => o.modes);
+      const hint = elsewhere.length > 0 ? ` (an option of ${[...new Set(elsewhere)].join(", ")})` : "";
+      throw new UsageError(`${label}: unknown option --${name}${hint}`);
     }
-    case "client": {
-      const f = flags(rest, ["listen", "peer", "stripes", "scheduler", "max-buffer", ...SESSION_FLAGS], mode);
-      const session = sessionFlags(f);
-      const sched = f.get("scheduler");
-      if (sched !== undefined) {
-        if (!SCHEDULER_MODES.includes(sched as SchedulerMode)) {
-          throw new UsageError(`--scheduler: expected one of ${SCHEDULER_MODES.join(", ")}, got "${sched}"`);
-        }
-        session.scheduler = sched as SchedulerMode;
+    let value: string;
+    if (eq > 0) value = a.slice(eq + 1);
+    else if (spec.type.kind === "flag") value = "true";
+    else {
+      const next = rest[++i];
+      if (next === undefined || next.startsWith("--")) throw new UsageError(`${label}: --${name} needs a value`);
+      value = next;
+    }
+    const seen = out.get(name);
+    if (seen && !spec.repeatable) throw new UsageError(`${label}: --${name} given twice`);
+    if (seen) seen.push(value);
+    else out.set(name, [value]);
+  }
+  const configText = out.get("config")?.[0];
+  const configPath = configText === undefined ? undefined : (parseValue(OPTION_SPECS.find((o) => o.name === "config")!, configText, "--config") as string);
+  const checkText = out.get("check-config")?.[0];
+  const check = checkText !== undefined && parseValue(OPTION_SPECS.find((o) => o.name === "check-config")!, checkText, "--check-config") === true;
+  out.delete("config");
+  out.delete("check-config");
+  if (mode === undefined && configPath === undefined) throw new UsageError("no mode given");
+  return { kind: "run", mode, flags: out, configPath, check };
+}
+
+// --- resolved configuration -------------------------------------------------------------------------
+
+/** Everything a run needs: the mode, process-wide values, and one value set per listener. */
+export interface RunConfig {
+  mode: Mode;
+  /** --check-config: validate and exit. */
+  check: boolean;
+  /** The config file, when one was given (re-read on SIGHUP). */
+  configPath: string | undefined;
+  /** Process-wide options, defaults applied. */
+  global: Values;
+  /** One per listener: listener-scope options, defaults applied. At least one. */
+  listeners: Values[];
+}
+
+/** Parsed command line. */
+export type Command = { mode: "help"; topic: string } | { mode: "version" } | { mode: "keygen" } | RunConfig;
+
+/** Session tunables (the SessionOptions fields the table sets). */
+export interface SessionFlags {
+  scheduler?: SchedulerMode;
+  window?: number;
+  graceMs?: number;
+  keepaliveMs?: number;
+  deadMs?: number;
+}
+
+/** The SessionOptions fields a listener's values set (rows with a `session` column). */
+export function sessionFlags(v: Values): SessionFlags {
+  const out: Record<string, unknown> = {};
+  for (const o of OPTION_SPECS) {
+    if (o.session !== undefined && (v as Record<string, unknown>)[o.name] !== undefined) out[o.session] = (v as Record<string, unknown>)[o.name];
+  }
+  return out as SessionFlags;
+}
+
+/**
+ * A config file's problem: one line naming the file, the line where known, and the key. Exit 2.
+ * (errors.ts's ConfigError is a library caller's bad session option.)
+ */
+export class ConfigFileError extends StriperError {
+  constructor(message: string) {
+    super("E_CONFIG_FILE", message);
+    this.name = "ConfigFileError";
+  }
+}
+
+/** What config.ts read from a file, ready to merge. */
+export interface FileValues {
+  /** Top-level keys: process options, and listener options as defaults for every listener. */
+  top: Values;
+  /** One per [[listener]] table (empty: the top level is the only listener). */
+  listeners: Values[];
+  /** "FILE:LINE: KEY" (or "FILE: KEY" when the line is unknown); `listener` indexes `listeners`. */
+  where(listener: number | undefined, key: string): string;
+}
+
+/** A cross-option rule on one listener's merged values: the offending option and why, or undefined. */
+type Check = (v: Values) => { name: OptionName; message: string } | undefined;
+
+const CHECKS: readonly Check[] = [
+  (v) =>
+    v["no-auth"] === true && v["key-file"] !== undefined
+      ? { name: "no-auth", message: "--no-auth and --key-file exclude each other: choose one" }
+      : undefined,
+  (v) =>
+    v.keepalive !== undefined && v["dead-timeout"] !== undefined && v["dead-timeout"] <= v.keepalive
+      ? { name: "dead-timeout", message: `must be longer than keepalive (${v.keepalive} ms), got ${v["dead-timeout"]} ms` }
+      : undefined,
+];
+
+const get = (v: Values, name: string): OptionValue | undefined => (v as Record<string, OptionValue | undefined>)[name];
+
+/**
+ * Merges defaults, config-file values and command-line values (in that order of precedence, lowest
+ * first) into a RunConfig. Throws UsageError for command-line problems, ConfigFileError for the file's.
+ */
+export function mergeConfig(mode: Mode, cli: Values, file: FileValues | undefined, cmd: { check: boolean; configPath: string | undefined }): RunConfig {
+  const rows = optionsOf(mode).filter((o) => o.scope !== "cli");
+  const pick = (v: Values | undefined, scope: OptionScope, defaults = false): Values => {
+    const out: Record<string, OptionValue> = {};
+    for (const o of rows) {
+      const x = defaults ? o.default : v && get(v, o.name);
+      if (o.scope === scope && x !== undefined) out[o.name] = x;
+    }
+    return out as Values;
+  };
+  const global: Values = { ...pick(undefined, "process", true), ...pick(file?.top, "process"), ...pick(cli, "process") };
+  const cliListener = pick(cli, "listener");
+  const fileListeners = file && file.listeners.length > 0 ? file.listeners : [{}];
+  if (file && fileListeners.length > 1) {
+    if (mode === "link") throw new ConfigFileError(`${file.where(undefined, "listener")}: link mode runs one listener, the file has ${fileListeners.length}`);
+    for (const o of rows) {
+      if (o.identity && get(cliListener, o.name) !== undefined) {
+        throw new UsageError(`--${o.name}: the config file has ${fileListeners.length} listeners; change their ${o.name} in the file`);
       }
-      return {
-        mode,
-        listen: parseAddress(required(f, "listen", mode), "--listen"),
-        peer: parseAddress(required(f, "peer", mode), "--peer"),
-        stripes: f.has("stripes") ? parseInt(f.get("stripes"), "--stripes", 1, 64) : 4,
-        session,
-        ...(f.has("max-buffer") ? { maxBuffer: parseInt(f.get("max-buffer"), "--max-buffer", 1 << 20, 2 ** 40) } : {}),
-      };
     }
-    case "relay": {
-      const f = flags(rest, ["listen", "target"], mode);
-      return {
-        mode,
-        listen: parseAddress(required(f, "listen", mode), "--listen"),
-        target: parseAddress(required(f, "target", mode), "--target"),
-      };
+  }
+  const listeners = fileListeners.map((l) => ({ ...pick(undefined, "listener", true), ...pick(file?.top, "listener"), ...l, ...cliListener }));
+  listeners.forEach((l, i) => {
+    const index = file && file.listeners.length > 0 ? i : undefined;
+    const label = (name: string): string => (!file || get(cliListener, name) !== undefined ? `--${name}` : file.where(index, name));
+    for (const o of rows) {
+      if (o.scope !== "listener" || !o.required || get(l, o.name) !== undefined) continue;
+      if (!file) throw new UsageError(`${mode}: --${o.name} is required`);
+      throw new ConfigFileError(`${file.where(index, o.name)}: required for ${mode} mode (in the file or as --${o.name})`);
     }
-    case "link":
-      return { mode, argv: rest };
-    case "demo": {
-      const f = flags(rest, ["cap", "delay", "stripes", "seconds"], mode);
-      return {
-        mode,
-        cap: f.has("cap") ? parseNumber(f.get("cap"), "--cap", 0.01, 10_000) : 4,
-        delayMs: f.has("delay") ? parseInt(f.get("delay"), "--delay", 0, 5000) : 10,
-        stripes: f.has("stripes") ? parseInt(f.get("stripes"), "--stripes", 1, 64) : 4,
-        seconds: f.has("seconds") ? parseNumber(f.get("seconds"), "--seconds", 1, 600) : 4,
-      };
+    for (const check of CHECKS) {
+      const bad = check(l);
+      if (bad === undefined) continue;
+      const text = `${label(bad.name)}: ${bad.message}`;
+      throw file && get(cliListener, bad.name) === undefined ? new ConfigFileError(text) : new UsageError(text);
     }
-    default:
-      throw new UsageError(`unknown mode "${mode}"`);
+  });
+  return { mode, check: cmd.check, configPath: cmd.configPath, global, listeners };
+}
+
+/** Validates the command-line flags of `mode` into values (UsageError naming the flag). */
+export function cliValues(mode: Mode, raw: Map<string, string[]>): Values {
+  const out: Record<string, unknown> = {};
+  for (const [name, texts] of raw) {
+    const spec = optionFor(mode, name);
+    if (!spec) throw new UsageError(`${mode}: unknown option --${name}`);
+    const parsed = texts.map((t) => parseValue(spec, t, `--${name}`));
+    out[name] = spec.repeatable ? parsed : parsed[0];
+  }
+  return out as Values;
+}
+
+/**
+ * Parses a command line that names no config file (pure; tests and the common case). With
+ * `--config`, use config.ts's `loadCommand`, which reads the file.
+ */
+export function parseArgs(argv: string[]): Command {
+  const cl = parseCommandLine(argv);
+  if (cl.kind === "help") return { mode: "help", topic: cl.topic };
+  if (cl.kind === "version") return { mode: "version" };
+  if (cl.kind === "keygen") return { mode: "keygen" };
+  if (cl.configPath !== undefined || cl.mode === undefined) throw new UsageError("--config needs the file to be read: use loadCommand");
+  return mergeConfig(cl.mode, cliValues(cl.mode, cl.flags), undefined, cl);
+}
+
+/** Renders values back into command-line flags for `mode` (round-trips through parseArgs). */
+export function toArgv(mode: Mode, v: Values): string[] {
+  const out: string[] = [];
+  for (const o of optionsOf(mode)) {
+    const value = (v as Record<string, OptionValue | undefined>)[o.name];
+    if (value === undefined || o.scope === "cli") continue;
+    const all = o.repeatable ? (value as readonly OptionValue[]) : [value];
+    for (const x of all) {
+      if (o.type.kind === "flag") {
+        if (x === true) out.push(`--${o.name}`);
+      } else out.push(`--${o.name}`, formatValue(o, x));
+    }
+  }
+  return out;
+}
+
+// --- usage ------------------------------------------------------------------------------------------
+
+/** What each mode does, for its usage text. */
+const ABOUT: Record<Mode, string> = {
+  server: "Accepts stripes from client proxies and connects each session to the target.",
+  client: "Accepts app connections and carries each over N stripes to the server proxy.",
+  relay: "Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.",
+  link: "A TCP relay that simulates a route capping each TCP stream (for tests, benchmarks and the demo).",
+  demo:
+    "Runs, in one process on loopback: a target, a capped link (per-connection rate limit), both proxies.\n" +
+    "Pushes data over one plain connection through the link, then striped, and prints both rates.",
+};
+
+function typeHint(o: OptionSpec): string {
+  const t = o.type;
+  switch (t.kind) {
+    case "enum":
+      return t.values.join(" | ");
+    case "int":
+    case "number":
+    case "numbers":
+      return t.max === Infinity ? "" : `${t.min}-${t.max}`;
+    case "address":
+    case "duration":
+    case "flag":
+    case "path":
+      return "";
+    default: {
+      const never: never = t;
+      throw new Error(`unhandled option kind ${JSON.stringify(never)}`);
+    }
   }
 }
+
+const HELP_COLUMN = 26;
+const HELP_WIDTH = 100;
+
+/** Wraps `text` to lines of at most `width` characters (words are never split). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  if (line !== "") lines.push(line);
+  return lines;
+}
+
+function optionLine(o: OptionSpec): string {
+  const left = `  --${o.name}${o.arg ? ` ${o.arg}` : ""}`;
+  const hint = typeHint(o);
+  const def = o.defaultText ?? (o.default !== undefined ? formatValue(o, o.default) : undefined);
+  const extra = [hint, def !== undefined ? `default ${def}` : "", o.repeatable ? "repeatable" : ""].filter((s) => s !== "").join(", ");
+  const body = wrap(`${o.help}${extra ? ` (${extra})` : ""}`, HELP_WIDTH - HELP_COLUMN);
+  const pad = "".padEnd(HELP_COLUMN);
+  const first = left.length < HELP_COLUMN ? [`${left.padEnd(HELP_COLUMN)}${body[0]}`] : [left, `${pad}${body[0]}`];
+  return [...first, ...body.slice(1).map((l) => `${pad}${l}`)].join("\n");
+}
+
+function modeUsage(mode: Mode): string {
+  const rows = optionsOf(mode);
+  const req = rows.filter((o) => o.required).map((o) => `--${o.name} ${o.arg}`);
+  const lines = [`usage: tcp-striper ${mode} ${[...req, "[options]"].join(" ")}`, "", ABOUT[mode]];
+  for (const o of rows.filter((r) => r.scope !== "cli")) lines.push(optionLine(o));
+  lines.push(...rows.filter((r) => r.scope === "cli").map(optionLine));
+  if (rows.some((r) => r.type.kind === "duration")) lines.push("Durations (MS) also take a unit: 500ms, 30s, 2m.");
+  lines.push("Every option except --config and --check-config is also a key of the config file.");
+  return lines.join("\n");
+}
+
+const MAIN_USAGE = `tcp-striper: stripe one TCP connection over N parallel TCP connections
+
+usage:
+  tcp-striper server --listen HOST:PORT --target HOST:PORT [options]
+  tcp-striper client --listen HOST:PORT --peer HOST:PORT [--stripes N] [--scheduler MODE] [options]
+  tcp-striper relay  --listen HOST:PORT --target HOST:PORT
+  tcp-striper link   --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS]
+  tcp-striper demo
+  tcp-striper keygen > key && chmod 600 key
+  tcp-striper [<mode>] --config FILE [--check-config]
+  tcp-striper <mode> --help
+  tcp-striper --version
+
+server and client need a key (--key-file key, or the key in STRIPER_KEY); --no-auth runs without one.
+From a checkout, "tcp-striper" is "npm exec -- tcp-striper" (or dist/tcp-striper after npm run build).
+IPv6 addresses are written [::1]:PORT.`;
+
+/** Usage text per mode, built from the option table. */
+export const USAGE: Record<string, string> = {
+  main: MAIN_USAGE,
+  ...Object.fromEntries(MODES.map((m) => [m, modeUsage(m)])),
+  keygen: `usage: tcp-striper keygen
+
+Prints a new pre-shared key: 32 random bytes in base64 (44 characters) and a newline.
+Save it where only its owner can read it, and give server and client the same file:
+  tcp-striper keygen > key && chmod 600 key
+A key file may hold several keys, one per line: the server accepts any, the client uses the first.
+To rotate: add the new key to the servers' files, put it first in the clients', then remove the old one.`,
+};

@@ -33,7 +33,9 @@ import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
 import { StripeDialer, type DialAttempt } from "./dialer.ts";
 import { plainFront, type AppConnection, type Front } from "./front.ts";
 import {
+  CLIENT_HANDSHAKE_MS,
   INITIAL_WINDOW,
+  PLAIN_WARNING,
   handshakeAuth,
   judgeReply,
   noAuthenticReply,
@@ -89,7 +91,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   const auth: HandshakeAuth = handshakeAuth(opts.auth);
   const n = opts.stripes ?? 4;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "client" };
-  const handshakeTimeout = opts.handshakeTimeoutMs ?? 5000;
+  const handshakeTimeout = opts.handshakeTimeoutMs ?? CLIENT_HANDSHAKE_MS;
   const wall = opts.wallClock ?? Date.now;
   const peerName = formatAddress(opts.peer);
   const sessions = new Set<StripedPipe>();
@@ -256,12 +258,9 @@ export function startClient(opts: ClientOptions): StriperClient {
   };
 
   const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
-  log(`client listening on ${listener.address} peer ${peerName} stripes ${n}`);
-  log(
-    opts.auth.mode === "plain"
-      ? "WARNING: --no-auth: stripes are neither authenticated nor encrypted; anyone on the path can read and change them (benchmarks and trusted networks only)"
-      : `stripes authenticated and encrypted with key ${opts.auth.keys[0]!.id}`,
-  );
+  const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
+  log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
+  if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions,

@@ -39,6 +39,22 @@ export function handshakeAuth(auth: StripeAuth): HandshakeAuth {
   return { mode: "keyed", keys: auth.keys.map((k) => k.bytes) };
 }
 
+/** Default and largest handshake deadline, ms: the whole first message must arrive within it. */
+export const HANDSHAKE_DEADLINE_MS = 10_000;
+/** Default bound on connections that have not authenticated yet. */
+export const DEFAULT_MAX_UNAUTHENTICATED = 1024;
+/** Default handshake attempts per source and second (tokens refunded when a hello authenticates). */
+export const DEFAULT_HANDSHAKE_RATE = 20;
+/** Default burst of handshake attempts per source: a client dials up to 64 stripes at once. */
+export const DEFAULT_HANDSHAKE_BURST = 80;
+
+/** Default deadline for the server's authenticated reply on a stripe, ms (the client's). */
+export const CLIENT_HANDSHAKE_MS = 5000;
+
+/** What a proxy in plain mode (--no-auth) logs at start, server and client alike. */
+export const PLAIN_WARNING =
+  "WARNING: --no-auth: stripes are neither authenticated nor encrypted; anyone on the path can read and change them, and anyone who reaches the server can use it (benchmarks and trusted networks only)";
+
 /**
  * The peer window a client assumes for a new session until the server's reply brings the real one: it
  * sends the app's first bytes (0-RTT) within it. Every server session window is at least this large.

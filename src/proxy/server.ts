@@ -20,6 +20,11 @@ import { RecordOpener } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
 import { HandshakeRejected, clientHelloParser } from "../wire/handshake.ts";
 import {
+  DEFAULT_HANDSHAKE_BURST,
+  DEFAULT_HANDSHAKE_RATE,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  HANDSHAKE_DEADLINE_MS,
+  PLAIN_WARNING,
   admit,
   handshakeAuth,
   readHandshake,
@@ -33,15 +38,6 @@ import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
-
-/** Default and largest handshake deadline, ms: the whole first message must arrive within it. */
-export const HANDSHAKE_DEADLINE_MS = 10_000;
-/** Default bound on connections that have not authenticated yet. */
-export const DEFAULT_MAX_UNAUTHENTICATED = 1024;
-/** Default handshake attempts per source and second (tokens refunded when a hello authenticates). */
-export const DEFAULT_HANDSHAKE_RATE = 20;
-/** Default burst of handshake attempts per source: a client dials up to 64 stripes at once. */
-export const DEFAULT_HANDSHAKE_BURST = 80;
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -265,8 +261,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}`);
-  log(authLine(opts.auth));
+  const keys = opts.auth.mode === "keyed" ? ` keys ${opts.auth.keys.map((k) => k.id).join(",")}` : "";
+  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${keys}`);
+  if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions: registry.sessions,
@@ -284,13 +281,4 @@ export function startServer(opts: ServerOptions): StriperServer {
       for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },
   };
-}
-
-/** The line a proxy logs at start about how its stripes are protected. */
-export function authLine(auth: StripeAuth): string {
-  if (auth.mode === "plain") {
-    return "WARNING: --no-auth: stripes are neither authenticated nor encrypted; anyone on the path can read and change them, anyone who reaches the server can use it (benchmarks and trusted networks only)";
-  }
-  const n = auth.keys.length;
-  return `stripes authenticated and encrypted with ${n} key${n === 1 ? "" : "s"} (${auth.keys.map((k) => k.id).join(", ")})`;
 }

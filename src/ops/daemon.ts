@@ -1,0 +1,101 @@
+/**
+ * What every long-running mode shares once its listeners are up: the operations endpoint
+ * (`--metrics`), the lifecycle (drain on SIGTERM/SIGINT, reload on SIGHUP, statistics on SIGUSR1),
+ * and fatal start-up errors that name the address, the port and the reason.
+ */
+
+import type { RunConfig } from "../cli/args.ts";
+import { loadCommand } from "../cli/config.ts";
+import { StriperError, type SystemErrorCode } from "../errors.ts";
+import { formatAddress, type Address } from "../pipe/tcp.ts";
+import { VERSION } from "../version.ts";
+import { startOpsServer, type OpsServer } from "./http.ts";
+import { runLifecycle, type Drainable, type LifecycleHandle, type SignalSource } from "./lifecycle.ts";
+import type { StatsSource } from "./stats.ts";
+
+/** Readable reasons for the errors a listener meets at start-up. */
+const LISTEN_REASONS: Record<string, string> = {
+  EADDRINUSE: "address already in use",
+  EADDRNOTAVAIL: "address not available on this host",
+  EACCES: "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)",
+  EPERM: "operation not permitted",
+};
+
+/** A listener could not start: `code` is the system's (EADDRINUSE...) or E_LISTEN. */
+export class ListenError extends StriperError {
+  constructor(address: Address, what: string, cause: unknown) {
+    const sys = (cause as { code?: unknown }).code;
+    const code = typeof sys === "string" ? (sys as SystemErrorCode) : "E_LISTEN";
+    const reason = LISTEN_REASONS[code] ?? (cause instanceof Error ? cause.message : String(cause));
+    super(code, `cannot listen on ${formatAddress(address)}${what ? ` (${what})` : ""}: ${reason}`, { cause });
+    this.name = "ListenError";
+  }
+}
+
+/** Runs `start`, turning a bind failure into a ListenError naming `address`. */
+export function listenOrFail<T>(address: Address, what: string, start: () => T): T {
+  try {
+    return start();
+  } catch (err) {
+    throw new ListenError(address, what, err);
+  }
+}
+
+/** Options of runDaemon. */
+export interface DaemonOptions {
+  cmd: RunConfig;
+  /** The original arguments (re-read with the config file on SIGHUP). */
+  argv: string[];
+  units: readonly Drainable[];
+  /** The proxies' statistics, when they expose them. */
+  source: StatsSource | undefined;
+  /** SIGUSR1: the lines to log. */
+  statsLines: () => string[];
+  log: (line: string) => void;
+  /** Applies a reloaded config whose changes are all live (see OptionSpec.reload). */
+  apply?: (next: RunConfig, changed: string[]) => void;
+  /** From processSignals(), taken before the listeners started. */
+  signals: SignalSource;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  lifecycle: LifecycleHandle;
+  ops: OpsServer | undefined;
+}
+
+/** Starts the operations endpoint (if asked) and the lifecycle on the process's signals. */
+export function runDaemon(o: DaemonOptions): Daemon {
+  const info = { version: VERSION, mode: o.cmd.mode, startedAt: Date.now() };
+  let lifecycle: LifecycleHandle | undefined;
+  const health = () => lifecycle?.state() ?? "accepting";
+  const metrics = o.cmd.global.metrics;
+  let ops: OpsServer | undefined;
+  if (metrics) {
+    ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health }));
+    o.log(`metrics on ${ops.url} (/metrics, /healthz, /api/sessions)${o.source ? "" : "; this proxy exposes no session statistics yet"}`);
+  }
+  lifecycle = runLifecycle({
+    units: o.units,
+    drainTimeoutMs: o.cmd.global["drain-timeout"] ?? 0,
+    log: o.log,
+    // Give reset frames a moment to leave before the process ends.
+    exit: (code) => setTimeout(() => process.exit(code), 200).unref(),
+    stats: () => {
+      const lines = o.statsLines();
+      if (lines.length === 0) o.log("no live sessions");
+      for (const l of lines) o.log(l);
+    },
+    config: o.cmd,
+    reread: o.cmd.configPath
+      ? async () => {
+          const next = await loadCommand(o.argv);
+          if (!("listeners" in next)) throw new Error("the command line no longer names a run");
+          return next;
+        }
+      : undefined,
+    apply: o.apply,
+    signals: o.signals,
+  });
+  return { lifecycle, ops };
+}

@@ -1,0 +1,91 @@
+/**
+ * The single binary (`npm run build` = bun build --compile): built here into a temporary directory,
+ * copied alone into another, and run there with no Bun, no node_modules and no PATH: --help,
+ * --version, --check-config, and a transfer through relay → client → server → target, all three
+ * modes being the compiled binary.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { VERSION } from "../src/version.ts";
+import { generateKey } from "../src/secure/keys.ts";
+import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
+import { Proc } from "./helpers/proc.ts";
+import { cleanups } from "./helpers/util.ts";
+
+const cleanup = cleanups();
+const ROOT = new URL("..", import.meta.url).pathname;
+let work = "";
+let dir = "";
+let bin = "";
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), "striper-build-"));
+  // The same command as `npm run build`, with the output elsewhere so a checkout's dist/ is untouched.
+  const build = Bun.spawn([process.execPath, "build", "./src/main.ts", "--compile", "--outfile", join(work, "build", "tcp-striper")], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [code, err] = await Promise.all([build.exited, new Response(build.stderr).text()]);
+  if (code !== 0) throw new Error(`bun build --compile failed (${code}):\n${err}`);
+  dir = join(work, "alone");
+  Bun.spawnSync(["mkdir", dir]);
+  bin = join(dir, "tcp-striper");
+  copyFileSync(join(work, "build", "tcp-striper"), bin);
+  Bun.spawnSync(["chmod", "755", bin]);
+});
+
+afterAll(() => {
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** The key server and client share, in their environment. */
+const KEY = generateKey();
+
+/** Runs the binary in its lonely directory with an empty environment (no PATH to a Bun) but the key. */
+function run(args: string[]): Proc {
+  return Proc.spawn([bin, ...args], cleanup, { cwd: dir, env: { PATH: "/nonexistent", HOME: dir, STRIPER_KEY: KEY } });
+}
+
+test("the binary is one file and answers --help, --version and --check-config with nothing beside it", async () => {
+  expect(readdirSync(dir)).toEqual(["tcp-striper"]);
+  const head = new Uint8Array(await Bun.file(bin).slice(0, 4).arrayBuffer());
+  expect([...head]).toEqual([0x7f, 0x45, 0x4c, 0x46]); // ELF
+  expect(statSync(bin).size).toBeGreaterThan(1e6);
+
+  const help = run(["--help"]);
+  expect(await help.exited).toBe(0);
+  expect(await help.stdout).toContain("usage:");
+  const version = run(["--version"]);
+  expect(await version.exited).toBe(0);
+  expect(await version.stdout).toBe(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
+  const check = run(["--config", join(ROOT, "deploy/client.toml"), "--check-config"]);
+  expect(await check.exited).toBe(0);
+  expect(await check.stdout).toContain("config ok: client mode, 1 listener");
+  const bad = run(["server", "--listen", "nope"]);
+  expect(await bad.exited).toBe(2);
+});
+
+test("a transfer through relay, client and server, every one of them the compiled binary", async () => {
+  const target = startTarget({ mode: "echo" });
+  cleanup.push(() => target.stop());
+  const server = run(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`]);
+  const serverPort = await server.listeningPort("server");
+  const client = run(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
+  const clientPort = await client.listeningPort("client");
+  const relay = run(["relay", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${clientPort}`]);
+  const relayPort = await relay.listeningPort("relay");
+
+  const data = randomData(4 * 1024 * 1024, 12);
+  const r = await appExchange(relayPort, data);
+  expect(r.error).toBeUndefined();
+  expect(r.cleanEnd).toBe(true);
+  expect(sha256(r.received)).toBe(sha256(data));
+  await client.waitFor(/session \w+ end up 4\.0 MiB down 4\.0 MiB .* reason ok/);
+
+  for (const p of [relay, client, server]) p.kill("SIGTERM");
+  expect(await Promise.all([relay.exited, client.exited, server.exited])).toEqual([0, 0, 0]);
+});
