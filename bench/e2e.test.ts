@@ -245,9 +245,9 @@ describe("process plans", () => {
     expect(p.entry).toBe(1004);
     expect(p.procs.map((x) => [x.name, x.argv.join(" ")])).toEqual([
       ["target", "bench/tools/target.ts --port 1001 --hash 1 --seed 1 --mode sink"],
-      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001"],
+      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001 --key-file bench.key"],
       ["link", "src/main.ts link --listen 127.0.0.1:1002 --target 127.0.0.1:1003 --rate 4,0.4 --delay 10"],
-      ["client", "src/main.ts client --listen 127.0.0.1:1004 --peer 127.0.0.1:1002 --stripes 8"],
+      ["client", "src/main.ts client --listen 127.0.0.1:1004 --peer 127.0.0.1:1002 --stripes 8 --key-file bench.key"],
     ]);
   });
 
@@ -260,6 +260,7 @@ describe("process plans", () => {
     };
     const p = planChain(spec, ports);
     expect(p.procs.find((x) => x.name === "server")!.argv.slice(-1)).toEqual(["--no-auth"]);
+    expect(p.procs.find((x) => x.name === "server")!.argv).not.toContain("--key-file"); // --no-auth replaces the key
     expect(p.procs.find((x) => x.name === "client")!.argv.slice(-3)).toEqual(["--no-auth", "--stripes-extra", "1"]);
     expect(p.procs.find((x) => x.name === "client")!.argv).toContain("127.0.0.1:1003"); // no mid: straight to the server
     const app = appProc(spec, p.entry);

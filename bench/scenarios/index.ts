@@ -4,6 +4,7 @@
  */
 
 import type { Scenario } from "../lib/types.ts";
+import { auth } from "./auth.ts";
 import { caps } from "./caps.ts";
 import { faults } from "./faults.ts";
 import { nocap } from "./nocap.ts";
@@ -11,7 +12,7 @@ import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {
