@@ -26,6 +26,8 @@ interface Started {
   source: StatsSource | undefined;
   statsLines: () => string[];
   stop: () => void;
+  /** Takes keys re-read on SIGHUP (server and client). */
+  rekey?: (auth: StripeAuth) => void;
 }
 
 /**
@@ -100,6 +102,7 @@ function startMode(cmd: RunConfig): Started[] {
           source: statsOf(s),
           statsLines: () => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())),
           stop: () => s.stop(),
+          rekey: (a) => s.setKeys(a),
         };
       });
     case "client":
@@ -120,6 +123,7 @@ function startMode(cmd: RunConfig): Started[] {
           source: statsOf(c),
           statsLines: () => [...c.sessions].map((x) => sessionStatsLine(x.id, x.metrics())),
           stop: () => c.stop(),
+          rekey: (a) => c.setKeys(a),
         };
       });
     case "relay":
@@ -189,6 +193,21 @@ async function run(argv: string[]): Promise<void> {
     source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
     statsLines: () => started.flatMap((s) => s.statsLines()),
     log: stderrLog,
+    // On SIGHUP the key files are read again (a key added or removed without a restart).
+    apply: (next) => {
+      let auth: Map<Values, StripeAuth>;
+      try {
+        auth = authOf(next);
+      } catch (err) {
+        if (!(err instanceof KeyError)) throw err;
+        stderrLog(`SIGHUP: keys not reloaded, keeping the running ones: ${err.code} ${err.message}`);
+        return;
+      }
+      next.listeners.forEach((l, i) => {
+        const a = auth.get(l);
+        if (a !== undefined) started[i]?.rekey?.(a);
+      });
+    },
     signals,
   });
 }

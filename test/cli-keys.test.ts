@@ -180,3 +180,33 @@ describe("--no-auth", () => {
     for (const p of [server, client]) expect(p.text).toContain("WARNING: --no-auth: stripes are neither authenticated nor encrypted");
   });
 });
+
+describe("SIGHUP re-reads the key files", () => {
+  test("a key added to the server's file is accepted after SIGHUP; a malformed file keeps the running keys", async () => {
+    const [k1, k2] = [generateKey(), generateKey()];
+    const t = target();
+    const keys = keyFile(`${k1}\n`);
+    const config = join(dir, `server${fileNo++}.toml`);
+    writeFileSync(config, `mode = "server"\nlisten = "127.0.0.1:0"\ntarget = "127.0.0.1:${t.port}"\nkey-file = "${keys}"\n`);
+    const server = spawn(["--config", config]);
+    const port = await server.listeningPort("server");
+    const client = spawn([...clientArgs(port), "--handshake-timeout", "300"], { STRIPER_KEY: k2 });
+    const clientPort = await client.listeningPort("client");
+    // Not yet: the server does not have k2.
+    const before = await appExchange(clientPort, randomData(100, 7), { timeoutMs: 10_000 });
+    expect(before.received.byteLength).toBe(0);
+    await client.waitFor(/reason E_AUTH/);
+    // Rotation, step 1: the new key goes into the server's file (the old one stays), then SIGHUP.
+    writeFileSync(keys, `${k1}\n${k2}\n`);
+    const mark = server.text.length;
+    server.kill("SIGHUP");
+    await server.waitFor(/keys now [0-9a-f]{8},[0-9a-f]{8}/, 10_000, mark);
+    await roundTrip(clientPort, 8);
+    // A file that no longer parses: the running keys stay, one line says why.
+    writeFileSync(keys, "not a key\n");
+    const mark2 = server.text.length;
+    server.kill("SIGHUP");
+    await server.waitFor(/SIGHUP: keys not reloaded, keeping the running ones: E_KEY_BASE64/, 10_000, mark2);
+    await roundTrip(clientPort, 9);
+  });
+});

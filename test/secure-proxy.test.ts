@@ -1,5 +1,5 @@
 /**
- * The security properties of the proxy pair end to end (issue 9, docs/protocol.md §5 and §10), over
+ * The security properties of the proxy pair end to end (issue 9, docs/protocol.md §3 and §14), over
  * real loopback sockets: the right key works; a wrong key, an impostor server, a skewed clock, garbage,
  * truncated first messages, stale timestamps, replays and joins without the key or the session secret
  * all fail without the target ever being contacted, and every failure on the server is the same silence

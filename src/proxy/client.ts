@@ -1,7 +1,7 @@
 /**
  * Client-side proxy: takes app connections from a front (a plain listener unless another is given); for
  * each, opens a striped session to the server proxy under a fresh random session id and session secret,
- * and bridges the app to it (docs/protocol.md §5.8):
+ * and bridges the app to it (docs/protocol.md §3.12):
  *
  *   - stripe 0 is dialled with OPEN and attached to the session at once, so the app's first bytes leave
  *     in the same flight as the first message (0-RTT) under an initial peer window of 64 KiB;
@@ -75,6 +75,11 @@ export interface StriperClient {
   readonly sessions: Set<StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
+  /**
+   * Replaces the keys (a key file re-read on SIGHUP): new sessions use the new first key; live sessions
+   * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
+   */
+  setKeys(auth: StripeAuth): void;
   /** Stops accepting and resets every session. */
   stop(): void;
 }
@@ -88,7 +93,7 @@ interface StripeHello {
 /** Starts the client-side proxy. Throws StriperError (E_KEY_MISSING) on bad options. */
 export function startClient(opts: ClientOptions): StriperClient {
   const log = opts.log ?? stderrLog;
-  const auth: HandshakeAuth = handshakeAuth(opts.auth);
+  let keys: HandshakeAuth = handshakeAuth(opts.auth);
   const n = opts.stripes ?? 4;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "client" };
   const handshakeTimeout = opts.handshakeTimeoutMs ?? CLIENT_HANDSHAKE_MS;
@@ -99,6 +104,8 @@ export function startClient(opts: ClientOptions): StriperClient {
 
   // The destination is not used yet: v2 carries none, the server connects every session to its target.
   const onApp = (app: AppConnection): void => {
+    // The session's key for its whole life: the server accepts its stripes only under the key it opened with.
+    const auth = keys;
     const sessionId = new Uint8Array(randomBytes(SID_SIZE));
     const secret = new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
     const id = hexId(sessionId);
@@ -265,6 +272,11 @@ export function startClient(opts: ClientOptions): StriperClient {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    setKeys(next) {
+      if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
+      keys = handshakeAuth(next);
+      if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
+    },
     stop() {
       factory.stop();
       listener.stop();

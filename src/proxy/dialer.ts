@@ -1,7 +1,7 @@
 /**
  * The client's stripe dialer for one session: which stripe index to dial, with which generation and
  * header kind, when to dial it again after a failure (jittered exponential backoff), and when to give up.
- * docs/protocol.md §5.8, §7.4.
+ * docs/protocol.md §3.12, §7.4.
  *
  * A session opens on stripe 0 alone (OPEN, carrying the app's first bytes); once the server's reply to it
  * authenticated, stripes 1 … N−1 are dialled as JOINs. If stripe 0 fails before that, the session fails:

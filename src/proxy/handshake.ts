@@ -1,5 +1,5 @@
 /**
- * The stripe handshake of protocol v2, both ends (docs/protocol.md §5), as parts the proxies glue
+ * The stripe handshake of protocol v2, both ends (docs/protocol.md §3), as parts the proxies glue
  * together:
  *
  *   readHandshake  reads one first message from a fresh pipe under an absolute deadline, driven by a
@@ -10,7 +10,7 @@
  *                  or end the session — pure.
  *
  * The checks before admission (key, header, version, time, replay: src/secure/messages.ts) and the limits
- * at accept (src/secure/ratelimit.ts) are applied by the server in the documented order (§5.6).
+ * at accept (src/secure/ratelimit.ts) are applied by the server in the documented order (§3.10).
  */
 
 import { BrokenError, ConnectError, ProtocolError, StriperError } from "../errors.ts";
@@ -207,7 +207,7 @@ export interface AdmissionPolicy {
 
 /**
  * Decides what happens to a stripe whose first message authenticated (under the key `keyId`) and passed
- * the time and replay checks, in the order of docs/protocol.md §5.6 step 8: kind and stripe index, stripe
+ * the time and replay checks, in the order of docs/protocol.md §3.10 step 8: kind and stripe index, stripe
  * count, session lookup; for a live session the key that opened it and the secret (OPEN) or the join
  * proof (JOIN), compared in constant time; then the open limits. `memberOf` says how a live session was
  * opened. Pure: it reads `sessions` and changes nothing.
@@ -259,7 +259,7 @@ export type ReplyVerdict =
   /** The session cannot go on: re-dialling will not help. */
   | { readonly kind: "end"; readonly error: StriperError };
 
-/** Judges an authenticated reply as docs/protocol.md §5.5 says. Pure. */
+/** Judges an authenticated reply as docs/protocol.md §3.9 says. Pure. */
 export function judgeReply(r: ServerReply): ReplyVerdict {
   if (r.status === STATUS_OK) return { kind: "attach", window: r.window };
   if (r.status === STATUS_UNKNOWN_SESSION) {

@@ -1,5 +1,5 @@
 /**
- * The server's record of stripes it refused silently (docs/protocol.md §5.7): a counter per reason, for
+ * The server's record of stripes it refused silently (docs/protocol.md §3.11): a counter per reason, for
  * the metrics endpoint, and log lines that an attacker cannot multiply. Every refused connection is
  * counted; lines are aggregated per reason: the first of a reason is logged as it happens, then, while
  * that reason keeps coming, one summary per interval with the count and the sources that sent most.

@@ -1,6 +1,6 @@
 /**
  * Server-side proxy: accepts stripes, checks each one's first message in the order of
- * docs/protocol.md §5.6 (limits at accept, deadline, key, header, version, time, replay, admission), and
+ * docs/protocol.md §3.10 (limits at accept, deadline, key, header, version, time, replay, admission), and
  * bridges each session to one connection to its target. Every failed check gets the same treatment,
  * silence: no byte back, read and discard until the deadline measured from the accept, then close. The
  * registry holds the sessions, admission (handshake.ts) decides; this file is the I/O around them.
@@ -14,7 +14,7 @@ import type { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, STATUS_OK } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
-import { checkFresh, encodeServerReply, type ClientHello, type SilentReason } from "../secure/messages.ts";
+import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
 import { RecordOpener } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
@@ -75,10 +75,16 @@ export interface StriperServer {
   readonly sessions: ReadonlyMap<string, StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
-  /** Stripes refused silently since start, per reason (docs/protocol.md §5.7). */
+  /** Stripes refused silently since start, per reason (docs/protocol.md §3.11). */
   readonly rejections: Readonly<Record<SilentReason, number>>;
   /** Connections accepted that have not authenticated (reading their first message, or held silent). */
   readonly unauthenticated: number;
+  /**
+   * Replaces the keys new stripes are checked against (a key file re-read on SIGHUP). Sessions keep the
+   * key they were opened with: their stripes are still accepted while the server holds that key. The
+   * mode cannot change (keyed ↔ --no-auth needs a restart): E_CONFIG.
+   */
+  setKeys(auth: StripeAuth): void;
   /** Stops accepting and resets every session. */
   stop(): void;
 }
@@ -104,15 +110,20 @@ function positive(name: string, v: number, max = Infinity): number {
 /** Starts the server-side proxy. Throws StriperError (E_CONFIG, E_KEY_MISSING) on bad options. */
 export function startServer(opts: ServerOptions): StriperServer {
   const log = opts.log ?? stderrLog;
-  const auth = handshakeAuth(opts.auth);
-  const keyIds = opts.auth.mode === "keyed" ? opts.auth.keys.map((k) => k.id) : [];
+  /** The keys as the codec takes them, and their fingerprints; replaced whole by setKeys(). */
+  interface Keys {
+    auth: HandshakeAuth;
+    ids: string[];
+  }
+  const keysOf = (a: StripeAuth): Keys => ({ auth: handshakeAuth(a), ids: a.mode === "keyed" ? a.keys.map((k) => k.id) : [] });
+  let keys = keysOf(opts.auth);
   const deadlineMs = positive("handshake deadline", opts.handshakeTimeoutMs ?? HANDSHAKE_DEADLINE_MS, HANDSHAKE_DEADLINE_MS);
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
   const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target };
   const registry = new SessionRegistry<StripedPipe>(opts.maxSessions ?? 1024);
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
-  // Salts of hellos seen within the time window; hellos from before this start are refused (§10.3).
+  // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
   const replay = new ReplaySet({ sinceMs: wall() });
   const limiter = new SourceLimiter({
     ratePerSec: positive("handshake rate", opts.handshakeRate ?? DEFAULT_HANDSHAKE_RATE),
@@ -168,26 +179,26 @@ export function startServer(opts: ServerOptions): StriperServer {
     pipe.resume();
   };
 
-  /** The authenticated reply to `hello`, under the key that opened it (plain mode: unsealed). */
-  const reply = (hello: ClientHello, status: number, window: number) => {
-    const psk = auth.mode === "keyed" && hello.keyIndex >= 0 ? auth.keys[hello.keyIndex] : undefined;
+  /** The authenticated reply to `hello`, under the key of `k` that opened it (plain mode: unsealed). */
+  const reply = (k: Keys, hello: ClientHello, status: number, window: number) => {
+    const psk = k.auth.mode === "keyed" && hello.keyIndex >= 0 ? k.auth.keys[hello.keyIndex] : undefined;
     return encodeServerReply(psk, hello, { status, flags: 0, window, options: [] });
   };
 
-  const refuse = (pipe: TcpPipe, hello: ClientHello, status: RefuseStatus): void => {
-    pipe.send(reply(hello, status, 0).bytes);
+  const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus): void => {
+    pipe.send(reply(k, hello, status, 0).bytes);
     pipe.shutdown();
     setTimeout(() => pipe.close(), REFUSE_LINGER_MS).unref();
   };
 
   /** The first message authenticated: time, replay, admission, then the reply and the stripe's carrier. */
-  const authenticated = (pipe: TcpPipe, source: string, acceptedAt: number, r: HandshakeRead<ClientHello>): void => {
+  const authenticated = (pipe: TcpPipe, k: Keys, source: string, acceptedAt: number, r: HandshakeRead<ClientHello>): void => {
     const hello = r.value;
     const stale = checkFresh(hello, wall(), replay);
     if (stale !== undefined) return silence(pipe, source, acceptedAt, stale);
     // A fresh hello from a key holder: its attempt does not count against its source.
     limiter.refund(source);
-    const keyId = hello.keyIndex >= 0 ? keyIds[hello.keyIndex]! : "";
+    const keyId = hello.keyIndex >= 0 ? k.ids[hello.keyIndex]! : "";
     const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember);
     let session: StripedPipe;
     switch (a.kind) {
@@ -197,7 +208,7 @@ export function startServer(opts: ServerOptions): StriperServer {
         pending.delete(pipe);
         gate.leave(pipe);
         log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
-        refuse(pipe, hello, a.status);
+        refuse(pipe, k, hello, a.status);
         return;
       case "open":
         session = openSession(a.key, hello.header.window, a.target, a.membership);
@@ -212,7 +223,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     }
     pending.delete(pipe);
     gate.leave(pipe);
-    const out = reply(hello, STATUS_OK, session.opts.window);
+    const out = reply(k, hello, STATUS_OK, session.opts.window);
     pipe.send(out.bytes);
     const h = hello.header;
     if (out.sealer !== undefined && hello.key !== undefined) {
@@ -245,11 +256,13 @@ export function startServer(opts: ServerOptions): StriperServer {
       g.evicted.close(SILENCE_OVER);
     }
     pending.add(pipe);
+    // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
+    const k = keys;
     // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed.
-    readHandshake(pipe, clientHelloParser(auth), { deadlineMs }, (r) => {
+    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
-        authenticated(pipe, source, acceptedAt, r);
+        authenticated(pipe, k, source, acceptedAt, r);
       } catch (err) {
         // A bug, never peer input: the stripe goes, the server stays.
         log(`stripe from ${pipe.remote} dropped: E_INTERNAL ${String(err)}`);
@@ -261,8 +274,8 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
-  const keys = opts.auth.mode === "keyed" ? ` keys ${opts.auth.keys.map((k) => k.id).join(",")}` : "";
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${keys}`);
+  const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
+  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
@@ -271,6 +284,11 @@ export function startServer(opts: ServerOptions): StriperServer {
     rejections: rejections.counts,
     get unauthenticated() {
       return gate.active;
+    },
+    setKeys(auth) {
+      if (auth.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${auth.mode} stripes without a restart`);
+      keys = keysOf(auth);
+      if (auth.mode === "keyed") log(`keys now ${keys.ids.join(",")}`);
     },
     stop() {
       registry.stopOpening();

@@ -1,5 +1,5 @@
 /**
- * The stripe handshake on the wire (docs/protocol.md §5): parsers that tell a handshake reader
+ * The stripe handshake on the wire (docs/protocol.md §3): parsers that tell a handshake reader
  * (src/proxy/handshake.ts) how long the first message of a stripe is, for protocol version 2's two first
  * messages, whose bytes are encoded and authenticated by src/secure/messages.ts. Pure: no sockets.
  *
@@ -65,7 +65,7 @@ function toParseStep<T, R>(step: Step<T, R>, have: number): ParseStep<T> {
 }
 
 /**
- * The server's parser of a client's first message (§5.1) under `auth`: sid ‖ cs ‖ the header record,
+ * The server's parser of a client's first message (§3.5) under `auth`: sid ‖ cs ‖ the header record,
  * which must authenticate under one of the keys. One parser per connection: it remembers which key
  * opened the length, so the keys are tried once. Failures are HandshakeRejected with the reason.
  */
@@ -79,7 +79,7 @@ export function clientHelloParser(auth: HandshakeAuth): HandshakeParser<ClientHe
 }
 
 /**
- * The client's parser of the server's reply (§5.4) to the hello it sent with `sid` and `cs`: it must
+ * The client's parser of the server's reply (§3.8) to the hello it sent with `sid` and `cs`: it must
  * authenticate under the client's key and be bound to that hello. Failures are HandshakeRejected.
  */
 export function serverReplyParser(auth: HandshakeAuth, hello: { sid: Uint8Array; cs: Uint8Array }): HandshakeParser<ServerReplyIn> {
