@@ -16,9 +16,12 @@ import { startFaultProxy, type FaultProxy, type FaultProxyOptions } from "../src
 import { startClient, type StriperClient } from "../src/proxy/client.ts";
 import type { StripeAuth } from "../src/proxy/handshake.ts";
 import { startServer, type ServerOptions, type StriperServer } from "../src/proxy/server.ts";
-import { CLIENT_PREFIX_SIZE, KIND_JOIN, KIND_OPEN, SID_SIZE } from "../src/secure/constants.ts";
+import { CLIENT_PREFIX_SIZE, FIRST_FRAME_COUNTER, KIND_JOIN, KIND_OPEN, SID_SIZE } from "../src/secure/constants.ts";
 import { joinProof } from "../src/secure/kdf.ts";
-import { encodeClientHello, type ClientHeader, type HandshakeAuth, type SilentReason } from "../src/secure/messages.ts";
+import { encodeClientHello, readServerReply, type ClientHeader, type HandshakeAuth, type SilentReason } from "../src/secure/messages.ts";
+import { RecordOpener } from "../src/secure/record.ts";
+import { FrameDecoder } from "../src/wire/codec.ts";
+import { FRAME_HEADER_SIZE, FrameType, RESET_PROTOCOL } from "../src/wire/constants.ts";
 import { KEYED, PLAIN, otherKey } from "./helpers/keys.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
 import { probe, type ProbeResult } from "./helpers/probe.ts";
@@ -326,6 +329,46 @@ describe("joining a live session", () => {
     expect(r.error).toBeUndefined();
     expect(sha256(r.received)).toBe(sha256(data));
     expect(s.target.conns.length).toBe(1);
+  });
+});
+
+describe("a peer that authenticates and then breaks the frame protocol", () => {
+  test("is a protocol error that ends the session (RESET code 3 to it), not damage to survive", async () => {
+    const s = await setup({});
+    const auth = codecAuth(KEYED);
+    const sid = new Uint8Array(randomBytes(SID_SIZE));
+    const hello = encodeClientHello(auth, sid, header());
+    // A sealed record holding a frame header of type 9 (there is no such type): it authenticates, so the
+    // record layer delivers it, and the frame decoder refuses it.
+    const bogus = new Uint8Array(FRAME_HEADER_SIZE);
+    bogus[0] = 9;
+    const record = hello.sealer!.seal(bogus);
+    const got: Uint8Array[] = [];
+    let closed = false;
+    const sock = await Bun.connect({
+      hostname: LOOP,
+      port: s.server.port,
+      socket: {
+        data: (_s, c) => void got.push(new Uint8Array(c)),
+        close: () => void (closed = true),
+        error() {},
+      },
+    });
+    cleanup.push(() => sock.terminate());
+    sock.write(new Uint8Array(Buffer.concat([hello.bytes, record])));
+    await until(() => s.serverLogs.some((l) => / end .*reason E_UNKNOWN_FRAME/.test(l)), "the server ended the session as a protocol error");
+    await until(() => closed || got.reduce((n, c) => n + c.byteLength, 0) > 76, "the server sent its reply and frames");
+    // What came back: the authenticated reply, then records; among their frames a RESET with code 3.
+    const bytes = new Uint8Array(Buffer.concat(got));
+    const reply = readServerReply(bytes, auth, { sid, cs: hello.cs });
+    if (reply.status !== "done") throw new Error("no reply");
+    const opener = new RecordOpener(reply.value.key!, FIRST_FRAME_COUNTER);
+    const plain: Uint8Array[] = [];
+    opener.push(bytes.subarray(reply.consumed), plain);
+    const resets: number[] = [];
+    new FrameDecoder({ data() {}, control: (type, _f, value) => void (type === FrameType.Reset && resets.push(value)) }).push(new Uint8Array(Buffer.concat(plain)));
+    expect(resets).toEqual([RESET_PROTOCOL]);
+    expect(s.server.rejections["bad-auth"]).toBe(0); // nothing silent about it: it authenticated
   });
 });
 
