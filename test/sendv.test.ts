@@ -137,3 +137,32 @@ describe("SealedPipe.sendv", () => {
     expect(sha256(concat(got))).toBe(sha256(concat(pieces)));
   });
 });
+
+describe("record cuts", () => {
+  test("a PieceBatch marks a cut at the first frame end after every `unit` bytes, and SealedPipe ends a record at each", () => {
+    const size = 256 * 1024;
+    const b = new PieceBatch(size);
+    b.reset(new Uint8Array(size), 10_000);
+    const chunk = randomData(100_000, 11);
+    let offset = 0;
+    const ends: number[] = [];
+    for (const len of [6000, 6000, 3000, 25_000, 100, 100]) {
+      b.appendData(offset, chunk.subarray(offset, offset + len));
+      offset += len;
+      ends.push(b.length);
+    }
+    const list = b.finish();
+    // The second frame's end is the first at least 10 000 bytes in; the fourth's the next one after it.
+    expect(ends[0]).toBeLessThan(10_000);
+    expect(ends[1]).toBeGreaterThanOrEqual(10_000);
+    expect(ends[2]! - ends[1]!).toBeLessThan(10_000);
+    expect(b.cuts).toEqual([ends[1]!, ends[3]!]);
+    const k = new Uint8Array(randomBytes(32));
+    const mem = memPipePair({ copyOnSend: true, highWaterMark: 1 << 30 });
+    const a = new SealedPipe(mem.a, { sealer: new RecordSealer(k), opener: new RecordOpener(new Uint8Array(randomBytes(32))) });
+    a.setHandler({ data() {}, drain() {}, end() {}, close() {} });
+    a.sendv(list, b.length, b.cuts);
+    const sizes = mem.a.queue.map((c) => (c as Uint8Array).byteLength - 36);
+    expect(sizes).toEqual([b.cuts[0]!, b.cuts[1]! - b.cuts[0]!, b.length - b.cuts[1]!]);
+  });
+});

@@ -71,19 +71,27 @@ function poolPut(buf: Uint8Array): void {
   if (pool.length < POOL_KEEP) pool.push(buf);
 }
 
-/** Cuts a list of pieces into consecutive groups of at most `max` bytes (pieces split where needed). */
-function splitPieces(pieces: readonly Uint8Array[], max: number): { pieces: Uint8Array[]; length: number }[] {
+/**
+ * Cuts a list of pieces into consecutive groups: one ends at each offset of `cuts` (ascending, within the
+ * total) and wherever a group would exceed `max` bytes. Pieces are split (subarrays) where a cut falls.
+ */
+function splitPieces(pieces: readonly Uint8Array[], max: number, cuts: readonly number[] = []): { pieces: Uint8Array[]; length: number }[] {
   const out: { pieces: Uint8Array[]; length: number }[] = [];
   let cur: Uint8Array[] = [];
-  let n = 0;
+  let n = 0; // bytes in the current group
+  let at = 0; // offset of the current group's start
+  let c = 0; // next cut
   for (let p of pieces) {
     while (p.byteLength > 0) {
-      const take = Math.min(p.byteLength, max - n);
+      while (c < cuts.length && cuts[c]! <= at) c++;
+      const limit = Math.min(max, c < cuts.length ? cuts[c]! - at : max);
+      const take = Math.min(p.byteLength, limit - n);
       cur.push(take === p.byteLength ? p : p.subarray(0, take));
       n += take;
       p = p.subarray(take);
-      if (n === max) {
+      if (n === limit) {
         out.push({ pieces: cur, length: n });
+        at += n;
         cur = [];
         n = 0;
       }
@@ -197,19 +205,23 @@ export class SealedPipe implements Pipe {
   }
 
   /**
-   * Seals the concatenation of `pieces` (`length` bytes) straight from where they lie — one record, or
-   * several when it exceeds the record maximum — so the caller need not copy them together first: the
-   * encryption is the copy. The pieces are free again when this returns. Same results as send().
+   * Seals the concatenation of `pieces` (`length` bytes) straight from where they lie, so the caller need
+   * not copy them together first: the encryption is the copy. A record ends at each offset in `cuts` (the
+   * session cuts at frame boundaries about every frame size, so a slow stripe's receiver gets whole frames
+   * released as they arrive rather than after a long record) and wherever the record maximum would be
+   * exceeded; each record is one carrier buffer. The pieces are free again when this returns. Same
+   * results as send().
    */
-  sendv(pieces: readonly Uint8Array[], length: number): boolean {
+  sendv(pieces: readonly Uint8Array[], length: number, cuts?: readonly number[]): boolean {
     if (!this._writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
     this.stats.bytesOut += length;
     if (length === 0) return !this.congested;
     let ok = true;
     try {
-      if (length <= this.maxRecord) ok = this.sendRecord(pieces, length);
-      else {
-        for (const group of splitPieces(pieces, this.maxRecord)) {
+      if (length <= this.maxRecord && (cuts === undefined || cuts.length === 0 || (cuts.length === 1 && cuts[0]! >= length))) {
+        ok = this.sendRecord(pieces, length);
+      } else {
+        for (const group of splitPieces(pieces, this.maxRecord, cuts)) {
           ok = this.sendRecord(group.pieces, group.length) && ok;
           if (this._state === "closed") return false;
         }

@@ -372,7 +372,9 @@ export class StripedPipe implements Pipe {
     const vector = stripe.pipe.sendv !== undefined;
     const batch: Batch = vector ? this.pieces : this.batch;
     const now = this.clock.now();
-    batch.reset(this.pool.get());
+    // Sealed: a record about every frame size, cut at frame ends, so that the receiver of a slow stripe
+    // gets each frame released as soon as it has arrived (a record is held until its tag verifies).
+    batch.reset(this.pool.get(), frameSize);
     if (stripe.pendingPong >= 0) {
       batch.appendControl(FRAME_PONG, 0, stripe.pendingPong);
       stripe.pendingPong = -1;
@@ -400,7 +402,7 @@ export class StripedPipe implements Pipe {
     stripe.sent += batch.length;
     if (vector) {
       // sendv has taken what it needs of the pieces when it returns: the buffer goes back at once.
-      const ok = stripe.pipe.sendv!(this.pieces.finish(), batch.length);
+      const ok = stripe.pipe.sendv!(this.pieces.finish(), batch.length, this.pieces.cuts);
       this.pool.put(this.batchBuffer(true));
       if (ok) return frames > 0 || finHere;
       stripe.congested = true;

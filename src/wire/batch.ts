@@ -100,8 +100,11 @@ export interface Batch {
   readonly room: number;
   /** Payload bytes a DATA frame may carry if appended now (worst-case padding included). */
   readonly dataRoom: number;
-  /** Starts a new batch over `buf` (a pooled buffer). */
-  reset(buf: Uint8Array): void;
+  /**
+   * Starts a new batch over `buf` (a pooled buffer). `unit` (PieceBatch): about how many bytes to put
+   * between the cuts it marks at frame boundaries.
+   */
+  reset(buf: Uint8Array, unit?: number): void;
   appendData(offset: number, payload: Uint8Array): void;
   appendControl(type: number, flags: number, value: number, payload?: Uint8Array): void;
 }
@@ -121,6 +124,13 @@ export class PieceBatch implements Batch {
   length = 0;
   /** The batch's bytes, in order, once finish() was called. */
   readonly pieces: Uint8Array[] = [];
+  /**
+   * Offsets (ascending) where a DATA frame ended once at least `unit` bytes had gathered since the last
+   * cut: where a sealing carrier ends a record, so its receiver releases whole frames as they arrive.
+   */
+  readonly cuts: number[] = [];
+  private unit = Infinity;
+  private lastCut = 0;
   private buf: Uint8Array = new Uint8Array(0);
   private view: DataView = new DataView(this.buf.buffer);
   /** Bytes of `buf` used, and where the run not yet pushed as a piece starts. */
@@ -129,7 +139,7 @@ export class PieceBatch implements Batch {
 
   constructor(readonly capacity: number) {}
 
-  reset(buf: Uint8Array): void {
+  reset(buf: Uint8Array, unit = Infinity): void {
     if (buf !== this.buf) {
       this.buf = buf;
       this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -138,6 +148,9 @@ export class PieceBatch implements Batch {
     this.used = 0;
     this.runStart = 0;
     this.pieces.length = 0;
+    this.cuts.length = 0;
+    this.unit = unit;
+    this.lastCut = 0;
   }
 
   get room(): number {
@@ -155,6 +168,7 @@ export class PieceBatch implements Batch {
       this.buf.set(payload, this.used + FRAME_HEADER_SIZE);
       this.used += FRAME_HEADER_SIZE + len;
       this.length += FRAME_HEADER_SIZE + len;
+      this.maybeCut();
       return;
     }
     const pad = (64 - ((this.length + FRAME_HEADER_SIZE) & 63)) & 63;
@@ -164,6 +178,13 @@ export class PieceBatch implements Batch {
     this.pushRun();
     this.pieces.push(payload);
     this.length += FRAME_HEADER_SIZE + pad + len;
+    this.maybeCut();
+  }
+
+  private maybeCut(): void {
+    if (this.length - this.lastCut < this.unit) return;
+    this.cuts.push(this.length);
+    this.lastCut = this.length;
   }
 
   appendControl(type: number, flags: number, value: number, payload?: Uint8Array): void {
