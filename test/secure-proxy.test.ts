@@ -375,7 +375,7 @@ describe("a peer that authenticates and then breaks the frame protocol", () => {
 describe("damage in flight", () => {
   test("one bit flipped on 4 of 8 stripes (2 each way): both ends get exact data and a clean EOF; the damaged stripes are logged and replaced", async () => {
     // Connection k of the fault proxy: 0 is stripe 0 (the OPEN), 1..7 the JOINs; replacements come after.
-    const FLIP_AT = 256 * 1024; // well inside the frame records of a 64 MiB transfer
+    const FLIP_AT = 64 * 1024; // inside the frame records: every stripe carries more than this each way
     const flips: Record<number, boolean> = { 1: true, 5: true, 3: false, 7: false }; // true: client → server
     const seen = new Map<string, number>();
     let flipped = 0;
