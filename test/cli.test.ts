@@ -123,11 +123,19 @@ describe("processes", () => {
     const end = await client.waitFor(/session \w+ end .* reason ok/);
     expect(client.text).toMatch(/session \w+ start app/);
     expect(end[0]).toMatch(/up 8\.0 MiB down 8\.0 MiB/);
-    // SIGUSR1: live statistics, one line per session, every stripe listed.
-    const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 10_000 });
-    await Bun.sleep(300);
-    client.kill("SIGUSR1");
-    const stats = await client.waitFor(/session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 .*/);
+    // SIGUSR1: live statistics, one line per session, every stripe listed. Asked again until the held
+    // session shows its 3 stripes up: a condition on its state, not a 300 ms sleep for it to get there
+    // (on a busy machine its stripes may not all be up yet, and a single signal's line then never matches).
+    const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 120_000 });
+    const full = /session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 .*/;
+    let stats: RegExpExecArray | null = null;
+    for (let asked = 0; stats === null; asked++) {
+      if (asked === 1000) throw new Error(`no statistics line with 3 of 3 stripes after ${asked} SIGUSR1:\n${client.text}`);
+      const from = client.text.length;
+      client.kill("SIGUSR1");
+      await client.waitFor(/session \w+ stats .*\n|no live sessions/, undefined, from);
+      stats = full.exec(client.text.slice(from));
+    }
     expect(stats[0]).toMatch(/rtt \d+ms/);
     client.kill("SIGTERM");
     const heldResult = await held;

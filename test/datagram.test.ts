@@ -24,6 +24,10 @@ import { cleanups, prng, until } from "./helpers/util.ts";
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const HOST = "127.0.0.1";
+/** Every wait's watchdog: only a hang should reach it (the waits take milliseconds, seconds on a loaded machine). */
+const WATCHDOG_MS = 60_000;
+/** Per-test limit for tests with several waits in a row (bun's default is 5 s without --timeout). */
+const TEST_TIMEOUT_MS = 180_000;
 
 const cleanup = cleanups();
 
@@ -281,13 +285,13 @@ async function datagramClient(port: number, opts: DatagramOptions = {}): Promise
     }),
   );
   cleanup.push(() => pipe.close());
-  await inbox.until(() => opened || inbox.closed, "the client connected", 5000);
+  await inbox.until(() => opened || inbox.closed, "the client connected", WATCHDOG_MS);
   expect(pipe.state).toBe("open");
   return { pipe, inbox };
 }
 
 /** Sends every message, waiting for drain when the pipe is congested. */
-async function sendAll(pipe: DatagramPipe, inbox: Inbox, msgs: Uint8Array[], ms = 20_000): Promise<void> {
+async function sendAll(pipe: DatagramPipe, inbox: Inbox, msgs: Uint8Array[], ms = WATCHDOG_MS): Promise<void> {
   for (let i = 0; i < msgs.length; i++) {
     const drainsBefore = inbox.drains;
     if (!pipe.send(msgs[i]!)) await inbox.until(() => inbox.drains > drainsBefore || inbox.closed, `drain after message ${i}`, ms);
@@ -559,7 +563,7 @@ describe("DatagramPipe over a scripted carrier", () => {
     expect(pipe.readable).toBe(true);
     expect(pipe.state).toBe("open");
     pipe.resume();
-    await inbox.until(() => inbox.closed, "held messages, FIN and close were delivered after resume", 1000);
+    await inbox.until(() => inbox.closed, "held messages, FIN and close were delivered after resume", WATCHDOG_MS);
     expect(inbox.messages.map((m) => m[0])).toEqual([1, 2, 3, 4]);
     expect(inbox.events).toEqual(["data", "data", "data", "data", "end", "close"]);
     expect(inbox.closeErr).toBeUndefined();
@@ -599,11 +603,11 @@ describe("DatagramPipe over TCP", () => {
     for (const m of msgs) client.send(m);
     expect(client.stats.bytesOut).toBe(130);
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length >= 3, "three messages arrived", 5000);
+    await inbox.until(() => inbox.messages.length >= 3, "three messages arrived", WATCHDOG_MS);
     client.shutdown();
     expect(client.writable).toBe(false);
     expect(() => client.send(new Uint8Array(1))).toThrow(StriperError);
-    await inbox.until(() => inbox.ended, "the server saw the client's FIN", 5000);
+    await inbox.until(() => inbox.ended, "the server saw the client's FIN", WATCHDOG_MS);
     expect(inbox.messages.map((m) => m.byteLength)).toEqual([3, 123, 4]);
     for (let i = 0; i < 3; i++) expect(same(inbox.messages[i]!, msgs[i]!)).toBe(true);
     expect(server.pipes[0]!.stats.bytesIn).toBe(130);
@@ -611,8 +615,8 @@ describe("DatagramPipe over TCP", () => {
     // The other direction still works after the half-close; then both close cleanly.
     server.pipes[0]!.send(new Uint8Array([1, 2]));
     server.pipes[0]!.shutdown();
-    await clientInbox.until(() => clientInbox.closed, "the client closed after the server's FIN", 5000);
-    await inbox.until(() => inbox.closed, "the server closed", 5000);
+    await clientInbox.until(() => clientInbox.closed, "the client closed after the server's FIN", WATCHDOG_MS);
+    await inbox.until(() => inbox.closed, "the server closed", WATCHDOG_MS);
     expect(clientInbox.events).toEqual(["data", "end", "close"]);
     expect(inbox.events).toEqual(["data", "data", "data", "end", "close"]);
     expect(inbox.closeErr).toBeUndefined();
@@ -626,7 +630,7 @@ describe("DatagramPipe over TCP", () => {
     for (const n of sizes) client.send(new Uint8Array(n).fill(9));
     client.shutdown();
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.ended, "the server saw the FIN", 5000);
+    await inbox.until(() => inbox.ended, "the server saw the FIN", WATCHDOG_MS);
     expect(inbox.messages.map((m) => m.byteLength)).toEqual(sizes);
   });
 
@@ -650,7 +654,7 @@ describe("DatagramPipe over TCP", () => {
       await sendAll(client, clientInbox, msgs);
       client.shutdown();
       const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-      await inbox.until(() => inbox.ended || inbox.closed, `500 messages (${total} B) arrived through the slicer`, 20_000);
+      await inbox.until(() => inbox.ended || inbox.closed, `500 messages (${total} B) arrived through the slicer`, WATCHDOG_MS);
       expect(inbox.closeErr).toBeUndefined();
       expect(inbox.messages.length).toBe(500);
       for (let i = 0; i < 500; i++) {
@@ -661,9 +665,9 @@ describe("DatagramPipe over TCP", () => {
       expect(slicer.stats.bytes).toBe(total + 500 * LENGTH_PREFIX_SIZE);
       expect(slicer.stats.writes).toBeGreaterThan(2000);
       server.pipes[0]!.shutdown();
-      await clientInbox.until(() => clientInbox.closed, "the client closed cleanly", 5000);
+      await clientInbox.until(() => clientInbox.closed, "the client closed cleanly", WATCHDOG_MS);
       expect(clientInbox.closeErr).toBeUndefined();
-    }), 30_000);
+    }), TEST_TIMEOUT_MS);
 
   test("refuses to send a message above the maximum with MessageTooLargeError, and stays usable", async () => {
     const server = datagramServer({ maxMessage: 1000 });
@@ -677,7 +681,7 @@ describe("DatagramPipe over TCP", () => {
     expect(small.stats.bytesOut).toBe(0);
     small.send(new Uint8Array(1000).fill(3));
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length === 1, "the 1000-byte message arrived", 5000);
+    await inbox.until(() => inbox.messages.length === 1, "the 1000-byte message arrived", WATCHDOG_MS);
 
     // Default maximum (1 MiB): exactly 1 MiB goes (the uncopied two-send path), one byte more does not.
     const big = datagramServer();
@@ -687,10 +691,10 @@ describe("DatagramPipe over TCP", () => {
     client.send(m);
     client.shutdown();
     const bigInbox = await waitFor(() => big.inboxes[0], "the server accepted");
-    await bigInbox.until(() => bigInbox.ended, "the 1 MiB message and FIN arrived", 10_000);
+    await bigInbox.until(() => bigInbox.ended, "the 1 MiB message and FIN arrived", WATCHDOG_MS);
     expect(bigInbox.messages.length).toBe(1);
     expect(same(bigInbox.messages[0]!, m)).toBe(true);
-  }, 20_000);
+  }, TEST_TIMEOUT_MS);
 
   test("closes with E_MSG_TOO_LARGE when a peer announces an oversize length, resets the peer, and keeps serving", async () => {
     const server = datagramServer({ maxMessage: 64 * KiB });
@@ -700,7 +704,7 @@ describe("DatagramPipe over TCP", () => {
       // A valid message first, then the hostile prefix and a few body bytes.
       sock.write(concat([encodeMessage(new Uint8Array([1, 2, 3])), encodeLength(announced), new Uint8Array(100)]));
       const inbox = await waitFor(() => server.inboxes[before], "the server accepted");
-      await inbox.until(() => inbox.closed, `the pipe closed after announcing ${announced}`, 5000);
+      await inbox.until(() => inbox.closed, `the pipe closed after announcing ${announced}`, WATCHDOG_MS);
       expect(inbox.closeErr).toBeInstanceOf(MessageTooLargeError);
       expect(inbox.closeErr?.code).toBe("E_MSG_TOO_LARGE");
       expect(inbox.messages.map((m) => m.byteLength)).toEqual([3]);
@@ -714,9 +718,9 @@ describe("DatagramPipe over TCP", () => {
     const { pipe } = await datagramClient(server.port, { maxMessage: 64 * KiB });
     pipe.send(new Uint8Array([42]));
     const inbox = await waitFor(() => server.inboxes[2], "the server accepted a third connection");
-    await inbox.until(() => inbox.messages.length === 1, "a message arrived after the hostile peers", 5000);
+    await inbox.until(() => inbox.messages.length === 1, "a message arrived after the hostile peers", WATCHDOG_MS);
     expect(inbox.messages[0]![0]).toBe(42);
-  }, 15_000);
+  }, TEST_TIMEOUT_MS);
 
   test("closes with E_TRUNCATED when the FIN comes inside a message or its prefix", async () => {
     const server = datagramServer();
@@ -729,7 +733,7 @@ describe("DatagramPipe over TCP", () => {
       sock.write(cases[i]!);
       sock.shutdown();
       const inbox = await waitFor(() => server.inboxes[i], "the server accepted");
-      await inbox.until(() => inbox.closed, `the pipe closed after a truncated message (case ${i})`, 5000);
+      await inbox.until(() => inbox.closed, `the pipe closed after a truncated message (case ${i})`, WATCHDOG_MS);
       expect(inbox.closeErr).toBeInstanceOf(ProtocolError);
       expect(inbox.closeErr?.code).toBe("E_TRUNCATED");
       expect(inbox.ended).toBe(false);
@@ -737,7 +741,7 @@ describe("DatagramPipe over TCP", () => {
       await waitFor(() => st.closed || undefined, "the raw client saw its connection end");
       expect(st.err).toBeDefined();
     }
-  }, 15_000);
+  }, TEST_TIMEOUT_MS);
 
   test("pause stops messages in the middle of a received chunk and holds the FIN until resume", async () => {
     const server = datagramServer();
@@ -751,22 +755,22 @@ describe("DatagramPipe over TCP", () => {
     inbox.onMessage = () => {
       if (inbox.messages.length === 1) pipe.pause();
     };
-    await inbox.until(() => inbox.messages.length >= 1, "the first message arrived", 5000);
+    await inbox.until(() => inbox.messages.length >= 1, "the first message arrived", WATCHDOG_MS);
     await sleep(100);
     expect(inbox.messages.length).toBe(1);
     expect(inbox.ended).toBe(false);
     pipe.resume();
-    await inbox.until(() => inbox.ended, "the other 49 messages and the FIN arrived after resume", 5000);
+    await inbox.until(() => inbox.ended, "the other 49 messages and the FIN arrived after resume", WATCHDOG_MS);
     expect(inbox.messages.map((m) => m[0])).toEqual(Array.from({ length: count }, (_, i) => i));
     expect(inbox.events.at(-1)).toBe("end");
-  }, 10_000);
+  }, TEST_TIMEOUT_MS);
 
   test("send returns false when the receiver stops reading, and everything arrives after resume", async () => {
     const server = datagramServer();
     const { pipe: client, inbox: clientInbox } = await datagramClient(server.port);
     client.send(new Uint8Array(1));
     const inbox = await waitFor(() => server.inboxes[0], "the server accepted");
-    await inbox.until(() => inbox.messages.length === 1, "the first message arrived", 5000);
+    await inbox.until(() => inbox.messages.length === 1, "the first message arrived", WATCHDOG_MS);
     server.pipes[0]!.pause();
     const rand = prng(11);
     const sent: Uint8Array[] = [];
@@ -782,14 +786,14 @@ describe("DatagramPipe over TCP", () => {
     await sleep(50);
     expect(inbox.messages.length).toBe(1);
     server.pipes[0]!.resume();
-    await clientInbox.until(() => clientInbox.drains > 0, "the client drained after the server resumed", 10_000);
-    await inbox.until(() => inbox.messages.length === 1 + sent.length, `${sent.length} messages arrived`, 10_000);
+    await clientInbox.until(() => clientInbox.drains > 0, "the client drained after the server resumed", WATCHDOG_MS);
+    await inbox.until(() => inbox.messages.length === 1 + sent.length, `${sent.length} messages arrived`, WATCHDOG_MS);
     for (let i = 0; i < sent.length; i++) expect(same(inbox.messages[i + 1]!, sent[i]!)).toBe(true);
-  }, 20_000);
+  }, TEST_TIMEOUT_MS);
 });
 
-/** Resolves with `get()` once it is defined (polled every 2 ms), or rejects after 5 s naming `what`. */
-async function waitFor<T>(get: () => T | undefined, what: string, ms = 5000): Promise<T> {
+/** Resolves with `get()` once it is defined (polled every 2 ms), or rejects after `ms` naming `what`. */
+async function waitFor<T>(get: () => T | undefined, what: string, ms = WATCHDOG_MS): Promise<T> {
   const deadline = performance.now() + ms;
   for (;;) {
     const v = get();

@@ -13,6 +13,11 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 /** A Bun read delivers at most 512 KiB: a queue may exceed its bound by less than one read. */
 const MAX_READ = 512 * KiB;
+/**
+ * Every wait's watchdog. Only a hang should reach it: the waits take milliseconds idle, but the 1-byte
+ * slicer needed over 4 s for 64 KiB on a loaded 2-core machine (issue 7), so 60 s, not a few seconds.
+ */
+const WATCHDOG_MS = 60_000;
 
 const cleanup = cleanups();
 
@@ -71,7 +76,7 @@ class Peer {
   }
 
   /** Sends `total` bytes of `buf` repeated (or buf once), waiting for drain; false if the socket died. */
-  async send(buf: Uint8Array, total = buf.length, ms = 10_000): Promise<boolean> {
+  async send(buf: Uint8Array, total = buf.length, ms = WATCHDOG_MS): Promise<boolean> {
     for (let sent = 0; sent < total && !this.dead; ) {
       const piece = buf.subarray(0, Math.min(buf.length, total - sent));
       sent += piece.length;
@@ -186,25 +191,27 @@ describe("capped link", () => {
     const data = randomBytes(8 * MiB);
     expect(await c.send(data)).toBe(true);
     c.finish();
-    await c.until(() => c.closed, "the client received the echo and the close", 10_000);
+    await c.until(() => c.closed, "the client received the echo and the close", WATCHDOG_MS);
     expect(c.closeErr).toBeUndefined();
     expect(c.bytes).toBe(data.length);
     expect(c.hash.digest("hex")).toBe(sha(data));
     expect(link.connections()).toEqual([{ index: 0, rate: 0, bytesUp: data.length, bytesDown: data.length, open: false }]);
   });
 
-  test("caps a connection at its rate (2 MB/s, 3 MB, within 15%)", async () => {
+  test("caps a connection at its rate (2 MB/s, 3 MB: never faster than the cap, and all of it arrives)", async () => {
+    // A cap is an upper bound, and a busy machine can only make the transfer slower, so that bound is
+    // asserted. How close the link comes to its cap is a speed figure: the benchmark reports it (bench/e2e.ts,
+    // caps as a fraction of N x cap). Watchdogs are far above a loaded machine's need.
     const target = server(sink);
     const link = await cappedLink({ targetPort: target.port, rates: [2e6] });
     const c = await connect(link.port);
     const total = 3e6;
     const t0 = performance.now();
     c.send(new Uint8Array(64 * KiB), total).catch(() => {});
-    await c.until(() => target.peers.length > 0, "the target accepted", 2000);
+    await c.until(() => target.peers.length > 0, "the target accepted", WATCHDOG_MS);
     const s = target.peers[0]!;
-    await s.until(() => s.bytes === total, "3 MB reached the target", 5000);
+    await s.until(() => s.bytes === total, "3 MB reached the target", WATCHDOG_MS);
     const rate = total / ((performance.now() - t0) / 1000);
-    expect(rate).toBeGreaterThan(2e6 * 0.85);
     expect(rate).toBeLessThan(2e6 * 1.15);
   });
 
@@ -214,22 +221,22 @@ describe("capped link", () => {
     for (let i = 0; i < 3; i++) {
       const c = await connect(link.port);
       c.write(new Uint8Array([i]));
-      await c.until(() => c.bytes === 1, `connection ${i} got its echo`, 2000);
+      await c.until(() => c.bytes === 1, `connection ${i} got its echo`, WATCHDOG_MS);
     }
     expect(link.connections().map((s) => s.rate)).toEqual([1e6, 4e6, 1e6]);
   });
 
   test("adds its delay in each direction (1-byte ping-pong over 50 ms takes >= 100 ms)", async () => {
+    // A lower bound only: load can only add to the round trip (an upper bound would measure the machine).
     const target = server(echo);
     const link = await cappedLink({ targetPort: target.port, delayMs: 50 });
     const c = await connect(link.port);
     for (let i = 1; i <= 2; i++) {
       const t0 = performance.now();
       c.write(new Uint8Array([i]));
-      await c.until(() => c.bytes === i, `ping ${i} came back`, 2000);
+      await c.until(() => c.bytes === i, `ping ${i} came back`, WATCHDOG_MS);
       const rtt = performance.now() - t0;
       expect(rtt).toBeGreaterThanOrEqual(100);
-      expect(rtt).toBeLessThan(400);
     }
   });
 
@@ -247,10 +254,11 @@ describe("capped link", () => {
     const c = await connect(link.port);
     c.write(Buffer.from("hello, half-closed world"));
     c.finish();
-    await c.until(() => c.closed, "the client got the reply and EOF", 3000);
+    await c.until(() => c.closed, "the client got the reply and EOF", WATCHDOG_MS);
     expect(c.closeErr).toBeUndefined();
     expect(c.hash.digest("hex")).toBe(sha(Buffer.from("hello, half-closed world").reverse()));
-    await Bun.sleep(20);
+    // The link closes its connection once both of its sides have closed, possibly after the client did.
+    await until(() => link.connections()[0]?.open === false, "the link closed the connection", WATCHDOG_MS);
     expect(link.connections()[0]).toMatchObject({ bytesUp: 24, bytesDown: 24, open: false });
     expect(link.connections()[0]!.error).toBeUndefined();
   });
@@ -262,12 +270,12 @@ describe("capped link", () => {
     });
     const link = await cappedLink({ targetPort: target.port });
     const c = await connect(link.port);
-    await c.until(() => c.sawEnd, "the client saw the target's EOF", 2000);
+    await c.until(() => c.sawEnd, "the client saw the target's EOF", WATCHDOG_MS);
     expect(c.hash.digest("hex")).toBe(sha("hi"));
     c.write(Buffer.from("still talking"));
     c.finish();
     const s = target.peers[0]!;
-    await s.until(() => s.closed, "the target got the client's bytes and FIN", 2000);
+    await s.until(() => s.closed, "the target got the client's bytes and FIN", WATCHDOG_MS);
     expect(s.closeErr).toBeUndefined();
     expect(s.hash.digest("hex")).toBe(sha("still talking"));
   });
@@ -278,7 +286,7 @@ describe("capped link", () => {
     await cleanup.pop()!(); // stop that server: its port now refuses
     const link = await cappedLink({ targetPort: port });
     const c = await connect(link.port);
-    await c.until(() => c.closed, "the client was closed", 2000);
+    await c.until(() => c.closed, "the client was closed", WATCHDOG_MS);
     expect(c.sawEnd).toBe(false);
     expect(link.connections()[0]).toMatchObject({ open: false, bytesUp: 0 });
   });
@@ -290,11 +298,11 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port });
     const c = await connect(proxy.port);
     c.write(new Uint8Array([1]));
-    await c.until(() => c.bytes === 1, "the echo came back", 2000);
+    await c.until(() => c.bytes === 1, "the echo came back", WATCHDOG_MS);
     proxy.connections()[0]!.reset();
-    await c.until(() => c.closed, "the client saw the reset", 2000);
+    await c.until(() => c.closed, "the client saw the reset", WATCHDOG_MS);
     const s = target.peers[0]!;
-    await s.until(() => s.closed, "the target saw the reset", 2000);
+    await s.until(() => s.closed, "the target saw the reset", WATCHDOG_MS);
     expect(c.sawEnd).toBe(false);
     expect((c.closeErr as { code?: string } | undefined)?.code).toBe("ECONNRESET");
     expect(s.sawEnd).toBe(false);
@@ -306,11 +314,11 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port, resetAfterBytes: 100_000 });
     const c = await connect(proxy.port);
     c.send(new Uint8Array(64 * KiB), MiB).catch(() => {});
-    await c.until(() => c.closed, "the client saw the reset", 3000);
+    await c.until(() => c.closed, "the client saw the reset", WATCHDOG_MS);
     expect(c.sawEnd).toBe(false);
     expect(proxy.connections()[0]).toMatchObject({ bytesUp: 100_000, bytesDown: 0, open: false });
     const s = target.peers[0]!;
-    await s.until(() => s.closed, "the target saw the reset", 2000);
+    await s.until(() => s.closed, "the target saw the reset", WATCHDOG_MS);
     expect(s.bytes).toBeLessThanOrEqual(100_000);
     expect(s.sawEnd).toBe(false);
   });
@@ -319,9 +327,9 @@ describe("fault proxy", () => {
     const target = server(echo);
     const proxy = await faultProxy({ targetPort: target.port });
     const clients = await Promise.all([connect(proxy.port), connect(proxy.port)]);
-    await clients[0]!.until(() => proxy.live().length === 2, "both connections are up", 2000);
+    await clients[0]!.until(() => proxy.live().length === 2, "both connections are up", WATCHDOG_MS);
     const stopResets = proxy.resetEvery(30, (live) => live[0]);
-    await Promise.all(clients.map((c) => c.until(() => c.closed, "the client was reset", 2000)));
+    await Promise.all(clients.map((c) => c.until(() => c.closed, "the client was reset", WATCHDOG_MS)));
     stopResets();
     expect(proxy.live()).toEqual([]);
   });
@@ -333,9 +341,9 @@ describe("fault proxy", () => {
     const data = randomBytes(64 * KiB);
     c.write(data);
     c.finish();
-    await c.until(() => target.peers.length === 1, "the target accepted", 2000);
+    await c.until(() => target.peers.length === 1, "the target accepted", WATCHDOG_MS);
     const s = target.peers[0]!;
-    await s.until(() => s.sawEnd, "64 KiB crossed the slicer and the FIN followed", 4000);
+    await s.until(() => s.sawEnd, "64 KiB crossed the slicer and the FIN followed", WATCHDOG_MS);
     expect(s.bytes).toBe(data.length);
     expect(s.hash.digest("hex")).toBe(sha(data));
     // Unsliced, 64 KiB arrives in one or two reads.
@@ -347,7 +355,7 @@ describe("fault proxy", () => {
     const proxy = await faultProxy({ targetPort: target.port });
     const c = await connect(proxy.port);
     c.write(new Uint8Array([1]));
-    await c.until(() => c.bytes === 1, "the echo came back", 2000);
+    await c.until(() => c.bytes === 1, "the echo came back", WATCHDOG_MS);
     const conn = proxy.connections()[0]!;
     conn.blackhole();
     c.write(new Uint8Array(1000));
@@ -356,19 +364,25 @@ describe("fault proxy", () => {
     expect([s.bytes, c.bytes]).toEqual([1, 1]);
     expect([c.closed, s.closed, conn.open]).toEqual([false, false, true]);
     conn.blackhole(false);
-    await c.until(() => c.bytes === 1001, "the held bytes were echoed after the blackhole lifted", 2000);
+    await c.until(() => c.bytes === 1001, "the held bytes were echoed after the blackhole lifted", WATCHDOG_MS);
   });
 });
 
 describe("bounded queues", () => {
-  /** Pushes 64 MiB at a target that reads one chunk per 100 ms; returns the largest queue sampled and whether the send finished. */
-  async function pressure(relay: { port: number; queuedBytes(): number }, ms = 1000) {
+  /**
+   * Pushes 64 MiB at a target that reads one chunk per 100 ms; once the relay's queue has held `filled`
+   * bytes (waited for, not assumed to happen within a fixed time), samples it for `ms` more. Returns the
+   * largest queue sampled and whether the send finished.
+   */
+  async function pressure(relay: { port: number; queuedBytes(): number }, filled = 1, ms = 1000) {
     let maxQueued = 0;
     const sample = setInterval(() => (maxQueued = Math.max(maxQueued, relay.queuedBytes())), 5);
     cleanup.push(() => clearInterval(sample));
     const c = await connect(relay.port);
     let finished = false;
     c.send(new Uint8Array(256 * KiB), 64 * MiB, 60_000).then(() => (finished = true), () => {});
+    // The queue fills within milliseconds; waited for, with the file's watchdog.
+    await until(() => maxQueued >= filled, () => `the relay queued ${filled} B (max ${maxQueued} B so far)`, WATCHDOG_MS);
     await sleep(ms);
     return { maxQueued, finished };
   }
@@ -391,8 +405,8 @@ describe("bounded queues", () => {
 
   test("the fault proxy holds at most rate*latency + burst + 256 KiB (+ one read) under a 1 MB/s cap", async () => {
     const proxy = await faultProxy({ targetPort: slowTarget().port, rate: 1e6, latencyMs: 100 });
-    const { maxQueued, finished } = await pressure(proxy);
     const bound = 1e6 * 0.1 + 20_000 + 256 * KiB;
+    const { maxQueued, finished } = await pressure(proxy, bound / 2 + 1);
     expect(finished).toBe(false);
     expect(maxQueued).toBeGreaterThan(bound / 2); // the queue was really used
     expect(maxQueued).toBeLessThan(bound + MAX_READ);
@@ -417,7 +431,7 @@ describe("link CLI", () => {
     const reader = p.stderr.getReader();
     let err = "";
     const readUntil = async (re: RegExp) => {
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + WATCHDOG_MS;
       while (!re.test(err) && Date.now() < deadline) {
         const { value, done } = await reader.read();
         if (done) break;
@@ -430,7 +444,7 @@ describe("link CLI", () => {
     const c = await connect(Number(m![1]));
     c.write(Buffer.from("ping"));
     c.finish();
-    await c.until(() => c.closed, "the echo and EOF came back through the CLI link", 3000);
+    await c.until(() => c.closed, "the echo and EOF came back through the CLI link", WATCHDOG_MS);
     expect(c.bytes).toBe(4);
     expect(await readUntil(/link conn 0 \[4 MB\/s\]: up 4 B, down 4 B, closed\n/)).not.toBeNull();
     p.kill("SIGTERM");

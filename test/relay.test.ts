@@ -18,6 +18,10 @@ const MiB = 1024 * KiB;
 const HOST = "127.0.0.1";
 /** A Bun read delivers at most 512 KiB, so a pipe's queue may exceed its bound by less than this. */
 const MAX_READ = 512 * KiB;
+/** Every wait's watchdog: only a hang should reach it (the waits take milliseconds, seconds on a loaded machine). */
+const WATCHDOG_MS = 60_000;
+/** Per-test limit for tests with several waits in a row (bun's default is 5 s without --timeout). */
+const TEST_TIMEOUT_MS = 180_000;
 
 const cleanup = cleanups();
 
@@ -158,30 +162,30 @@ describe("relay", () => {
     const what = () =>
       `both ends read 32 MiB and EOF (app read ${app.bytes} B end=${app.sawEnd}, ` +
       `target read ${target.peers[0]?.bytes ?? 0} B end=${target.peers[0]?.sawEnd})`;
-    await until(() => app.sawEnd && target.peers[0]?.sawEnd === true, what, 20_000);
+    await until(() => app.sawEnd && target.peers[0]?.sawEnd === true, what, WATCHDOG_MS);
     const t = target.peers[0]!;
     expect(app.bytes).toBe(size);
     expect(t.bytes).toBe(size);
     expect(t.sha()).toBe(sha256(up));
     expect(app.sha()).toBe(sha256(down));
-    await until(() => app.closed && t.closed, "both ends closed after EOF", 5000);
+    await until(() => app.closed && t.closed, "both ends closed after EOF", WATCHDOG_MS);
     expect(app.err).toBeUndefined();
     expect(t.err).toBeUndefined();
-    await until(() => r.active.size === 0, "the relay forgot the finished connection", 5000);
-  }, 30_000);
+    await until(() => r.active.size === 0, "the relay forgot the finished connection", WATCHDOG_MS);
+  }, TEST_TIMEOUT_MS);
 
   test("echoes 32 MiB through the relay to a startTarget echo server, sha256 equal", async () => {
     const target = startTarget({ mode: "echo" });
     cleanup.push(() => target.stop());
     const r = relay(target.port);
     const data = randomData(32 * MiB, 7);
-    const res = await appExchange(r.port, data, { timeoutMs: 20_000 });
+    const res = await appExchange(r.port, data, { timeoutMs: WATCHDOG_MS });
     expect(res.error).toBeUndefined();
     expect(res.cleanEnd).toBe(true);
     expect(res.received.byteLength).toBe(data.byteLength);
     expect(sha256(res.received)).toBe(sha256(data));
     expect(target.conns[0]!.receivedBytes).toBe(data.byteLength);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 
   test("passes FIN both ways: target reads all then EOF, its reply still reaches the app, then the app sees EOF", async () => {
     const tail = randomData(2 * MiB, 99);
@@ -192,11 +196,15 @@ describe("relay", () => {
     });
     cleanup.push(() => target.stop());
     const r = relay(target.port);
+    // Caught as the relay registers it (a 1 ms sampler could miss a bridge that lives between two ticks).
     let bridge: Bridge | undefined;
-    const grab = setInterval(() => (bridge ??= [...r.active][0]), 1);
-    cleanup.push(() => clearInterval(grab));
+    const add = r.active.add.bind(r.active);
+    r.active.add = (b: Bridge) => {
+      bridge ??= b;
+      return add(b);
+    };
     const data = randomData(4 * MiB + 3, 5);
-    const res = await appExchange(r.port, data, { timeoutMs: 10_000 });
+    const res = await appExchange(r.port, data, { timeoutMs: WATCHDOG_MS });
     expect(res.error).toBeUndefined();
     expect(res.cleanEnd).toBe(true);
     const expected = Buffer.concat([Buffer.from(`${data.byteLength} ${sha256(data)}\n`), tail]);
@@ -205,14 +213,14 @@ describe("relay", () => {
     const conn = target.conns[0]!;
     expect(conn.gotEnd).toBe(true);
     expect(conn.receivedBytes).toBe(data.byteLength);
-    await until(() => conn.closed, "the target's connection closed", 5000);
+    await until(() => conn.closed, "the target's connection closed", WATCHDOG_MS);
     expect(conn.error).toBeUndefined();
     expect(bridge).toBeDefined();
-    await until(() => r.active.size === 0, "the bridge finished", 5000);
+    await until(() => r.active.size === 0, "the bridge finished", WATCHDOG_MS);
     expect(bridge!.aToB).toEqual({ bytes: data.byteLength, congestions: bridge!.aToB.congestions, finished: true });
     expect(bridge!.bToA).toEqual({ bytes: expected.byteLength, congestions: bridge!.bToA.congestions, finished: true });
     expect(bridge!.error).toBeUndefined();
-  }, 20_000);
+  }, TEST_TIMEOUT_MS);
 
   test("closes the app connection promptly with an error, not a clean EOF, when the target refuses", async () => {
     // A port that was just listening and no longer is: connecting to it is refused.
@@ -223,28 +231,35 @@ describe("relay", () => {
     // The app sends nothing and no FIN: a clean EOF from the relay would leave it waiting until the
     // timeout, so only an abnormal end (a reset) finishes it early. (Unread data would make even a
     // plain close() look like a reset, hence no data.)
-    const res = await appExchange(r.port, new Uint8Array(0), { shutdown: false, timeoutMs: 3000 });
+    // "Promptly" is the cause, not a figure: a reset from the relay, not this test's watchdog (60 s, far
+    // above what a loaded machine needs).
+    const res = await appExchange(r.port, new Uint8Array(0), { shutdown: false, timeoutMs: WATCHDOG_MS });
     expect(res.error).toBeDefined();
     expect(res.error).not.toMatch(/^timeout/);
     expect(res.error).toBe("ECONNRESET");
     expect(res.cleanEnd).toBe(false);
-    expect(res.ms).toBeLessThan(2000);
-    await until(() => r.active.size === 0, "the relay dropped the failed connection", 5000);
-  }, 10_000);
+    await until(() => r.active.size === 0, "the relay dropped the failed connection", WATCHDOG_MS);
+  }, TEST_TIMEOUT_MS);
 
   test("stop() resets open connections: a half-closed app waiting for a reply sees a reset, not EOF", async () => {
     // A target that never answers: the app half-closes and waits.
-    const silent = Bun.listen({ hostname: HOST, port: 0, allowHalfOpen: true, socket: { data() {}, end() {}, error() {}, close() {} } } as any);
+    const seen = { bytes: 0, ended: false };
+    const silent = Bun.listen({
+      hostname: HOST,
+      port: 0,
+      allowHalfOpen: true,
+      socket: { data: (_s: unknown, d: Uint8Array) => void (seen.bytes += d.byteLength), end: () => void (seen.ended = true), error() {}, close() {} },
+    } as any);
+    cleanup.push(() => silent.stop(true));
     const r = relay(silent.port);
-    const pending = appExchange(r.port, randomData(1000, 3), { timeoutMs: 5000 });
-    await until(() => r.active.size === 1, "the relay accepted", 5000);
-    await Bun.sleep(50);
+    const pending = appExchange(r.port, randomData(1000, 3), { timeoutMs: WATCHDOG_MS });
+    // The app's bytes and FIN crossed the relay: the app is now half-closed, waiting for a reply.
+    await until(() => seen.bytes === 1000 && seen.ended, "the target got the app's 1000 bytes and FIN", WATCHDOG_MS);
     r.stop();
     const res = await pending;
-    silent.stop(true);
     expect(res.cleanEnd).toBe(false);
     expect(res.error).toBe("ECONNRESET");
-  }, 10_000);
+  }, TEST_TIMEOUT_MS);
 });
 
 describe("Bridge", () => {
@@ -303,10 +318,10 @@ describe("Bridge", () => {
     await until(
       () => result !== undefined,
       () => `the bridge finished (R read ${readerServer.peers[0]?.bytes ?? 0} B, W read ${w.bytes} B)`,
-      20_000,
+      WATCHDOG_MS,
     );
     const r = readerServer.peers[0]!;
-    await until(() => w.sawEnd && r.closed && w.closed, "both raw ends saw EOF and closed", 5000);
+    await until(() => w.sawEnd && r.closed && w.closed, "both raw ends saw EOF and closed", WATCHDOG_MS);
 
     // Integrity and FIN both ways.
     expect(r.bytes).toBe(upSize);
@@ -336,5 +351,5 @@ describe("Bridge", () => {
     expect(samples.maxPending).toBeGreaterThan(0);
     expect(samples.maxPending).toBeLessThanOrEqual(samples.maxChunk);
     expect(samples.maxPending).toBeLessThanOrEqual(MAX_READ);
-  }, 30_000);
+  }, TEST_TIMEOUT_MS);
 });

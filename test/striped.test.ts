@@ -8,13 +8,21 @@ import { startClient, type StriperClient } from "../src/proxy/client.ts";
 import { startServer, type StriperServer } from "../src/proxy/server.ts";
 import { startCappedLink, type CappedLink } from "../src/link/capped.ts";
 import { startFaultProxy, type FaultProxy } from "../src/link/fault.ts";
-import type { SessionOptions } from "../src/pipe/striped.ts";
+import { DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../src/pipe/striped.ts";
+import { MIN_SESSION_WINDOW, sessionWindow } from "../src/stripe/budget.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
 import { KEYED } from "./helpers/keys.ts";
-import { cleanups } from "./helpers/util.ts";
+import { cleanups, until } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
 const quiet = () => {};
+/**
+ * Watchdog of a transfer: only a hang should reach it. The 64 MiB tests took 4-26 s in the issue 7 soak
+ * (2 cores, kept busy), so 300 s; a test with such a transfer runs under a 600 s limit instead of the
+ * suite's 120 s.
+ */
+const TRANSFER_WATCHDOG_MS = 300_000;
+const TRANSFER_TEST_MS = 600_000;
 
 // Everything a test starts, stopped after it whatever happened.
 const cleanup = cleanups();
@@ -59,7 +67,7 @@ async function pair(opts: {
 
 async function echoIntegrity(port: number, size: number, seed: number): Promise<void> {
   const data = randomData(size, seed);
-  const r = await appExchange(port, data, { timeoutMs: 60_000 });
+  const r = await appExchange(port, data, { timeoutMs: TRANSFER_WATCHDOG_MS });
   expect(r.error).toBeUndefined();
   expect(r.cleanEnd).toBe(true);
   expect(r.received.byteLength).toBe(size);
@@ -71,10 +79,12 @@ describe("striped integrity", () => {
     test(`64 MiB each way at once over ${stripes} stripes, 3 sessions concurrently, hashes equal`, async () => {
       const p = await pair({ stripes });
       await Promise.all([1, 2, 3].map((seed) => echoIntegrity(p.client.port, 64 * 1024 * 1024, seed + stripes)));
-      // Both proxies ended every session cleanly.
-      await Bun.sleep(50);
-      expect(p.logs.filter((l) => l.includes(" end ") && l.endsWith("reason ok")).length).toBe(6);
-    });
+      // Both proxies ended every session cleanly. A proxy logs the end once its session has closed, which
+      // may be after the app saw EOF: wait for the six lines (watchdog far above a loaded machine's need).
+      const ends = () => p.logs.filter((l) => l.includes(" end "));
+      await until(() => ends().length >= 6, () => `both proxies logged the end of 3 sessions (${ends().length} lines)`, 60_000);
+      expect(ends().filter((l) => l.endsWith("reason ok")).length).toBe(6);
+    }, TRANSFER_TEST_MS);
   }
 
   test("64 MiB each way over 8 stripes through a capped link with uneven caps, 2 sessions", async () => {
@@ -92,7 +102,7 @@ describe("striped integrity", () => {
     const conns = link!.connections();
     expect(conns.length).toBe(16);
     for (const c of conns) expect(c.bytesUp).toBeGreaterThan(0);
-  });
+  }, TRANSFER_TEST_MS);
 
   test("framing overhead on the wire stays under 3% with the rate scheduler on uneven capped stripes", async () => {
     // Regression: a fractional in-flight budget once filled batches with thousands of empty DATA frames.
@@ -108,13 +118,13 @@ describe("striped integrity", () => {
       },
     });
     const data = randomData(12 * 1024 * 1024, 12);
-    const r = await appExchange(p.client.port, data, { timeoutMs: 30_000 });
+    const r = await appExchange(p.client.port, data, { timeoutMs: TRANSFER_WATCHDOG_MS });
     expect(r.error).toBeUndefined();
     expect(new TextDecoder().decode(r.received)).toBe(sha256(data));
     const onWire = link!.connections().reduce((n, c) => n + c.bytesUp, 0);
     expect(onWire).toBeGreaterThanOrEqual(data.byteLength);
     expect(onWire / data.byteLength).toBeLessThan(1.03);
-  });
+  }, TRANSFER_TEST_MS);
 
   test("1 stripe carries small and empty transfers", async () => {
     const p = await pair({ stripes: 1 });
@@ -171,7 +181,7 @@ describe("backpressure", () => {
         samples++;
       }
     }, 5);
-    const r = await appExchange(p.client.port, data, { timeoutMs: 90_000 });
+    const r = await appExchange(p.client.port, data, { timeoutMs: TRANSFER_WATCHDOG_MS });
     clearInterval(sampler);
     expect(r.error).toBeUndefined();
     expect(sha256(r.received)).toBe(sha256(data));
@@ -181,7 +191,7 @@ describe("backpressure", () => {
     expect(maxSend).toBeLessThanOrEqual(window + 512 * 1024);
     // And the limit was really reached: the test exercises backpressure, not an idle path.
     expect(maxSend).toBeGreaterThan(window / 2);
-  });
+  }, TRANSFER_TEST_MS);
 });
 
 describe("memory budget", () => {
@@ -202,56 +212,63 @@ describe("memory budget", () => {
     expect(client.budget.peak).toBeGreaterThan(maxBuffer / 2);
     expect(client.budget.peak).toBeLessThanOrEqual(maxBuffer + sessions * 512 * 1024);
     expect(client.budget.used).toBe(0);
-  });
+  }, TRANSFER_TEST_MS);
 });
 
 describe("memory budget: windows", () => {
   test("sessions opened under load get smaller receive windows, and still deliver intact", async () => {
-    const logs: string[] = [];
-    const target = startTarget({ mode: "echo" });
-    const server = startServer({ auth: KEYED,
-      listen: { host: LOOP, port: 0 },
-      target: { host: LOOP, port: target.port },
-      maxBuffer: 1024 * 1024,
-      log: (l) => logs.push(l),
-    });
-    const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, log: (l) => logs.push(l) });
+    // The window rule is unit-tested in sessions.test.ts. Here: the server proxy really applies it with its
+    // own count of live sessions. The target holds every session open (it withholds its FIN) until all five
+    // have been admitted, so they overlap by construction, not by timing (issue 7: with sleeps between the
+    // openings, a busy machine let early sessions finish first and the smaller windows never appeared).
+    let releaseTargets!: () => void;
+    const allAdmitted = new Promise<void>((r) => (releaseTargets = r));
+    const target = startTarget({ mode: "echo", holdEnd: allAdmitted });
+    const maxBuffer = 1024 * 1024;
+    const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, maxBuffer, log: quiet });
+    const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: server.port }, stripes: 2, log: quiet });
     cleanup.push(() => {
+      releaseTargets();
       client.stop();
       server.stop();
       target.stop();
     });
-    const windows = new Set<number>();
-    const sampler = setInterval(() => {
-      for (const x of server.sessions.values()) windows.add(x.opts.window);
-    }, 1);
-    // Opened one after another while the earlier ones still run.
-    const runs: Promise<void>[] = [];
-    for (let k = 0; k < 6; k++) {
-      runs.push(echoIntegrity(client.port, 6 * 1024 * 1024, 300 + k));
-      await Bun.sleep(20);
-    }
+    const sessions = 5;
+    const runs = Array.from({ length: sessions }, (_, k) => echoIntegrity(client.port, 6 * 1024 * 1024, 300 + k));
+    // Watchdog only: admitting five sessions takes milliseconds; this is far above a loaded machine's need.
+    await until(() => server.sessions.size === sessions, () => `${sessions} sessions admitted (have ${server.sessions.size})`, 60_000);
+    const windows = [...server.sessions.values()].map((x) => x.opts.window).sort((a, b) => b - a);
+    releaseTargets();
     await Promise.all(runs);
-    clearInterval(sampler);
-    // 4 x 1 MiB shared: 4 MiB for the first, then 2 MiB, 1.33 MiB, and the 1 MiB floor.
-    expect(Math.max(...windows)).toBe(4 * 1024 * 1024);
-    expect(Math.min(...windows)).toBe(1024 * 1024);
-  });
+    // One window per live count at opening: 0, 1, .. 4 sessions already live, whatever order they came in.
+    const configured = DEFAULT_SESSION_OPTIONS.window;
+    const expected = Array.from({ length: sessions }, (_, k) => sessionWindow(configured, server.budget, k));
+    expect(windows).toEqual(expected);
+    // With 1 MiB of budget the rule gives smaller windows under load, down to the floor.
+    expect(windows[0]!).toBeGreaterThan(windows.at(-1)!);
+    expect(windows.at(-1)!).toBe(MIN_SESSION_WINDOW);
+  }, TRANSFER_TEST_MS);
 });
 
 describe("failures reach the app", () => {
+  // "Promptly" is asserted by cause, not by a wall-clock figure: the app is reset by the proxy (not by this
+  // test's watchdog), and the reason each proxy logs is the refused connect, not a grace period or a
+  // dead-stripe timeout running out. The watchdogs are far above what a loaded machine needs.
   test("target refused: the app connection is reset promptly, not ended cleanly", async () => {
     const dead = startTarget({ mode: "echo" });
     const port = dead.port;
     dead.stop();
     const target = { port, conns: [], stop() {} } as Target;
     const p = await pair({ stripes: 4, target });
-    const r = await appExchange(p.client.port, randomData(1000, 1), { timeoutMs: 10_000 });
+    const r = await appExchange(p.client.port, randomData(1000, 1), { timeoutMs: 60_000 });
     expect(r.cleanEnd).toBe(false);
-    expect(r.error).toBeDefined();
-    expect(r.ms).toBeLessThan(5000);
-    await Bun.sleep(50);
-    expect(p.logs.some((l) => l.includes("reason") && /ECONNREFUSED|refused|connect/i.test(l))).toBe(true);
+    expect(r.error).toBe("ECONNRESET");
+    const ends = () => p.logs.filter((l) => l.includes(" end "));
+    await until(() => ends().length >= 2, () => `both proxies logged the session's end (${ends().join(" | ")})`, 60_000);
+    // Both lines count "up 1000 B": the app's bytes reach the server with the first message (0-RTT). They
+    // differ in the reason: the server's own connect failure, and the client's RESET from the server.
+    expect(ends().filter((l) => /reason ECONNREFUSED cannot connect to /.test(l)).length).toBe(1);
+    expect(ends().filter((l) => /reason E_PEER_RESET .*cannot connect to /.test(l)).length).toBe(1);
   });
 
   test("server proxy down: the app connection is reset promptly", async () => {
@@ -259,11 +276,12 @@ describe("failures reach the app", () => {
     const port = dead.port;
     dead.stop();
     const p = await pair({ stripes: 4, peerPort: port });
-    const r = await appExchange(p.client.port, randomData(1000, 1), { timeoutMs: 10_000 });
+    const r = await appExchange(p.client.port, randomData(1000, 1), { timeoutMs: 60_000 });
     expect(r.cleanEnd).toBe(false);
-    expect(r.error).toBeDefined();
-    expect(r.ms).toBeLessThan(5000);
-    expect(p.logs.some((l) => l.includes("unreachable"))).toBe(true);
+    expect(r.error).toBe("ECONNRESET");
+    // The cause: every first dial was refused (not a grace period running out).
+    await until(() => p.logs.some((l) => l.includes(" end ")), "the client logged the session's end", 60_000);
+    expect(p.logs.find((l) => l.includes(" end "))).toMatch(/reason ECONNREFUSED server proxy .* unreachable/);
   });
 
   test("garbage on the server port is dropped while a concurrent good session completes", async () => {
@@ -272,28 +290,39 @@ describe("failures reach the app", () => {
     const garbage = await Promise.all(
       [0, 1, 2].map(async (k) => {
         const junk = k === 0 ? new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n".padEnd(64, "x")) : randomData(4096, 90 + k);
-        return appExchange(p.server.port, junk, { timeoutMs: 10_000, shutdown: k !== 2 });
+        return appExchange(p.server.port, junk, { timeoutMs: 60_000, shutdown: k !== 2 });
       }),
     );
     for (const g of garbage) {
       expect(g.received.byteLength).toBe(0); // no reply, no detail
       expect(g.error === undefined && g.cleanEnd).toBe(false);
+      expect(g.error ?? "").not.toMatch(/^timeout/); // the server dropped it; not this test's watchdog
     }
     await good;
     expect(p.target.conns.length).toBe(1); // the garbage never reached the target
-  });
+  }, TRANSFER_TEST_MS);
 
   test("a handshake that never completes is cut at the deadline", async () => {
     const target = startTarget({ mode: "echo" });
-    const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, handshakeTimeoutMs: 300, log: quiet });
+    const logs: string[] = [];
+    const server = startServer({
+      auth: KEYED,
+      listen: { host: LOOP, port: 0 },
+      target: { host: LOOP, port: target.port },
+      handshakeTimeoutMs: 300,
+      log: (l) => logs.push(l),
+    });
     cleanup.push(() => {
       server.stop();
       target.stop();
     });
-    const r = await appExchange(server.port, new Uint8Array([0x54, 0x53]), { shutdown: false, timeoutMs: 5000 });
+    // The watchdog (60 s) only stops a hang; the server's 300 ms deadline must be what ends it.
+    const r = await appExchange(server.port, new Uint8Array([0x54, 0x53]), { shutdown: false, timeoutMs: 60_000 });
     expect(r.error).toBeDefined();
+    expect(r.error).not.toMatch(/^timeout/);
+    // Not before the deadline (timers never fire early), and because of it.
     expect(r.ms).toBeGreaterThanOrEqual(250);
-    expect(r.ms).toBeLessThan(3000);
+    expect(logs.some((l) => /refused silently: timeout/.test(l))).toBe(true);
     expect(target.conns.length).toBe(0);
   });
 });
@@ -301,25 +330,33 @@ describe("failures reach the app", () => {
 describe("stripe failures", () => {
   test("a stripe reset mid-transfer loses nothing: the session completes intact", async () => {
     let fault: FaultProxy | undefined;
+    // The target keeps the session open (withholds its FIN) until the reset stripe has been re-dialled:
+    // otherwise the other stripes could finish the transfer before the re-dial's backoff ran out.
+    let release!: () => void;
+    const redialled = new Promise<void>((r) => (release = r));
     const p = await pair({
       stripes: 4,
+      target: startTarget({ mode: "echo", holdEnd: redialled }),
       middle: async (serverPort) => {
         fault = await startFaultProxy({ targetHost: LOOP, targetPort: serverPort });
         cleanup.push(() => fault!.stop());
         return fault.port;
       },
     });
+    cleanup.push(() => release());
     const data = randomData(48 * 1024 * 1024, 31);
-    const run = appExchange(p.client.port, data, { timeoutMs: 60_000 });
-    // Reset one stripe once data is flowing.
-    for (let i = 0; i < 200 && fault!.live().every((c) => c.bytesUp < 1024 * 1024); i++) await Bun.sleep(5);
-    fault!.live()[1]!.reset();
+    const run = appExchange(p.client.port, data, { timeoutMs: TRANSFER_WATCHDOG_MS });
+    // Reset the busiest stripe once data is flowing (watchdogs far above what a loaded machine needs).
+    const busiest = () => fault!.live().find((c) => c.bytesUp >= 1024 * 1024);
+    await until(() => busiest() !== undefined, "1 MiB crossed one stripe", 60_000);
+    busiest()!.reset();
+    await until(() => fault!.connections().length > 4, "the reset stripe was re-dialled", 60_000);
+    release();
     const r = await run;
     expect(r.error).toBeUndefined();
     expect(r.cleanEnd).toBe(true);
     expect(sha256(r.received)).toBe(sha256(data));
-    expect(fault!.connections().length).toBeGreaterThan(4); // the reset stripe was re-dialled
-  });
+  }, TRANSFER_TEST_MS);
 
   test("all stripes gone for longer than the grace period: both app connections reset, reason logged", async () => {
     let fault: FaultProxy | undefined;
@@ -332,17 +369,21 @@ describe("stripe failures", () => {
         return fault.port;
       },
     });
-    const run = appExchange(p.client.port, randomData(256 * 1024 * 1024, 41), { timeoutMs: 20_000, shutdown: false });
-    for (let i = 0; i < 200 && fault!.live().length < 4; i++) await Bun.sleep(5);
-    await Bun.sleep(50);
+    // 256 MiB with no FIN: the session is still busy when the path goes. Watchdogs (60 s) are far above
+    // what a loaded machine needs; the 400 ms grace period must be what ends the session.
+    const run = appExchange(p.client.port, randomData(256 * 1024 * 1024, 41), { timeoutMs: 60_000, shutdown: false });
+    // Open on both sides (bytes through the fault proxy alone may be just the handshakes) and data through.
+    const open = () => [...p.client.sessions][0]?.usableStripes === 4 && (p.target.conns[0]?.receivedBytes ?? 0) > 0;
+    await until(open, "all 4 stripes open and data reached the target", 60_000);
     await fault!.stop(); // the path is gone: resets now, re-dials refused from here on
     const r = await run;
     expect(r.cleanEnd).toBe(false);
-    expect(r.error).toBeDefined();
-    await Bun.sleep(600);
-    expect(p.logs.some((l) => l.includes("E_GRACE_EXPIRED"))).toBe(true);
+    expect(r.error).toBe("ECONNRESET");
+    const ends = () => p.logs.filter((l) => l.includes(" end "));
+    await until(() => ends().length >= 2, () => `both proxies logged the session's end (${ends().join(" | ")})`, 60_000);
+    for (const l of ends()) expect(l).toContain("reason E_GRACE_EXPIRED");
     // The target side was reset too, not ended as if the stream were complete.
-    expect(p.target.conns[0]!.closed).toBe(true);
+    await until(() => p.target.conns[0]!.closed, "the target's connection closed", 60_000);
     expect(p.target.conns[0]!.gotEnd).toBe(false);
   });
 });

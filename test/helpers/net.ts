@@ -160,9 +160,16 @@ interface TState extends TargetConn {
 /**
  * Starts a target on 127.0.0.1:0. "echo": echoes with backpressure and half-closes after the client's
  * FIN. "reply": collects until FIN, then sends `reply(received)` and half-closes. `readDelayMs` makes it
- * a slow reader (pause after each chunk).
+ * a slow reader (pause after each chunk). `holdEnd`: what the target does on the client's FIN (the reply,
+ * its own FIN) waits until this promise resolves, so a test can keep connections open on a condition.
  */
-export function startTarget(opts: { mode: "echo" | "reply"; reply?: (data: Uint8Array) => Uint8Array; readDelayMs?: number; host?: string }): Target {
+export function startTarget(opts: {
+  mode: "echo" | "reply";
+  reply?: (data: Uint8Array) => Uint8Array;
+  readDelayMs?: number;
+  host?: string;
+  holdEnd?: Promise<unknown>;
+}): Target {
   const conns: TargetConn[] = [];
   const flush = (s: Socket<TState>) => {
     const st = s.data;
@@ -217,9 +224,14 @@ export function startTarget(opts: { mode: "echo" | "reply"; reply?: (data: Uint8
       end(s) {
         const st = s.data;
         st.gotEnd = true;
-        if (opts.mode === "reply") st.out.push(opts.reply!(Buffer.concat(st.received)));
-        st.closing = true;
-        flush(s);
+        const answer = () => {
+          if (st.closed) return;
+          if (opts.mode === "reply") st.out.push(opts.reply!(Buffer.concat(st.received)));
+          st.closing = true;
+          flush(s);
+        };
+        if (opts.holdEnd) void opts.holdEnd.then(answer);
+        else answer();
       },
       close(s, err) {
         if (!s.data) return;

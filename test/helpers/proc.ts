@@ -45,9 +45,11 @@ export class Proc {
 
   /**
    * Resolves with the first match of `re` in stderr after offset `from` (default: anywhere); fails
-   * with what was written when it does not appear within `ms` or the output ends without it.
+   * with what was written when it does not appear within `ms` or the output ends without it. The
+   * default is a watchdog only a hang should reach: a process starts in well under a second idle, but a
+   * loaded 2-core machine (issue 7) can take several.
    */
-  waitFor(re: RegExp, ms = 15_000, from = 0): Promise<RegExpExecArray> {
+  waitFor(re: RegExp, ms = 60_000, from = 0): Promise<RegExpExecArray> {
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
         const m = re.exec(this.text.slice(from));
