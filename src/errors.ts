@@ -40,6 +40,7 @@ export const ERROR_CODES = [
   "E_DATA_AFTER_FIN",
   "E_FIN_MISMATCH",
   "E_BAD_ACK",
+  "E_REORDER_MEMORY", // out-of-order data would cost more memory than the reorder buffer allows
   // Handshake and proxies (src/proxy/handshake.ts refusal reasons included).
   "E_HANDSHAKE_TIMEOUT",
   "E_HANDSHAKE_EOF",
@@ -63,6 +64,7 @@ export const ERROR_CODES = [
   "E_STRIPE_EOF",
   "E_STRIPE_CLOSED",
   "E_STRIPE_SILENT",
+  "E_CONTROL_FLOOD", // a stripe sent control frames faster than its guard allows (stripe closed)
   // Secure stripes (src/secure/*, src/pipe/sealed.ts).
   "E_AUTH", // no authenticated reply from the server (wrong key, or not a tcp-striper server)
   "E_KEY_MISSING",

@@ -7,9 +7,10 @@
 
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ReorderBuffer } from "../src/stripe/reorder.ts";
+import { COPY_BELOW, ReorderBuffer, SEGMENT_OVERHEAD, reorderMemoryLimit } from "../src/stripe/reorder.ts";
 import { SendBuffer } from "../src/stripe/sendbuf.ts";
-import { expectProtocolError } from "./helpers/util.ts";
+import { ProtocolError } from "../src/errors.ts";
+import { expectProtocolError, prng } from "./helpers/util.ts";
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) | 0 : (Math.random() * 2 ** 31) | 0;
 /** Arrays use size "max": fast-check's default "small" size keeps them to about ten elements. */
@@ -342,6 +343,290 @@ describe("ReorderBuffer", () => {
         expect(Buffer.concat(out)).toEqual(Buffer.from(s.subarray(0, delivered)));
       }),
       params(300),
+    );
+  }, 120_000);
+});
+
+// --- ReorderBuffer: memory and segment limits ----------------------------------------------------
+
+/** Cost of a lone small fragment: the segment plus its smallest own copy (64 bytes). */
+const FRAGMENT_COST = SEGMENT_OVERHEAD + 64;
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Inserts 1-byte fragments at odd offsets in `order` until one is refused; returns how many fit. */
+function flood(rb: ReorderBuffer, offsets: number[]): { accepted: number; code: string | undefined } {
+  let accepted = 0;
+  for (const o of offsets) {
+    const chunk = new Uint8Array(17); // each fragment arrives in its own small receive chunk
+    try {
+      rb.insert(o, chunk.subarray(16));
+    } catch (err) {
+      expect(err).toBeInstanceOf(ProtocolError);
+      return { accepted, code: (err as ProtocolError).code };
+    }
+    expect(rb.memoryBytes).toBeLessThanOrEqual(rb.memoryLimit);
+    accepted++;
+  }
+  return { accepted, code: undefined };
+}
+
+describe("ReorderBuffer limits", () => {
+  test("in-order data into an empty buffer comes out as the same object, whatever its size (zero copy)", () => {
+    const rb = new ReorderBuffer(MiB);
+    const chunk = new Uint8Array(512 * KiB);
+    for (const [a, b] of [
+      [0, 1],
+      [1, 100],
+      [100, 300 * KiB],
+    ]) {
+      const piece = chunk.subarray(a, b);
+      expect(rb.insert(a!, piece)).toBe(true);
+      expect(rb.shift()).toBe(piece);
+    }
+    expect(rb.memoryBytes).toBe(0);
+  });
+
+  test("1-byte fragments at every other offset are refused with E_REORDER_MEMORY at the limit, in any order", () => {
+    const window = 16 * MiB;
+    const limit = reorderMemoryLimit(window);
+    const fits = Math.floor(limit / FRAGMENT_COST);
+    const n = fits + 1000;
+    const asc = Array.from({ length: n }, (_, i) => 1 + 2 * i);
+    const rand = prng(7);
+    const shuffled = [...asc];
+    for (let i = shuffled.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [shuffled[i], shuffled[j]] = [shuffled[j]!, shuffled[i]!];
+    }
+    for (const [name, offsets] of [
+      ["ascending", asc],
+      ["descending", [...asc].reverse()],
+      ["shuffled", shuffled],
+    ] as const) {
+      const rb = new ReorderBuffer(window);
+      const r = flood(rb, offsets);
+      expect({ name, ...r }).toEqual({ name, accepted: fits, code: "E_REORDER_MEMORY" });
+      // Every fragment stays its own segment (nothing is adjacent), and everything is charged.
+      expect(rb.bufferedBytes).toBe(fits + 1);
+      expect(rb.segments).toBe(fits + 1);
+      rb.clear();
+      expect([rb.memoryBytes, rb.segments, rb.bufferedBytes]).toEqual([0, 0, 0]);
+    }
+  });
+
+  test("small adjacent pieces are coalesced into few segments, however stripes interleave their arrival", () => {
+    // 4 KiB frames dealt to 4 stripes in turn; frame 0 is late. Each stripe's bytes arrive one at a
+    // time (a 1-byte slicer), the stripes interleaved byte by byte.
+    const frame = 4 * KiB;
+    const frames = 16;
+    const s = stream(frame * frames);
+    const rb = new ReorderBuffer(s.byteLength);
+    const perStripe: number[][] = [[], [], [], []];
+    for (let f = 1; f < frames; f++) for (let o = f * frame; o < (f + 1) * frame; o++) perStripe[f % 4]!.push(o);
+    for (let k = 0; k < Math.max(...perStripe.map((p) => p.length)); k++) {
+      for (const p of perStripe) {
+        const o = p[k];
+        if (o !== undefined) expect(rb.insert(o, s.slice(o, o + 1))).toBe(false);
+      }
+    }
+    expect(rb.bufferedBytes).toBe(frame * (frames - 1));
+    // One segment per frame at most (each grows as its bytes arrive; neighbours merge once they meet).
+    expect(rb.segments).toBeLessThanOrEqual(frames - 1);
+    expect(rb.memoryBytes).toBeLessThan(2 * rb.bufferedBytes);
+    expect(rb.insert(0, s.subarray(0, frame))).toBe(true);
+    expect(drain(rb)).toEqual(s);
+    expect([rb.memoryBytes, rb.segments]).toEqual([0, 0]);
+  });
+
+  test("in-order 1-byte pieces held for a paused consumer take one segment per 64 KiB", () => {
+    const n = 200 * KiB;
+    const s = stream(n);
+    const rb = new ReorderBuffer(MiB);
+    for (let o = 0; o < n; o++) rb.insert(o, s.slice(o, o + 1));
+    // The first piece is a view (zero copy into an empty buffer); the rest coalesce behind it.
+    expect(rb.segments).toBeLessThanOrEqual(Math.ceil(n / (64 * KiB)) + 1);
+    expect(drain(rb)).toEqual(s);
+  });
+
+  test("a view pins its whole receive chunk, charged once however many views share it", () => {
+    const rb = new ReorderBuffer(4 * MiB);
+    const chunk = new Uint8Array(512 * KiB);
+    rb.insert(100 * KiB, chunk.subarray(0, COPY_BELOW));
+    expect(rb.memoryBytes).toBe(512 * KiB + SEGMENT_OVERHEAD);
+    rb.insert(300 * KiB, chunk.subarray(COPY_BELOW + 1, 2 * COPY_BELOW + 1));
+    expect(rb.memoryBytes).toBe(512 * KiB + 2 * SEGMENT_OVERHEAD);
+    rb.insert(0, new Uint8Array(100 * KiB));
+    drain(rb);
+    expect(rb.memoryBytes).toBe(512 * KiB + SEGMENT_OVERHEAD); // the second view still pins the chunk
+    rb.insert(100 * KiB + COPY_BELOW, new Uint8Array(200 * KiB - COPY_BELOW));
+    drain(rb);
+    expect([rb.memoryBytes, rb.segments, rb.delivered]).toEqual([0, 0, 300 * KiB + COPY_BELOW]);
+  });
+
+  test("views that would pin more than half the limit are copied, so a sender within the window is not refused", () => {
+    // Each 16 KiB piece comes in a 512 KiB chunk whose other bytes are duplicates: the worst waste.
+    const window = MiB;
+    const rb = new ReorderBuffer(window);
+    const inserted: Uint8Array[] = [];
+    for (let o = COPY_BELOW; o + COPY_BELOW <= window; o += COPY_BELOW) {
+      const piece = new Uint8Array(512 * KiB).subarray(0, COPY_BELOW).fill(o / COPY_BELOW);
+      inserted.push(piece);
+      expect(rb.insert(o, piece)).toBe(false);
+      expect(rb.memoryBytes).toBeLessThanOrEqual(rb.memoryLimit);
+    }
+    expect(rb.insert(0, new Uint8Array(COPY_BELOW))).toBe(true);
+    expect(rb.bufferedBytes).toBe(window);
+    const out: Uint8Array[] = [];
+    for (let c = rb.shift(); c !== undefined; c = rb.shift()) out.push(c);
+    expect(out[0]).toEqual(new Uint8Array(COPY_BELOW));
+    // Two chunks fit in half the limit as views; every later piece was copied.
+    expect(out[1]).toBe(inserted[0]!);
+    expect(out[2]).toBe(inserted[1]!);
+    for (let k = 3; k < out.length; k++) {
+      expect(out[k]!.buffer).not.toBe(inserted[k - 1]!.buffer);
+      expect(out[k]).toEqual(inserted[k - 1]!);
+    }
+    expect(rb.memoryBytes).toBe(0);
+  });
+
+  test("property: against a model, with pieces from fresh buffers and from shared receive chunks, every charge is returned", () => {
+    const scenario = fc.record({
+      len: fc.integer({ min: 1, max: 6000 }),
+      window: fc.integer({ min: 1, max: 6000 }),
+      ops: fc.array(
+        fc.oneof(
+          fc.record({ t: fc.constant("insert" as const), at: fc.nat(), n: fc.integer({ min: 1, max: 1500 }), chunk: fc.integer({ min: -1, max: 3 }) }),
+          fc.record({ t: fc.constant("shift" as const), k: fc.integer({ min: 1, max: 4 }) }),
+        ),
+        { maxLength: 300, size: "max" },
+      ),
+    });
+    fc.assert(
+      fc.property(scenario, ({ len, window, ops }) => {
+        const s = stream(len, 3);
+        // Four "receive chunks" holding the whole stream at different positions: pieces cut from the
+        // same chunk share (and pin) one buffer. chunk -1: a fresh exact copy.
+        const chunks = [0, 1, 100, 5000].map((pad) => {
+          const c = new Uint8Array(pad + len + 7);
+          c.set(s, pad);
+          return c.subarray(pad, pad + len);
+        });
+        const rb = new ReorderBuffer(window);
+        const covered = new Uint8Array(len);
+        let contiguous = 0;
+        let delivered = 0;
+        let held = 0;
+        const out: Uint8Array[] = [];
+        for (const op of ops) {
+          if (op.t === "shift") {
+            for (let k = 0; k < op.k; k++) {
+              const c = rb.shift();
+              if (c === undefined) break;
+              out.push(c);
+              delivered += c.byteLength;
+              held -= c.byteLength;
+            }
+          } else {
+            const a = op.at % len;
+            const b = Math.min(len, a + op.n);
+            const piece = op.chunk < 0 ? s.slice(a, b) : chunks[op.chunk]!.subarray(a, b);
+            if (b > delivered + window) {
+              expectProtocolError(() => rb.insert(a, piece), "E_WINDOW");
+            } else {
+              const before = contiguous;
+              for (let x = Math.max(a, delivered); x < b; x++) {
+                if (!covered[x]) {
+                  covered[x] = 1;
+                  held++;
+                }
+              }
+              while (contiguous < len && covered[contiguous]) contiguous++;
+              expect(rb.insert(a, piece)).toBe(contiguous > before);
+            }
+          }
+          expect([rb.delivered, rb.contiguous, rb.bufferedBytes]).toEqual([delivered, contiguous, held]);
+          // Every segment is charged its overhead and at least its bytes; never beyond the limit.
+          expect(rb.memoryBytes).toBeGreaterThanOrEqual(held + rb.segments * SEGMENT_OVERHEAD);
+          expect(rb.memoryBytes).toBeLessThanOrEqual(rb.memoryLimit);
+        }
+        for (let c = rb.shift(); c !== undefined; c = rb.shift()) out.push(c);
+        const all = Buffer.concat(out);
+        expect(all).toEqual(Buffer.from(s.subarray(0, all.byteLength)));
+        expect(all.byteLength).toBe(contiguous);
+        if (contiguous === len || rb.segments === 0) expect(rb.memoryBytes).toBe(0);
+        rb.clear();
+        expect([rb.memoryBytes, rb.segments, rb.bufferedBytes]).toEqual([0, 0, 0]);
+      }),
+      params(300),
+    );
+  }, 120_000);
+
+  test("property: a sender within the window, with frames of 4 KiB or more over several stripes, is never refused", () => {
+    // A small model of a session: frames go to random stripes as the window allows; each stripe's
+    // bytes arrive in receive chunks of random size (each its own buffer, frames cut at chunk
+    // boundaries); the consumer takes data at random moments, sometimes pausing for a long time.
+    const scenario = fc.record({
+      window: fc.integer({ min: 64 * KiB, max: 256 * KiB }),
+      stripes: fc.integer({ min: 1, max: 8 }),
+      frameMax: fc.integer({ min: 4 * KiB, max: 128 * KiB }),
+      chunkMax: fc.integer({ min: 1, max: 256 * KiB }),
+      seed: fc.integer(),
+    });
+    fc.assert(
+      fc.property(scenario, ({ window, stripes, frameMax, chunkMax, seed }) => {
+        const rand = prng(seed);
+        const total = 2 * window;
+        const s = stream(total, 5);
+        const rb = new ReorderBuffer(window);
+        const queues: { off: number; len: number }[][] = Array.from({ length: stripes }, () => []);
+        let sent = 0;
+        let got = 0;
+        let pausedFor = 0;
+        // Every step either sends, receives or shifts with some probability: this ends (with 1-byte
+        // chunks after ~10 steps per byte); the cap only turns a bug into a failure instead of a hang.
+        for (let step = 0; rb.delivered < total; step++) {
+          if (step > 20 * total + 1_000_000) throw new Error(`no progress: delivered ${rb.delivered} of ${total}`);
+          // Send a frame when the window allows (acks = what the consumer took).
+          if (sent < total && rand() < 0.5) {
+            const len = Math.min(total - sent, 4 * KiB + Math.floor(rand() * (frameMax - 4 * KiB + 1)));
+            if (sent + len <= rb.delivered + window) {
+              queues[Math.floor(rand() * stripes)]!.push({ off: sent, len });
+              sent += len;
+            }
+          }
+          // One stripe receives a chunk: the next bytes of its frames, cut anywhere.
+          const q = queues[Math.floor(rand() * stripes)]!;
+          if (q.length > 0) {
+            let room = 1 + Math.floor(rand() * chunkMax);
+            const chunk = new Uint8Array(room);
+            let at = 0;
+            while (room > 0 && q.length > 0) {
+              const f = q[0]!;
+              const take = Math.min(room, f.len);
+              chunk.set(s.subarray(f.off, f.off + take), at);
+              rb.insert(f.off, chunk.subarray(at, at + take));
+              expect(rb.memoryBytes).toBeLessThanOrEqual(rb.memoryLimit);
+              at += take;
+              room -= take;
+              f.off += take;
+              f.len -= take;
+              if (f.len === 0) q.shift();
+            }
+          }
+          if (pausedFor > 0) pausedFor--;
+          else if (rand() < 0.02) pausedFor = Math.floor(rand() * 2000);
+          else {
+            for (let c = rb.shift(); c !== undefined; c = rb.shift()) {
+              expect(Buffer.from(c)).toEqual(Buffer.from(s.subarray(got, got + c.byteLength)));
+              got += c.byteLength;
+            }
+          }
+        }
+        expect(rb.delivered).toBe(total);
+        expect(rb.memoryBytes).toBe(0);
+      }),
+      params(60),
     );
   }, 120_000);
 });
