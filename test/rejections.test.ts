@@ -1,11 +1,14 @@
 /**
  * The server's record of silent refusals (src/proxy/rejections.ts) on an injected clock: counts per
  * reason, the first of a reason logged at once, then one summary line per reason and interval naming the
- * busiest sources, bounded memory, and nothing more for a reason that went quiet.
+ * busiest sources, bounded memory, and nothing more for a reason that went quiet. And the same kind of
+ * aggregation for stripes dropped by a damaged record (src/proxy/damage.ts).
  */
 
 import { describe, expect, test } from "bun:test";
+import { DamageLog } from "../src/proxy/damage.ts";
 import { MAX_SOURCES, Rejections } from "../src/proxy/rejections.ts";
+import { RecordError } from "../src/secure/errors.ts";
 import { SILENT_REASONS } from "../src/secure/messages.ts";
 
 function setup() {
@@ -78,5 +81,24 @@ describe("Rejections", () => {
       "stripe handshake from x refused silently: replay (repeats are summarised every 10 s)",
       "2 stripe handshakes refused silently (replay) in the last 3 s from x ×2",
     ]);
+  });
+});
+
+describe("DamageLog", () => {
+  test("damaged stripes: one line at once per code, then one summary per interval, whatever the flood", () => {
+    let now = 0;
+    const lines: string[] = [];
+    const d = new DamageLog((l) => lines.push(l), { intervalMs: 10_000, now: () => now });
+    const err = new RecordError("E_RECORD_AUTH", "record 3: body did not authenticate");
+    for (let i = 0; i < 500; i++) d.note(`s${i % 7}`, i % 16, err);
+    d.note("s9", 1, new RecordError("E_RECORD_TOO_LARGE", "record 0: 9999999 bytes exceeds the maximum of 1048576"));
+    expect(lines).toEqual([
+      "session s0 stripe 0 dropped: E_RECORD_AUTH record 3: body did not authenticate (repeats are summarised every 10 s)",
+      "session s9 stripe 1 dropped: E_RECORD_TOO_LARGE record 0: 9999999 bytes exceeds the maximum of 1048576 (repeats are summarised every 10 s)",
+    ]);
+    now = 10_000;
+    d.flush();
+    expect(lines.slice(2)).toEqual(["500 stripes dropped (E_RECORD_AUTH: a record did not authenticate) in the last 10 s; their data was re-sent"]);
+    d.close();
   });
 });

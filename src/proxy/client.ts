@@ -44,6 +44,7 @@ import {
   type ReplyVerdict,
   type StripeAuth,
 } from "./handshake.ts";
+import { DamageLog } from "./damage.ts";
 import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionFactory } from "./sessions.ts";
 
@@ -101,6 +102,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   const peerName = formatAddress(opts.peer);
   const sessions = new Set<StripedPipe>();
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
+  const damage = new DamageLog(log);
 
   // The destination is not used yet: v2 carries none, the server connects every session to its target.
   const onApp = (app: AppConnection): void => {
@@ -252,7 +254,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         dialer.failed(index, err);
         return;
       }
-      if (err instanceof RecordError) log(`session ${id} stripe ${index} dropped: ${err.code} ${err.message}`);
+      if (err instanceof RecordError) damage.note(id, index, err);
     };
 
     log(`session ${id} start app ${app.remote} stripes ${n} peer ${peerName}`);
@@ -280,6 +282,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     stop() {
       factory.stop();
       listener.stop();
+      damage.close();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
     },
   };

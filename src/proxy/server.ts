@@ -36,6 +36,7 @@ import {
 } from "./handshake.ts";
 import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
+import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
 
@@ -131,6 +132,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   });
   const gate = new UnauthGate<TcpPipe>(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED);
   const rejections = new Rejections({ log });
+  const damage = new DamageLog(log);
   const membership = new WeakMap<StripedPipe, Membership>();
   const noMember: Membership = { secret: new Uint8Array(32), keyId: "-" }; // matches no stripe
   // Accepted, not authenticated: reading their first message or held silent. For stop().
@@ -144,7 +146,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     const id = key.slice(0, 12);
     session.id = id;
     session.stripeDied = (index, err) => {
-      if (err instanceof RecordError) log(`session ${id} stripe ${index} dropped: ${err.code} ${err.message}`);
+      if (err instanceof RecordError) damage.note(id, index, err);
     };
     const target = connectTcp(to);
     const started = performance.now();
@@ -295,6 +297,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       factory.stop();
       listener.stop();
       rejections.close();
+      damage.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
       for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },
