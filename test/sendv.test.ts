@@ -84,6 +84,29 @@ describe("PieceBatch", () => {
     });
   }
 
+  test("pad bytes are zero, whatever an earlier batch left in the shared buffer", () => {
+    const size = 256 * 1024;
+    const buf = new Uint8Array(size).fill(0xaa); // another session's leftovers
+    const b = new PieceBatch(size);
+    b.reset(buf);
+    const chunk = randomData(200_000, 12);
+    let offset = 0;
+    for (const [at, len] of [[3, 5000], [1, 1500], [7, PIECE_MIN + 5], [0, 20_000], [9, PIECE_MIN * 2]] as const) {
+      b.appendData(offset, chunk.subarray(at * 100 + 1, at * 100 + 1 + len)); // odd addresses: pads needed
+      offset += len;
+    }
+    const bytes = concat(b.finish());
+    let pads = 0;
+    for (let pos = 0; pos < bytes.byteLength; ) {
+      const pad = bytes[pos + 2]!;
+      const len = new DataView(bytes.buffer, bytes.byteOffset + pos + 4, 4).getUint32(0);
+      for (let i = 0; i < pad; i++) expect(bytes[pos + FRAME_HEADER_SIZE + i]).toBe(0);
+      pads += pad;
+      pos += FRAME_HEADER_SIZE + pad + len;
+    }
+    expect(pads).toBeGreaterThan(0); // the test did meet padding
+  });
+
   test("a batch of only tiny frames fits its buffer (the worst case of headers)", () => {
     const size = 64 * 1024;
     const b = new PieceBatch(size);

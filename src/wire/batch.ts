@@ -109,16 +109,24 @@ export interface Batch {
   appendControl(type: number, flags: number, value: number, payload?: Uint8Array): void;
 }
 
-/** Payloads from this size on stay where they are in a PieceBatch; smaller ones are copied with the headers. */
-export const PIECE_MIN = 4096;
+/**
+ * Payloads from this size on stay where they are in a PieceBatch; smaller ones are copied with the
+ * headers. Each piece costs its own cipher update() (a fresh output buffer); measured on 256 KiB batches,
+ * sealing 4 KiB frames as pieces took 124 µs against 79 µs copied, and they broke even at 32 KiB frames
+ * (69 µs both), while 128 KiB frames took 57 µs as pieces against 68 µs copied.
+ */
+export const PIECE_MIN = 32 * 1024;
 const ZERO_PAD = new Uint8Array(63);
 
 /**
  * A batch as pieces (see the module comment): the frames' bytes in order are the concatenation of
  * `pieces`. Headers, padding and payloads below PIECE_MIN are written into the pooled buffer given to
- * reset() (as large as a FrameBatch's, so it holds the worst case of a batch of tiny frames); larger
- * payloads are pushed as the views they are, after padding that puts them at a multiple of 64 bytes in
- * the batch (a sealer's copies are co-aligned then: record.ts). Valid until the next reset().
+ * reset() (as large as a FrameBatch's, so it holds the worst case of a batch of tiny frames), a copied
+ * payload of 1 KiB or more co-aligned with its source as FrameBatch does; larger payloads are pushed as
+ * the views they are, after padding that puts them at a multiple of 64 bytes in the batch (a sealer's
+ * copies are co-aligned then: record.ts). Pad bytes are zero: the batch buffer is shared by all sessions,
+ * and what an earlier batch left there must not reach another session's peer. Valid until the next
+ * reset().
  */
 export class PieceBatch implements Batch {
   length = 0;
@@ -133,6 +141,8 @@ export class PieceBatch implements Batch {
   private lastCut = 0;
   private buf: Uint8Array = new Uint8Array(0);
   private view: DataView = new DataView(this.buf.buffer);
+  /** The buffer's address (bun:ffi), for co-aligned copies. */
+  private base = 0;
   /** Bytes of `buf` used, and where the run not yet pushed as a piece starts. */
   private used = 0;
   private runStart = 0;
@@ -143,6 +153,7 @@ export class PieceBatch implements Batch {
     if (buf !== this.buf) {
       this.buf = buf;
       this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+      this.base = buf.byteLength > 0 ? ptr(buf) : 0;
     }
     this.length = 0;
     this.used = 0;
@@ -164,10 +175,13 @@ export class PieceBatch implements Batch {
   appendData(offset: number, payload: Uint8Array): void {
     const len = payload.byteLength;
     if (len < PIECE_MIN) {
-      writeFrameHeader(this.view, this.used, FRAME_DATA, 0, 0, len, offset);
-      this.buf.set(payload, this.used + FRAME_HEADER_SIZE);
-      this.used += FRAME_HEADER_SIZE + len;
-      this.length += FRAME_HEADER_SIZE + len;
+      const at = this.used + FRAME_HEADER_SIZE;
+      const pad = len >= 1024 ? (ptr(payload) - (this.base + at)) & 63 : 0;
+      writeFrameHeader(this.view, this.used, FRAME_DATA, 0, pad, len, offset);
+      if (pad > 0) this.buf.set(ZERO_PAD.subarray(0, pad), at);
+      this.buf.set(payload, at + pad);
+      this.used += FRAME_HEADER_SIZE + pad + len;
+      this.length += FRAME_HEADER_SIZE + pad + len;
       this.maybeCut();
       return;
     }
