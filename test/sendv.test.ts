@@ -189,3 +189,26 @@ describe("record cuts", () => {
     expect(sizes).toEqual([b.cuts[0]!, b.cuts[1]! - b.cuts[0]!, b.length - b.cuts[1]!]);
   });
 });
+
+describe("FrameBatch pad bytes", () => {
+  test("are zero too (plain stripes), whatever an earlier batch left in the pooled buffer", () => {
+    const buf = new Uint8Array(128 * 1024).fill(0xaa);
+    const b = new FrameBatch(buf);
+    const chunk = randomData(100_000, 13);
+    let offset = 0;
+    for (const at of [1, 2, 3, 5, 8, 13]) {
+      b.appendData(offset, chunk.subarray(at * 1000 + at, at * 1000 + at + 4000));
+      offset += 4000;
+    }
+    const bytes = b.bytes();
+    let pads = 0;
+    for (let pos = 0; pos < bytes.byteLength; ) {
+      const pad = bytes[pos + 2]!;
+      const len = new DataView(bytes.buffer, bytes.byteOffset + pos + 4, 4).getUint32(0);
+      for (let i = 0; i < pad; i++) expect(bytes[pos + FRAME_HEADER_SIZE + i]).toBe(0);
+      pads += pad;
+      pos += FRAME_HEADER_SIZE + pad + len;
+    }
+    expect(pads).toBeGreaterThan(0);
+  });
+});

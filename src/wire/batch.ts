@@ -73,6 +73,8 @@ export class FrameBatch implements Batch {
     const payloadAt = at + FRAME_HEADER_SIZE;
     const pad = payload.byteLength >= 1024 ? (ptr(payload) - (this.base + payloadAt)) & 63 : 0;
     writeFrameHeader(this.view, at, FRAME_DATA, 0, pad, payload.byteLength, offset);
+    // Zeros: the pooled buffer holds what other sessions' batches left there, which is not this peer's.
+    if (pad > 0) this.buf.fill(0, payloadAt, payloadAt + pad);
     this.buf.set(payload, payloadAt + pad);
     this.length = payloadAt + pad + payload.byteLength;
   }
