@@ -4,14 +4,17 @@
  */
 
 import type { Scenario } from "../lib/types.ts";
+import { auth } from "./auth.ts";
 import { caps } from "./caps.ts";
 import { faults } from "./faults.ts";
+import { firstreply } from "./firstreply.ts";
+import { handshake } from "./handshake.ts";
 import { nocap } from "./nocap.ts";
 import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {
