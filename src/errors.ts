@@ -32,9 +32,6 @@ export const ERROR_CODES = [
   "E_TRUNCATED", // datagram pipe: end of stream inside a message
   // Wire protocol (docs/protocol.md §8): each one is a ProtocolError.
   "E_PROTOCOL", // something other than a ProtocolError was thrown while decoding a stripe
-  "E_BAD_MAGIC",
-  "E_SHORT_HELLO",
-  "E_SHORT_WELCOME",
   "E_OFFSET_RANGE",
   "E_UNKNOWN_FRAME",
   "E_FRAME_TOO_LARGE",
@@ -48,7 +45,7 @@ export const ERROR_CODES = [
   "E_HANDSHAKE_TIMEOUT",
   "E_HANDSHAKE_EOF",
   "E_HANDSHAKE_TOO_LARGE",
-  "E_BAD_VERSION",
+  "E_HANDSHAKE_REJECTED", // a first message failed a check: the server stays silent (HandshakeRejected)
   "E_BAD_KIND",
   "E_STRIPE_INDEX",
   "E_STRIPE_COUNT",

@@ -4,9 +4,13 @@
  * them to the daemon plumbing (src/ops/daemon.ts). No logic of its own.
  */
 
-import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig } from "./cli/args.ts";
+import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig, type Values } from "./cli/args.ts";
+import { resolveAuth } from "./cli/auth.ts";
 import { loadCommand } from "./cli/config.ts";
 import { UsageError } from "./errors.ts";
+import type { StripeAuth } from "./proxy/handshake.ts";
+import { KeyError } from "./secure/errors.ts";
+import { generateKey } from "./secure/keys.ts";
 import { listenOrFail, runDaemon } from "./ops/daemon.ts";
 import { processSignals, type Drainable } from "./ops/lifecycle.ts";
 import { combineSources, type StatsSource } from "./ops/stats.ts";
@@ -22,6 +26,8 @@ interface Started {
   source: StatsSource | undefined;
   statsLines: () => string[];
   stop: () => void;
+  /** Takes keys re-read on SIGHUP (server and client). */
+  rekey?: (auth: StripeAuth) => void;
 }
 
 /**
@@ -56,31 +62,68 @@ function startAll(cmd: RunConfig, start: (l: RunConfig["listeners"][number]) => 
   return started;
 }
 
+/**
+ * The stripe authentication of every listener, loaded before any starts: a missing or malformed key is a
+ * one-line KeyError (exit 2), a key file others may read a warning line.
+ */
+function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
+  const out = new Map<Values, StripeAuth>();
+  if (cmd.mode !== "server" && cmd.mode !== "client") return out;
+  for (const l of cmd.listeners) {
+    const r = resolveAuth({ keyFile: l["key-file"], noAuth: l["no-auth"] }, process.env);
+    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    out.set(l, r.auth);
+  }
+  return out;
+}
+
 function startMode(cmd: RunConfig): Started[] {
   const g = cmd.global;
+  const auth = authOf(cmd);
   switch (cmd.mode) {
     case "server":
       return startAll(cmd, (l) => {
         const s = listenOrFail(l.listen!, "", () =>
-          startServer({ listen: l.listen!, target: l.target!, session: sessionFlags(l), maxSessions: g["max-sessions"], maxBuffer: g["max-buffer"] }),
+          startServer({
+            listen: l.listen!,
+            target: l.target!,
+            auth: auth.get(l)!,
+            session: sessionFlags(l),
+            handshakeTimeoutMs: l["handshake-timeout"],
+            maxUnauthenticated: g["max-unauthenticated"],
+            handshakeRate: g["handshake-rate"],
+            handshakeBurst: g["handshake-burst"],
+            maxSessions: g["max-sessions"],
+            maxBuffer: g["max-buffer"],
+          }),
         );
         return {
           unit: legacyUnit("server", { stop: () => s.stop(), get live() { return s.sessions.size; } }),
           source: statsOf(s),
           statsLines: () => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())),
           stop: () => s.stop(),
+          rekey: (a) => s.setKeys(a),
         };
       });
     case "client":
       return startAll(cmd, (l) => {
         const c = listenOrFail(l.listen!, "", () =>
-          startClient({ listen: l.listen!, peer: l.peer!, stripes: l.stripes, session: sessionFlags(l), maxBuffer: g["max-buffer"] }),
+          startClient({
+            listen: l.listen!,
+            peer: l.peer!,
+            auth: auth.get(l)!,
+            stripes: l.stripes,
+            session: sessionFlags(l),
+            handshakeTimeoutMs: l["handshake-timeout"],
+            maxBuffer: g["max-buffer"],
+          }),
         );
         return {
           unit: legacyUnit("client", { stop: () => c.stop(), get live() { return c.sessions.size; } }),
           source: statsOf(c),
           statsLines: () => [...c.sessions].map((x) => sessionStatsLine(x.id, x.metrics())),
           stop: () => c.stop(),
+          rekey: (a) => c.setKeys(a),
         };
       });
     case "relay":
@@ -112,8 +155,12 @@ async function run(argv: string[]): Promise<void> {
     case "version":
       process.stdout.write(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
       return;
+    case "keygen":
+      process.stdout.write(`${generateKey()}\n`);
+      return;
   }
   if (cmd.check) {
+    authOf(cmd); // the keys are part of what is checked
     const n = cmd.listeners.length;
     process.stdout.write(`config ok: ${cmd.mode} mode, ${n} listener${n === 1 ? "" : "s"}${cmd.configPath ? ` (${cmd.configPath})` : ""}\n`);
     return;
@@ -146,6 +193,21 @@ async function run(argv: string[]): Promise<void> {
     source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
     statsLines: () => started.flatMap((s) => s.statsLines()),
     log: stderrLog,
+    // On SIGHUP the key files are read again (a key added or removed without a restart).
+    apply: (next) => {
+      let auth: Map<Values, StripeAuth>;
+      try {
+        auth = authOf(next);
+      } catch (err) {
+        if (!(err instanceof KeyError)) throw err;
+        stderrLog(`SIGHUP: keys not reloaded, keeping the running ones: ${err.code} ${err.message}`);
+        return;
+      }
+      next.listeners.forEach((l, i) => {
+        const a = auth.get(l);
+        if (a !== undefined) started[i]?.rekey?.(a);
+      });
+    },
     signals,
   });
 }
@@ -154,6 +216,10 @@ const argv = process.argv.slice(2);
 try {
   await run(argv);
 } catch (err) {
+  if (err instanceof KeyError) {
+    process.stderr.write(`error: ${err.code} ${err.message}\n`);
+    process.exit(2);
+  }
   if (err instanceof ConfigFileError) {
     process.stderr.write(`error: ${err.message}\n`);
     process.exit(2);

@@ -10,6 +10,7 @@ import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VERSION } from "../src/version.ts";
+import { generateKey } from "../src/secure/keys.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { Proc } from "./helpers/proc.ts";
 import { cleanups } from "./helpers/util.ts";
@@ -41,9 +42,12 @@ afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** Runs the binary in its lonely directory with an empty environment (no PATH to a Bun). */
+/** The key server and client share, in their environment. */
+const KEY = generateKey();
+
+/** Runs the binary in its lonely directory with an empty environment (no PATH to a Bun) but the key. */
 function run(args: string[]): Proc {
-  return Proc.spawn([bin, ...args], cleanup, { cwd: dir, env: { PATH: "/nonexistent", HOME: dir } });
+  return Proc.spawn([bin, ...args], cleanup, { cwd: dir, env: { PATH: "/nonexistent", HOME: dir, STRIPER_KEY: KEY } });
 }
 
 test("the binary is one file and answers --help, --version and --check-config with nothing beside it", async () => {

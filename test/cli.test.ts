@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { parseAddress, parseArgs, sessionFlags, type RunConfig } from "../src/cli/args.ts";
 import { parseLinkArgs } from "../src/cli/link.ts";
 import { UsageError } from "../src/errors.ts";
+import { generateKey } from "../src/secure/keys.ts";
 import type { ApiSessions } from "../src/ops/http.ts";
 import { VERSION } from "../src/version.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
@@ -17,8 +18,11 @@ import { cleanups } from "./helpers/util.ts";
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const cleanup = cleanups();
 
+/** One key for server and client processes, in STRIPER_KEY (cli-keys.test.ts tests the other ways). */
+const KEY_ENV: Record<string, string> = { ...(process.env as Record<string, string>), STRIPER_KEY: generateKey() };
+
 function spawn(args: string[]): Proc {
-  return Proc.spawn([process.execPath, MAIN, ...args], cleanup);
+  return Proc.spawn([process.execPath, MAIN, ...args], cleanup, { env: KEY_ENV });
 }
 
 /** A scratch directory removed after the test. */

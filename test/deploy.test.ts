@@ -9,6 +9,7 @@ import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadCommand } from "../src/cli/config.ts";
+import { generateKey } from "../src/secure/keys.ts";
 import { tool } from "./helpers/tools.ts";
 
 const DEPLOY = new URL("../deploy/", import.meta.url).pathname;
@@ -90,10 +91,15 @@ describe("systemd units", () => {
       expect(cfg.mode).toBe(role);
       expect(Number(unit.get("TimeoutStopSec")![0]) * 1000).toBeGreaterThan(cfg.global["drain-timeout"]! + 5000);
 
+      // The key comes in as a credential (%d: the credentials directory); here, a key file of our own.
+      expect(unit.get("LoadCredential")).toEqual([`key:/etc/tcp-striper/${role}.key`]);
+      const key = join(root, `${role}.key`);
+      writeFileSync(key, `${generateKey()}\n`, { mode: 0o600 });
       for (const cmd of [unit.get("ExecStart")![0]!, unit.get("ExecReload")![0]!]) {
         const argv = cmd.split(" ");
         expect(argv[0]).toBe("/usr/local/bin/tcp-striper");
-        const args = argv.slice(1).map((a) => (a === `/etc/tcp-striper/${role}.toml` ? example : a));
+        expect(argv).toContain("%d/key");
+        const args = argv.slice(1).map((a) => (a === `/etc/tcp-striper/${role}.toml` ? example : a === "%d/key" ? key : a));
         const p = Bun.spawn([process.execPath, MAIN, ...args.filter((a) => a !== "--check-config"), "--check-config"], { stdout: "pipe", stderr: "pipe" });
         const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
         expect(err).toBe("");

@@ -1,13 +1,14 @@
 /**
- * The stripe dialer with an injected clock and jitter: first dials, HELLO kinds, generations, backoff,
- * the "every first dial failed" rule, one pending re-dial per index, and stop. No sockets: the proxy
- * tests (striped.test.ts, reliability.test.ts) exercise it over real ones.
+ * The stripe dialer with an injected clock and jitter: the opening dial (stripe 0, OPEN) and the JOINs
+ * after it, generations, backoff, the "opening dial failed" rule, one pending re-dial per index, and
+ * stop. No sockets: the proxy tests (striped.test.ts, reliability.test.ts, secure-proxy.test.ts) exercise
+ * it over real ones.
  */
 
 import { describe, expect, test } from "bun:test";
 import { BrokenError, ConnectError, type StriperError } from "../src/errors.ts";
 import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, StripeDialer, backoffMs, type DialAttempt, type DialTimers } from "../src/proxy/dialer.ts";
-import { HELLO_JOIN, HELLO_OPEN } from "../src/wire/constants.ts";
+import { KIND_JOIN, KIND_OPEN } from "../src/secure/constants.ts";
 import { until } from "./helpers/util.ts";
 
 /** Timers that run only when the test says so. */
@@ -62,43 +63,46 @@ describe("backoffMs", () => {
 });
 
 describe("StripeDialer", () => {
-  test("start dials every index at once, generation 1, kind OPEN", () => {
+  test("start dials stripe 0 alone, generation 1, kind OPEN; its success dials the others as JOINs", () => {
     const { dialer, dials, timers } = setup(4);
     expect(dials).toEqual([]); // nothing before start()
     dialer.start();
-    expect(dials).toEqual([0, 1, 2, 3].map((index) => ({ index, generation: 1, kind: HELLO_OPEN })));
-    expect(timers.due.size).toBe(0);
-  });
-
-  test("after the first success dials are JOINs, and first dials that had failed are re-dialled with the base backoff", () => {
-    const { dialer, dials, timers, gaveUp } = setup(3, () => 0);
-    dialer.start();
-    dialer.failed(1, refused(1));
-    dialer.failed(2, refused(2));
-    expect(timers.due.size).toBe(0); // before any success, failures wait
+    expect(dials).toEqual([{ index: 0, generation: 1, kind: KIND_OPEN }]);
     expect(dialer.everAccepted).toBe(false);
     dialer.succeeded(0);
     expect(dialer.everAccepted).toBe(true);
+    expect(dials.slice(1)).toEqual([1, 2, 3].map((index) => ({ index, generation: 1, kind: KIND_JOIN })));
+    expect(timers.due.size).toBe(0);
+  });
+
+  test("re-dials, stripe 0's included, are JOINs after their backoff", () => {
+    const { dialer, dials, timers, gaveUp } = setup(3, () => 0);
+    dialer.start();
+    dialer.succeeded(0);
+    dialer.failed(1, refused(1));
+    dialer.redial(0); // the opening stripe died later
     expect(timers.delays).toEqual([25, 25]); // 50 ms × 0.5
     timers.fireAll();
     expect(dials.slice(3)).toEqual([
-      { index: 1, generation: 2, kind: HELLO_JOIN },
-      { index: 2, generation: 2, kind: HELLO_JOIN },
+      { index: 1, generation: 2, kind: KIND_JOIN },
+      { index: 0, generation: 2, kind: KIND_JOIN },
     ]);
     expect(gaveUp).toEqual([]);
   });
 
-  test("when every first dial fails before any succeeds, it gives up once with the last error and dials no more", () => {
+  test("when the opening dial fails, it gives up at once with that error and dials no more", () => {
     const { dialer, dials, timers, gaveUp } = setup(3);
     dialer.start();
-    dialer.failed(2, refused(2));
-    dialer.failed(0, refused(0));
-    expect(gaveUp).toEqual([]);
-    const last = new BrokenError("E_HANDSHAKE_TIMEOUT", "no handshake within 5000 ms");
-    dialer.failed(1, last);
-    expect(gaveUp).toEqual([last]);
+    dialer.redial(0); // before acceptance a re-dial does nothing: the failure decides
     expect(timers.due.size).toBe(0);
-    expect(dials.length).toBe(3);
+    const err = new ConnectError("E_AUTH", "no authenticated reply within 5 s");
+    dialer.failed(0, err);
+    expect(gaveUp).toEqual([err]);
+    dialer.failed(0, refused(0)); // reported once
+    dialer.redial(0);
+    expect(gaveUp).toEqual([err]);
+    expect(timers.due.size).toBe(0);
+    expect(dials.length).toBe(1);
   });
 
   test("repeated failures of one index back off exponentially up to the cap; a success resets it", () => {
@@ -165,7 +169,7 @@ describe("StripeDialer", () => {
     dialer.redial(0);
     dialer.failed(1, refused(1));
     expect(timers.due.size).toBe(0);
-    expect(dials.length).toBe(3);
+    expect(dials.length).toBe(3); // stripe 0, then 1 and 2 as JOINs
     expect(gaveUp).toEqual([]);
   });
 

@@ -1,48 +1,44 @@
 /**
- * The stripe handshake: the parsers, the parser-driven reader (split anywhere, trickled, cut by its
- * absolute deadline, EOF, reset, oversize, garbage), admission on the server (every status and check, with
- * sessions held in a real registry), the client's verdict on a WELCOME, and the server and client glue
- * over real loopback sockets (port 0).
+ * The stripe handshake of protocol v2: the parsers of both first messages (split anywhere, wrong key),
+ * the parser-driven reader (split anywhere, trickled, cut by its absolute deadline, EOF, reset, oversize,
+ * garbage), admission on the server (every status and check, membership included, with sessions held in
+ * a real registry), the client's verdict on a reply, and the server and client glue over real loopback
+ * sockets (port 0). The security properties end to end are in secure-proxy.test.ts.
  *
  * Randomised splits use a seeded PRNG; the seed is in the test name.
  */
 
 import { describe, expect, jest, test } from "bun:test";
 import type { Socket } from "bun";
+import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, ProtocolError, type StriperError } from "../src/errors.ts";
 import { listenTcp } from "../src/pipe/tcp.ts";
 import { plainFront, type Front } from "../src/proxy/front.ts";
 import {
   MAX_HANDSHAKE_BYTES,
   admit,
-  judgeWelcome,
+  judgeReply,
   readHandshake,
   type AdmissionPolicy,
   type HandshakeRead,
+  type Membership,
 } from "../src/proxy/handshake.ts";
 import { SessionRegistry, sessionKey } from "../src/proxy/registry.ts";
 import { startClient } from "../src/proxy/client.ts";
 import { startServer } from "../src/proxy/server.ts";
+import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../src/secure/constants.ts";
+import { joinProof } from "../src/secure/kdf.ts";
 import {
-  HELLO_JOIN,
-  HELLO_OPEN,
-  HELLO_SIZE,
-  STATUS_BAD_VERSION,
-  STATUS_OK,
-  STATUS_REFUSED,
-  STATUS_UNKNOWN_SESSION,
-  VERSION,
-  WELCOME_SIZE,
-} from "../src/wire/constants.ts";
-import {
-  decodeWelcome,
-  encodeHello,
-  encodeWelcome,
-  helloParser,
-  welcomeParser,
-  type HandshakeParser,
-  type Hello,
-} from "../src/wire/handshake.ts";
+  encodeClientHello,
+  encodeServerReply,
+  readServerReply,
+  type ClientHeader,
+  type ClientHello,
+  type HandshakeAuth,
+  type ServerReplyIn,
+} from "../src/secure/messages.ts";
+import { HandshakeRejected, clientHelloParser, serverReplyParser, type HandshakeParser } from "../src/wire/handshake.ts";
+import { KEYED } from "./helpers/keys.ts";
 import { memPipePair, type MemPipePair } from "./helpers/mempipe.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { cleanups, prng, randInt, until } from "./helpers/util.ts";
@@ -50,14 +46,21 @@ import { cleanups, prng, randInt, until } from "./helpers/util.ts";
 const LOOP = "127.0.0.1";
 const cleanup = cleanups();
 
-const hello = (over: Partial<Hello> = {}): Hello => ({
-  version: VERSION,
-  kind: HELLO_OPEN,
+const KEY_BYTES = KEYED.mode === "keyed" ? KEYED.keys[0]!.bytes : new Uint8Array(32);
+const CLIENT: HandshakeAuth = { mode: "keyed", keys: [KEY_BYTES] };
+/** The server knows two keys; the client's is the second. */
+const SERVER: HandshakeAuth = { mode: "keyed", keys: [new Uint8Array(randomBytes(32)), KEY_BYTES] };
+
+const header = (over: Partial<ClientHeader> = {}): ClientHeader => ({
+  kind: KIND_OPEN,
+  flags: 0,
   stripeIndex: 0,
   stripeCount: 4,
   generation: 1,
-  sessionId: new Uint8Array(16).fill(0xab),
+  timestampMs: Date.now(),
   window: 1 << 20,
+  secret: new Uint8Array(32).fill(0x5e),
+  options: [],
   ...over,
 });
 
@@ -66,34 +69,52 @@ const cat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat
 // --- parsers ---------------------------------------------------------------------------------------
 
 describe("handshake parsers", () => {
-  test("a HELLO parser asks for 32 bytes, then for what is missing, and ends the message at byte 32", () => {
-    const bytes = cat(encodeHello(hello({ stripeIndex: 3, generation: 9 })), new Uint8Array([1, 2, 3]));
-    expect(helloParser(new Uint8Array(0))).toEqual({ kind: "more", bytes: HELLO_SIZE });
-    expect(helloParser(bytes.subarray(0, 31))).toEqual({ kind: "more", bytes: 1 });
-    const step = helloParser(bytes);
+  test("a client hello parser asks for the sealed length, then for the rest, and ends the message at its last byte", () => {
+    const sid = new Uint8Array(16).fill(0xab);
+    const out = encodeClientHello(CLIENT, sid, header({ stripeIndex: 3, generation: 9 }));
+    const bytes = cat(out.bytes, new Uint8Array([1, 2, 3]));
+    const parse = clientHelloParser(SERVER);
+    expect(parse(new Uint8Array(0))).toEqual({ kind: "more", bytes: 68 }); // sid, cs, sealed length
+    expect(parse(bytes.subarray(0, 68))).toEqual({ kind: "more", bytes: out.bytes.byteLength - 68 });
+    const step = parse(bytes);
     expect(step.kind).toBe("done");
     if (step.kind !== "done") return;
-    expect(step.size).toBe(HELLO_SIZE);
-    expect(step.value.stripeIndex).toBe(3);
-    expect(step.value.generation).toBe(9);
+    expect(step.size).toBe(out.bytes.byteLength);
+    expect(step.value.header.stripeIndex).toBe(3);
+    expect(step.value.header.generation).toBe(9);
+    expect(step.value.keyIndex).toBe(1); // the second of the server's keys opened it
   });
 
-  test("bytes that are not a HELLO or WELCOME are invalid with E_BAD_MAGIC", () => {
-    const junk = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: example\r\n\r\n");
-    for (const parse of [helloParser, welcomeParser] as HandshakeParser<unknown>[]) {
-      const step = parse(junk);
+  test("garbage, or a hello made with a key the server does not have, is invalid: HandshakeRejected bad-auth", () => {
+    const other: HandshakeAuth = { mode: "keyed", keys: [new Uint8Array(randomBytes(32))] };
+    const wrong = encodeClientHello(other, new Uint8Array(16), header()).bytes;
+    const junk = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: example\r\n\r\n".padEnd(200, "x"));
+    for (const bytes of [wrong, junk]) {
+      const step = clientHelloParser(SERVER)(bytes);
       expect(step.kind).toBe("invalid");
       if (step.kind !== "invalid") return;
-      expect(step.error).toBeInstanceOf(ProtocolError);
-      expect(step.error.code).toBe("E_BAD_MAGIC");
+      expect(step.error).toBeInstanceOf(HandshakeRejected);
+      expect((step.error as HandshakeRejected).reason).toBe("bad-auth");
     }
   });
 
-  test("a WELCOME parser ends the message at byte 16", () => {
-    const bytes = cat(encodeWelcome({ version: VERSION, status: STATUS_OK, window: 12345 }), new Uint8Array(7));
-    expect(welcomeParser(bytes.subarray(0, 10))).toEqual({ kind: "more", bytes: 6 });
-    const step = welcomeParser(bytes);
-    expect(step).toEqual({ kind: "done", size: WELCOME_SIZE, value: { version: VERSION, status: STATUS_OK, window: 12345 } });
+  test("a reply parser reads the server's reply bound to our hello, and refuses one bound to another", () => {
+    const sid = new Uint8Array(16).fill(1);
+    const hello = encodeClientHello(CLIENT, sid, header());
+    const other = encodeClientHello(CLIENT, sid, header());
+    const serverSide = clientHelloParser(SERVER)(hello.bytes);
+    if (serverSide.kind !== "done") throw new Error("hello did not parse");
+    const reply = encodeServerReply(KEY_BYTES, serverSide.value, { status: STATUS_OK, flags: 0, window: 12345, options: [] }).bytes;
+    const ours = serverReplyParser(CLIENT, { sid, cs: hello.cs });
+    expect(ours(reply.subarray(0, 10))).toEqual({ kind: "more", bytes: 42 }); // ss and the sealed length first
+    const step = ours(cat(reply, new Uint8Array(7)));
+    expect(step.kind).toBe("done");
+    if (step.kind === "done") {
+      expect(step.size).toBe(reply.byteLength);
+      expect(step.value.reply).toEqual({ status: STATUS_OK, flags: 0, window: 12345, options: [] });
+    }
+    const theirs = serverReplyParser(CLIENT, { sid, cs: other.cs })(reply);
+    expect(theirs.kind).toBe("invalid");
   });
 });
 
@@ -291,58 +312,86 @@ describe("readHandshake", () => {
 
 // --- admission -------------------------------------------------------------------------------------
 
-/** A stand-in for a session: admission and the registry only look at `closed`. */
+/** A stand-in for a session: admission and the registry only look at `closed`; membership is kept beside it. */
 class FakeSession {
   constructor(
     readonly name: string,
     public closed = false,
+    readonly member: Membership = { secret: S_A, keyId: "k1" },
   ) {}
 }
 
+const S_A = new Uint8Array(32).fill(0x51);
+const S_B = new Uint8Array(32).fill(0x52);
 const target = { host: "192.0.2.7", port: 22 };
 const policy: AdmissionPolicy = { maxStripes: 64, target };
 const idA = new Uint8Array(16).fill(0xa1);
 const idB = new Uint8Array(16).fill(0xb2);
+const member = (s: FakeSession): Membership => s.member;
+
+/**
+ * An authenticated hello as the codec hands it to admission. `secret` is what the header carries: for
+ * an OPEN the session secret, for a JOIN (by default) the right proof of `S_A` for the salt.
+ */
+function authed(over: { kind?: number; sid?: Uint8Array; stripeIndex?: number; stripeCount?: number; secret?: Uint8Array; proofOf?: Uint8Array } = {}): ClientHello {
+  const cs = new Uint8Array(randomBytes(32));
+  const kind = over.kind ?? KIND_OPEN;
+  const secret = over.secret ?? (kind === KIND_JOIN ? joinProof(over.proofOf ?? S_A, cs) : S_A);
+  return {
+    sid: over.sid ?? idA,
+    cs,
+    header: header({ kind, stripeIndex: over.stripeIndex ?? 0, stripeCount: over.stripeCount ?? 4, secret }),
+    keyIndex: 0,
+    key: new Uint8Array(32),
+  };
+}
 
 describe("admission", () => {
-  test("an OPEN for an unknown session opens one to the server's target", () => {
+  test("an OPEN for an unknown session opens one to the server's target, remembering its secret and key", () => {
     const reg = new SessionRegistry<FakeSession>(8);
-    expect(admit(hello({ sessionId: idA }), reg, policy)).toEqual({ kind: "open", key: sessionKey(idA), target });
+    expect(admit(authed({ sid: idA, secret: S_B }), "k1", reg, policy, member)).toEqual({
+      kind: "open",
+      key: sessionKey(idA),
+      target,
+      membership: { secret: S_B, keyId: "k1" },
+    });
     expect(reg.size).toBe(0); // admission decides; the server registers
   });
 
-  test("OPEN and JOIN for a live session attach to it (parallel first dials, re-dials)", () => {
+  test("a JOIN with the right proof, and a second OPEN with the same secret, attach to a live session", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     const a = new FakeSession("a");
     reg.add(sessionKey(idA), a);
-    for (const kind of [HELLO_OPEN, HELLO_JOIN]) {
-      expect(admit(hello({ kind, sessionId: idA, stripeIndex: 3 }), reg, policy)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
-    }
+    expect(admit(authed({ kind: KIND_JOIN, stripeIndex: 3 }), "k1", reg, policy, member)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
+    expect(admit(authed({ kind: KIND_OPEN, stripeIndex: 1 }), "k1", reg, policy, member)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
+  });
+
+  test("knowing a live session's id is not enough: a wrong proof, a wrong secret or another key is silence (bad-member)", () => {
+    const reg = new SessionRegistry<FakeSession>(8);
+    reg.add(sessionKey(idA), new FakeSession("a"));
+    const silent = { kind: "silent", reason: "bad-member" } as const;
+    expect(admit(authed({ kind: KIND_JOIN, proofOf: S_B }), "k1", reg, policy, member)).toEqual(silent);
+    expect(admit(authed({ kind: KIND_JOIN, secret: S_A }), "k1", reg, policy, member)).toEqual(silent); // S itself is not a proof
+    expect(admit(authed({ kind: KIND_OPEN, secret: S_B }), "k1", reg, policy, member)).toEqual(silent);
+    expect(admit(authed({ kind: KIND_JOIN }), "k2", reg, policy, member)).toEqual(silent); // right proof, other key
+    expect(admit(authed({ kind: KIND_OPEN }), "k2", reg, policy, member)).toEqual(silent);
   });
 
   test("a JOIN for an unknown or ended session is STATUS_UNKNOWN_SESSION", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     reg.add(sessionKey(idB), new FakeSession("b", true));
-    for (const sessionId of [idA, idB]) {
-      const a = admit(hello({ kind: HELLO_JOIN, sessionId }), reg, policy);
-      expect(a).toEqual({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_UNKNOWN_SESSION", reason: `unknown session ${sessionKey(sessionId).slice(0, 12)}` });
-    }
-  });
-
-  test("a version other than ours is STATUS_BAD_VERSION, checked before anything else", () => {
-    const reg = new SessionRegistry<FakeSession>(8);
-    for (const version of [0, 2, 255]) {
-      const a = admit(hello({ version, stripeIndex: 999, kind: 7 }), reg, policy);
-      expect(a).toEqual({ kind: "refuse", status: STATUS_BAD_VERSION, code: "E_BAD_VERSION", reason: `version ${version}` });
+    for (const sid of [idA, idB]) {
+      const a = admit(authed({ kind: KIND_JOIN, sid }), "k1", reg, policy, member);
+      expect(a).toEqual({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_UNKNOWN_SESSION", reason: `unknown session ${sessionKey(sid).slice(0, 12)}` });
     }
   });
 
   test("a stripe index at or past maxStripes is refused; the last one allowed is admitted", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     const small: AdmissionPolicy = { maxStripes: 8, target };
-    expect(admit(hello({ stripeIndex: 7, stripeCount: 8 }), reg, small).kind).toBe("open");
+    expect(admit(authed({ stripeIndex: 7, stripeCount: 8 }), "k1", reg, small, member).kind).toBe("open");
     for (const stripeIndex of [8, 9, 65535]) {
-      const a = admit(hello({ stripeIndex, stripeCount: 65535 }), reg, small);
+      const a = admit(authed({ stripeIndex, stripeCount: 65535 }), "k1", reg, small, member);
       expect(a).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_STRIPE_INDEX", reason: `index ${stripeIndex} kind 1` });
     }
   });
@@ -350,7 +399,7 @@ describe("admission", () => {
   test("a kind that is neither OPEN nor JOIN is refused", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     for (const kind of [0, 3, 255]) {
-      const a = admit(hello({ kind }), reg, policy);
+      const a = admit(authed({ kind, secret: S_A }), "k1", reg, policy, member);
       expect(a).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_BAD_KIND", reason: `index 0 kind ${kind}` });
     }
   });
@@ -364,21 +413,21 @@ describe("admission", () => {
       [1, 1],
     ];
     for (const [stripeIndex, stripeCount] of cases) {
-      const a = admit(hello({ stripeIndex, stripeCount }), reg, policy);
+      const a = admit(authed({ stripeIndex, stripeCount }), "k1", reg, policy, member);
       expect(a).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_STRIPE_COUNT", reason: `index ${stripeIndex} of stripe count ${stripeCount}` });
     }
   });
 
-  test("every HELLO a client sends (1–64 stripes, any index, OPEN or JOIN) is admitted", () => {
+  test("every first message a client sends (1–64 stripes, any index, OPEN or JOIN) is admitted", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     const live = new FakeSession("live");
     reg.add(sessionKey(idA), live);
     for (let count = 1; count <= 64; count++) {
       for (let index = 0; index < count; index++) {
-        const fresh = admit(hello({ kind: HELLO_OPEN, sessionId: idB, stripeIndex: index, stripeCount: count }), reg, policy);
+        const fresh = admit(authed({ kind: KIND_OPEN, sid: idB, stripeIndex: index, stripeCount: count }), "k1", reg, policy, member);
         expect(fresh.kind).toBe("open");
-        for (const kind of [HELLO_OPEN, HELLO_JOIN]) {
-          const joined = admit(hello({ kind, sessionId: idA, stripeIndex: index, stripeCount: count }), reg, policy);
+        for (const kind of [KIND_OPEN, KIND_JOIN]) {
+          const joined = admit(authed({ kind, sid: idA, stripeIndex: index, stripeCount: count }), "k1", reg, policy, member);
           expect(joined.kind).toBe("attach");
         }
       }
@@ -388,8 +437,8 @@ describe("admission", () => {
   test("a stripe count above maxStripes is not refused: the indices the server allows are admitted", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     const small: AdmissionPolicy = { maxStripes: 4, target };
-    expect(admit(hello({ stripeIndex: 3, stripeCount: 16 }), reg, small).kind).toBe("open");
-    expect(admit(hello({ stripeIndex: 4, stripeCount: 16 }), reg, small)).toMatchObject({ kind: "refuse", code: "E_STRIPE_INDEX" });
+    expect(admit(authed({ stripeIndex: 3, stripeCount: 16 }), "k1", reg, small, member).kind).toBe("open");
+    expect(admit(authed({ stripeIndex: 4, stripeCount: 16 }), "k1", reg, small, member)).toMatchObject({ kind: "refuse", code: "E_STRIPE_INDEX" });
   });
 
   test("at the session limit a new OPEN is refused, while stripes of live sessions still attach", () => {
@@ -398,9 +447,9 @@ describe("admission", () => {
     reg.add(sessionKey(idA), a);
     reg.add(sessionKey(idB), new FakeSession("b", true)); // ended, not yet removed: still holds its slot
     const idC = new Uint8Array(16).fill(0xc3);
-    expect(admit(hello({ sessionId: idC }), reg, policy)).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_SESSION_LIMIT", reason: "session limit 2" });
-    expect(admit(hello({ sessionId: idB }), reg, policy)).toMatchObject({ kind: "refuse", code: "E_SESSION_LIMIT" });
-    expect(admit(hello({ kind: HELLO_JOIN, sessionId: idA }), reg, policy)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
+    expect(admit(authed({ sid: idC }), "k1", reg, policy, member)).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_SESSION_LIMIT", reason: "session limit 2" });
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member)).toMatchObject({ kind: "refuse", code: "E_SESSION_LIMIT" });
+    expect(admit(authed({ kind: KIND_JOIN, sid: idA }), "k1", reg, policy, member)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
   });
 
   test("while shutting down a new OPEN is refused; an ended session's JOIN is unknown", () => {
@@ -408,43 +457,35 @@ describe("admission", () => {
     const a = new FakeSession("a");
     reg.add(sessionKey(idA), a);
     reg.stopOpening();
-    expect(admit(hello({ sessionId: idB }), reg, policy)).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_SHUTDOWN", reason: "shutting down" });
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member)).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_SHUTDOWN", reason: "shutting down" });
     a.closed = true;
-    expect(admit(hello({ kind: HELLO_JOIN, sessionId: idA }), reg, policy)).toMatchObject({ kind: "refuse", status: STATUS_UNKNOWN_SESSION });
+    expect(admit(authed({ kind: KIND_JOIN, sid: idA }), "k1", reg, policy, member)).toMatchObject({ kind: "refuse", status: STATUS_UNKNOWN_SESSION });
   });
 });
 
-// --- the client's verdict on a WELCOME -------------------------------------------------------------
+// --- the client's verdict on a reply ---------------------------------------------------------------
 
-describe("judgeWelcome", () => {
+describe("judgeReply", () => {
+  const r = (status: number, window = 0) => ({ status, flags: 0, window, options: [] });
+
   test("OK attaches with the server's window", () => {
-    expect(judgeWelcome({ version: VERSION, status: STATUS_OK, window: 4 << 20 })).toEqual({ kind: "attach", window: 4 << 20 });
-  });
-
-  test("another version, or STATUS_BAD_VERSION, ends the session with E_BAD_VERSION", () => {
-    for (const w of [
-      { version: 2, status: STATUS_OK, window: 1 },
-      { version: VERSION, status: STATUS_BAD_VERSION, window: 0 },
-    ]) {
-      const v = judgeWelcome(w);
-      expect(v.kind).toBe("end");
-      if (v.kind !== "end") return;
-      expect(v.error).toBeInstanceOf(ConnectError);
-      expect(v.error.code).toBe("E_BAD_VERSION");
-    }
+    expect(judgeReply(r(STATUS_OK, 4 << 20))).toEqual({ kind: "attach", window: 4 << 20 });
   });
 
   test("STATUS_UNKNOWN_SESSION ends the session with E_SESSION_LOST", () => {
-    const v = judgeWelcome({ version: VERSION, status: STATUS_UNKNOWN_SESSION, window: 0 });
+    const v = judgeReply(r(STATUS_UNKNOWN_SESSION));
     expect(v.kind).toBe("end");
     if (v.kind === "end") expect(v.error.code).toBe("E_SESSION_LOST");
   });
 
   test("STATUS_REFUSED, or a status we do not know, fails only the stripe: E_REFUSED", () => {
-    for (const status of [STATUS_REFUSED, 9, 255]) {
-      const v = judgeWelcome({ version: VERSION, status, window: 0 });
+    for (const status of [STATUS_REFUSED, 2, 9, 255]) {
+      const v = judgeReply(r(status));
       expect(v.kind).toBe("retry");
-      if (v.kind === "retry") expect(v.error.code).toBe("E_REFUSED");
+      if (v.kind === "retry") {
+        expect(v.error).toBeInstanceOf(ConnectError);
+        expect(v.error.code).toBe("E_REFUSED");
+      }
     }
   });
 });
@@ -479,10 +520,17 @@ async function rawHandshake(port: number, pieces: Uint8Array[], want: number): P
   return { reply: new Uint8Array(Buffer.concat(got)), closed };
 }
 
+/** Reads a server's reply to `hello` (sent with `sid`) as the client would. */
+function replyTo(bytes: Uint8Array, sid: Uint8Array, hello: { cs: Uint8Array }): ServerReplyIn {
+  const step = readServerReply(bytes, CLIENT, { sid, cs: hello.cs });
+  if (step.status !== "done") throw new Error(`reply did not read: ${JSON.stringify(step)}`);
+  return step.value;
+}
+
 describe("handshake over real sockets", () => {
   function server(maxStripes?: number) {
     const t = startTarget({ mode: "echo" });
-    const s = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: t.port }, maxStripes, log: () => {} });
+    const s = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: t.port }, maxStripes, log: () => {} });
     cleanup.push(() => {
       s.stop();
       t.stop();
@@ -490,26 +538,27 @@ describe("handshake over real sockets", () => {
     return { s, t };
   }
 
-  test("a HELLO written in pieces is answered OK with the session's window, and the session is registered", async () => {
+  test("a first message written in pieces is answered OK with the session's window, and the session is registered", async () => {
     const { s } = server();
-    const h = encodeHello(hello({ sessionId: idA }));
-    const r = await rawHandshake(s.port, [h.subarray(0, 1), h.subarray(1, 13), h.subarray(13)], WELCOME_SIZE);
-    const w = decodeWelcome(r.reply);
+    const h = encodeClientHello(CLIENT, idA, header());
+    const r = await rawHandshake(s.port, [h.bytes.subarray(0, 1), h.bytes.subarray(1, 70), h.bytes.subarray(70)], 76);
+    const w = replyTo(r.reply, idA, h).reply;
     expect(w.status).toBe(STATUS_OK);
-    expect(w.version).toBe(VERSION);
     expect(w.window).toBe(s.sessions.get(sessionKey(idA))!.opts.window);
     expect(s.sessions.size).toBe(1);
   });
 
-  test("a stripe index outside its own stripe count is refused: STATUS_REFUSED, window 0, no session, no target", async () => {
+  test("a stripe index outside its own stripe count is refused: an authenticated STATUS_REFUSED, window 0, no session, no target", async () => {
     const { s, t } = server();
     for (const [stripeIndex, stripeCount] of [
       [2, 2],
       [0, 0],
     ]) {
-      const r = await rawHandshake(s.port, [encodeHello(hello({ stripeIndex: stripeIndex!, stripeCount: stripeCount! }))], WELCOME_SIZE);
-      expect(r.reply.byteLength).toBe(WELCOME_SIZE);
-      expect(decodeWelcome(r.reply)).toEqual({ version: VERSION, status: STATUS_REFUSED, window: 0 });
+      const sid = new Uint8Array(randomBytes(16));
+      const h = encodeClientHello(CLIENT, sid, header({ stripeIndex: stripeIndex!, stripeCount: stripeCount! }));
+      const r = await rawHandshake(s.port, [h.bytes], 76);
+      expect(r.reply.byteLength).toBe(76);
+      expect(replyTo(r.reply, sid, h).reply).toEqual({ status: STATUS_REFUSED, flags: 0, window: 0, options: [] });
     }
     expect(s.sessions.size).toBe(0);
     expect(t.conns.length).toBe(0);
@@ -517,7 +566,7 @@ describe("handshake over real sockets", () => {
 
   test("the client takes any front: a custom one's connections are carried like a plain listener's", async () => {
     const t = startTarget({ mode: "echo" });
-    const s = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: t.port }, log: () => {} });
+    const s = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: t.port }, log: () => {} });
     let handed = 0;
     const counting: Front = {
       listen(onApp) {
@@ -528,7 +577,7 @@ describe("handshake over real sockets", () => {
       },
     };
     const logs: string[] = [];
-    const c = startClient({ front: counting, peer: { host: LOOP, port: s.port }, stripes: 3, log: (l) => logs.push(l) });
+    const c = startClient({ auth: KEYED, front: counting, peer: { host: LOOP, port: s.port }, stripes: 3, log: (l) => logs.push(l) });
     cleanup.push(() => {
       c.stop();
       s.stop();
@@ -539,27 +588,27 @@ describe("handshake over real sockets", () => {
     expect(res.error).toBeUndefined();
     expect(sha256(res.received)).toBe(sha256(data));
     expect(handed).toBe(1);
-    expect(logs[0]).toBe(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3`);
+    expect(logs[0]).toBe(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3 key ${KEYED.mode === "keyed" ? KEYED.keys[0]!.id : ""}`);
   });
 
-  test("a server reads a HELLO with listenTcp + readHandshake and gets the frames behind it as leftover", async () => {
-    const reads: HandshakeRead<Hello>[] = [];
+  test("a server reads a first message with listenTcp + readHandshake and gets the 0-RTT records behind it as leftover", async () => {
+    const reads: HandshakeRead<ClientHello>[] = [];
     const l = listenTcp({ host: LOOP, port: 0 }, (pipe) => {
-      readHandshake(pipe, helloParser, { deadlineMs: 60_000 }, (r) => {
+      readHandshake(pipe, clientHelloParser(SERVER), { deadlineMs: 60_000 }, (r) => {
         if (!(r instanceof Error)) reads.push(r);
         pipe.close();
       });
     });
     cleanup.push(() => l.stop());
-    const frames = randomData(1000, 3);
-    const wire = cat(encodeHello(hello({ stripeIndex: 5, stripeCount: 6, generation: 40000 })), frames);
-    await rawHandshake(l.port, [wire], Infinity).catch(() => undefined);
-    await until(() => reads.length === 1, "the HELLO was read", 60_000); // watchdog only
-    expect(reads[0]!.value.stripeIndex).toBe(5);
-    expect(reads[0]!.value.generation).toBe(40000);
-    // The leftover is whatever arrived with the HELLO's last byte: a prefix of the frames (usually all).
+    const h = encodeClientHello(CLIENT, idA, header({ kind: KIND_JOIN, stripeIndex: 5, stripeCount: 6, generation: 40000 }));
+    const records = h.sealer!.seal(randomData(1000, 3));
+    await rawHandshake(l.port, [cat(h.bytes, records)], Infinity).catch(() => undefined);
+    await until(() => reads.length === 1, "the first message was read", 60_000); // watchdog only
+    expect(reads[0]!.value.header.stripeIndex).toBe(5);
+    expect(reads[0]!.value.header.generation).toBe(40000);
+    // The leftover is whatever arrived with the message's last byte: a prefix of the records (usually all).
     const left = reads[0]!.leftover;
     expect(left.byteLength).toBeGreaterThan(0);
-    expect(sha256(left)).toBe(sha256(frames.subarray(0, left.byteLength)));
+    expect(sha256(left)).toBe(sha256(records.subarray(0, left.byteLength)));
   });
 });

@@ -25,6 +25,7 @@ import { startServer } from "../src/proxy/server.ts";
 import type { StripedPipe } from "../src/pipe/striped.ts";
 import { CONTROL } from "../src/stripe/control.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
+import { KEYED } from "./helpers/keys.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
@@ -39,9 +40,9 @@ describe("queue under load", () => {
     "each stripe holds at most its cap plus one frame, and its cap is about its BDP plus the headroom",
     async () => {
       const target = startTarget({ mode: "echo" });
-      const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, log: () => {} });
+      const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, log: () => {} });
       const link: CappedLink = await startCappedLink({ targetHost: LOOP, targetPort: server.port, rates: [RATE], delayMs: DELAY_MS });
-      const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: link.port }, stripes: STRIPES, log: () => {} });
+      const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: link.port }, stripes: STRIPES, log: () => {} });
       cleanup.push(() => {
         client.stop();
         void link.stop();

@@ -9,6 +9,7 @@ import { startServer, type StriperServer } from "../src/proxy/server.ts";
 import { startFaultProxy, type FaultProxy, type FaultProxyOptions } from "../src/link/fault.ts";
 import type { SessionOptions, StripedPipe } from "../src/pipe/striped.ts";
 import { appExchange, randomData, sha256, startTarget, type Target } from "./helpers/net.ts";
+import { KEYED } from "./helpers/keys.ts";
 import { cleanups, prng, until } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
@@ -40,9 +41,9 @@ async function rig(
 ): Promise<Rig> {
   const logs: string[] = [];
   const log = (l: string) => logs.push(l);
-  const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, session, log });
+  const server = startServer({ auth: KEYED, listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: target.port }, session, log });
   const proxy = await startFaultProxy({ ...fault, targetHost: LOOP, targetPort: server.port });
-  const client = startClient({ listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: proxy.port }, stripes, session, log });
+  const client = startClient({ auth: KEYED, listen: { host: LOOP, port: 0 }, peer: { host: LOOP, port: proxy.port }, stripes, session, log });
   const seen = new Set<StripedPipe>();
   const sample = () => {
     for (const s of server.sessions.values()) seen.add(s);

@@ -40,6 +40,18 @@ const NEVER = { keepaliveMs: 600_000, deadMs: 3_600_000, graceMs: 3_600_000 };
 
 // --- the model ------------------------------------------------------------------------------------
 
+/** The pieces of a sendv, copied into one new buffer. */
+function concatPieces(pieces: readonly Uint8Array[], length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const p of pieces) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  if (at !== length) throw new Error(`sendv: pieces hold ${at} bytes, length says ${length}`);
+  return out;
+}
+
 /** Knobs of one model run. */
 interface Config {
   /** Stripe indices attached at the start (the model uses 0..K-1). */
@@ -51,6 +63,11 @@ interface Config {
   hwm: number;
   /** Carriers copy on send (like a kernel socket); false keeps chunks by reference. */
   copyOnSend: boolean;
+  /**
+   * Carriers offer sendv, as a sealed stripe does: the session then writes its frames as pieces (views of
+   * the app's chunks) rather than copying them into a batch buffer.
+   */
+  vector?: boolean;
   /** Session timers; by default far beyond any test. */
   timers?: Pick<SessionOptions, "keepaliveMs" | "deadMs" | "graceMs">;
 }
@@ -240,6 +257,12 @@ class Harness {
     const gen = this.generations[k] === undefined ? 0 : this.generations[k]! + 1;
     this.generations[k] = gen;
     const p = memPipePair({ highWaterMark: this.cfg.hwm, copyOnSend: this.cfg.copyOnSend, name: `stripe${k}.gen${gen}` });
+    if (this.cfg.vector) {
+      // Takes what it needs before returning (the pieces are the caller's again), like SealedPipe.sendv.
+      for (const end of [p.a, p.b]) {
+        Object.assign(end, { sendv: (pieces: readonly Uint8Array[], length: number) => end.send(concatPieces(pieces, length)) });
+      }
+    }
     this.carriers[k] = p;
     this.all.push(p);
     this.A.s.attach(k, gen, p.a);
@@ -448,6 +471,7 @@ const configArb: fc.Arbitrary<Config> = fc.record({
   scheduler: fc.constantFrom<SchedulerMode>("rate", "until-congested", "round-robin"),
   hwm: fc.constantFrom(0, 4096, 64 * 1024, 1 << 20),
   copyOnSend: fc.constant(true),
+  vector: fc.boolean(),
 });
 
 /** Totals over the property's runs, printed with TEST_STATS=1 to see what the generator covers. */

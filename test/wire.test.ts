@@ -1,6 +1,7 @@
 /**
- * Wire format: pinned constants, golden bytes, HELLO/WELCOME and frame round-trips, the incremental
- * decoder under every split and under garbage, and FrameBatch padding (docs/protocol.md).
+ * Wire format: pinned constants, golden bytes, frame round-trips, the incremental decoder under every
+ * split and under garbage, and FrameBatch padding (docs/protocol.md). The v2 first messages are tested
+ * in secure-messages.test.ts.
  *
  * Randomised tests use a seeded PRNG. The seed is printed on failure; rerun with TEST_SEED=<seed>.
  */
@@ -21,7 +22,6 @@ import {
   writeU64,
   type FrameSink,
 } from "../src/wire/codec.ts";
-import { decodeHello, decodeWelcome, encodeHello, encodeWelcome, type Hello } from "../src/wire/handshake.ts";
 import * as C from "../src/wire/constants.ts";
 import {
   ACK_FLAG_FIN,
@@ -32,17 +32,10 @@ import {
   FRAME_PING,
   FRAME_PONG,
   FRAME_RESET,
-  HELLO_JOIN,
-  HELLO_OPEN,
-  HELLO_SIZE,
   MAX_FRAME_PAYLOAD,
   MAX_PAD,
   MAX_CONTROL_PAYLOAD,
   RESET_PROTOCOL,
-  STATUS_OK,
-  STATUS_REFUSED,
-  VERSION,
-  WELCOME_SIZE,
 } from "../src/wire/constants.ts";
 import { expectProtocolError, prng, randInt } from "./helpers/util.ts";
 
@@ -206,19 +199,9 @@ const DECODER_CODES = new Set(["E_UNKNOWN_FRAME", "E_FRAME_TOO_LARGE", "E_BAD_PA
 // --- constants -----------------------------------------------------------------------------------
 
 describe("wire constants", () => {
-  // Every wire value, literally. Changing one changes the protocol: bump VERSION and docs/protocol.md.
+  // Every wire value, literally. Changing one changes the protocol: bump the version (V2 in
+  // src/secure/constants.ts) and docs/protocol.md.
   const PINNED: Record<string, number> = {
-    MAGIC: 0x54535452,
-    VERSION: 1,
-    HELLO_SIZE: 32,
-    WELCOME_SIZE: 16,
-    SESSION_ID_SIZE: 16,
-    HELLO_OPEN: 1,
-    HELLO_JOIN: 2,
-    STATUS_OK: 0,
-    STATUS_UNKNOWN_SESSION: 1,
-    STATUS_BAD_VERSION: 2,
-    STATUS_REFUSED: 3,
     FRAME_HEADER_SIZE: 16,
     MAX_FRAME_PAYLOAD: 1048576,
     MAX_PAD: 63,
@@ -269,11 +252,6 @@ describe("wire constants", () => {
     expect(Object.keys(exported).sort()).toEqual(Object.keys(PINNED).sort());
   });
 
-  test("MAGIC spells TSTR in ASCII", () => {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, C.MAGIC);
-    expect(new TextDecoder().decode(b)).toBe("TSTR");
-  });
 });
 
 // --- u64 -----------------------------------------------------------------------------------------
@@ -320,90 +298,6 @@ describe("u64 fields", () => {
       const dec2 = new FrameDecoder(new Recorder());
       expectProtocolError(() => dec2.push(rawHeader(type, 0, 0, 0, 0xffffffff, 0xffffffff)), "E_OFFSET_RANGE");
     }
-  });
-});
-
-// --- handshake -----------------------------------------------------------------------------------
-
-describe("HELLO", () => {
-  const sessionId = Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i);
-
-  test("encodes to the documented 32 bytes (golden vector)", () => {
-    const b = encodeHello({
-      version: VERSION,
-      kind: HELLO_JOIN,
-      stripeIndex: 3,
-      stripeCount: 4,
-      generation: 5,
-      sessionId,
-      window: 16 * 1024 * 1024,
-    });
-    expect(b.byteLength).toBe(HELLO_SIZE);
-    expect(hex(b)).toBe("54535452" + "01" + "02" + "0003" + "0004" + "0005" + "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf" + "01000000");
-  });
-
-  test("round-trips every field at its extremes", () => {
-    const cases: Hello[] = [
-      { version: 0, kind: HELLO_OPEN, stripeIndex: 0, stripeCount: 0, generation: 0, sessionId: new Uint8Array(16), window: 0 },
-      { version: 255, kind: 255, stripeIndex: 0xffff, stripeCount: 0xffff, generation: 0xffff, sessionId: new Uint8Array(16).fill(0xff), window: 0xffffffff },
-      { version: VERSION, kind: HELLO_OPEN, stripeIndex: 7, stripeCount: 8, generation: 1, sessionId, window: 1 << 24 },
-    ];
-    for (const h of cases) expect(decodeHello(encodeHello(h))).toEqual(h);
-  });
-
-  test("decodes from a view at an offset, ignoring the frames that follow it", () => {
-    const h: Hello = { version: 1, kind: HELLO_JOIN, stripeIndex: 2, stripeCount: 4, generation: 9, sessionId, window: 65536 };
-    const all = new Uint8Array(5 + HELLO_SIZE + 20).fill(0xee);
-    all.set(encodeHello(h), 5);
-    expect(decodeHello(all.subarray(5))).toEqual(h);
-  });
-
-  test("a short session id is zero-filled, a long one truncated to 16 bytes", () => {
-    const short = decodeHello(encodeHello({ version: 1, kind: 1, stripeIndex: 0, stripeCount: 1, generation: 1, sessionId: new Uint8Array([1, 2]), window: 0 }));
-    expect(Array.from(short.sessionId)).toEqual([1, 2, ...new Array(14).fill(0)]);
-    const long = new Uint8Array(20).fill(9);
-    const l = decodeHello(encodeHello({ version: 1, kind: 1, stripeIndex: 0, stripeCount: 1, generation: 1, sessionId: long, window: 0 }));
-    expect(l.sessionId).toEqual(new Uint8Array(16).fill(9));
-  });
-
-  test("bad magic is E_BAD_MAGIC; fewer than 32 bytes is E_SHORT_HELLO", () => {
-    const b = encodeHello({ version: 1, kind: 1, stripeIndex: 0, stripeCount: 1, generation: 1, sessionId, window: 0 });
-    b[0] = 0x47; // "GSTR": e.g. an HTTP client's "GET "
-    expectProtocolError(() => decodeHello(b), "E_BAD_MAGIC");
-    expectProtocolError(() => decodeHello(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: example\r\n\r\n")), "E_BAD_MAGIC");
-    expectProtocolError(() => decodeHello(new Uint8Array(31)), "E_SHORT_HELLO");
-  });
-});
-
-describe("WELCOME", () => {
-  test("encodes to the documented 16 bytes with zero reserved fields (golden vector)", () => {
-    const b = encodeWelcome({ version: VERSION, status: STATUS_REFUSED, window: 0x01020304 });
-    expect(b.byteLength).toBe(WELCOME_SIZE);
-    expect(hex(b)).toBe("54535452" + "01" + "03" + "0000" + "01020304" + "00000000");
-  });
-
-  test("round-trips every field", () => {
-    for (const w of [
-      { version: VERSION, status: STATUS_OK, window: 16 << 20 },
-      { version: 255, status: 255, window: 0xffffffff },
-      { version: 0, status: 0, window: 0 },
-    ]) {
-      expect(decodeWelcome(encodeWelcome(w))).toEqual(w);
-    }
-  });
-
-  test("decodes from a view at an offset with frames behind it", () => {
-    const all = new Uint8Array(3 + WELCOME_SIZE + FRAME_HEADER_SIZE);
-    all.set(encodeWelcome({ version: 1, status: STATUS_OK, window: 12345 }), 3);
-    all.set(encodeFrame(FRAME_PING, 0, 1), 3 + WELCOME_SIZE);
-    expect(decodeWelcome(all.subarray(3))).toEqual({ version: 1, status: STATUS_OK, window: 12345 });
-  });
-
-  test("bad magic is E_BAD_MAGIC; fewer than 16 bytes is E_SHORT_WELCOME", () => {
-    const b = encodeWelcome({ version: 1, status: 0, window: 1 });
-    b[3] = b[3]! ^ 1;
-    expectProtocolError(() => decodeWelcome(b), "E_BAD_MAGIC");
-    expectProtocolError(() => decodeWelcome(new Uint8Array(15)), "E_SHORT_WELCOME");
   });
 });
 

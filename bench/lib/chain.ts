@@ -73,15 +73,28 @@ export function faultProc(spec: RunSpec, port: number, next: string): ProcPlan {
   return { name: "fault", argv: [...argv, ...extra(spec, "fault")], ready: "json", stdin: true };
 }
 
+/**
+ * The key file every keyed pair uses, relative to where the children run (the snapshot writes it, mode
+ * 600: lib/snapshot.ts). The pair is keyed unless a scenario passes `--no-auth` (or its own
+ * `--key-file`) in RunSpec.args.
+ */
+export const BENCH_KEY_FILE = "bench.key";
+
+/** `--key-file BENCH_KEY_FILE` unless the role's extra arguments choose the authentication themselves. */
+function keyArgs(spec: RunSpec, role: "server" | "client"): string[] {
+  const own = extra(spec, role);
+  return own.includes("--no-auth") || own.includes("--key-file") ? [] : ["--key-file", BENCH_KEY_FILE];
+}
+
 /** The server proxy on `port`, connecting sessions to `next`. */
 export function serverProc(spec: RunSpec, port: number, next: string): ProcPlan {
-  const argv = ["src/main.ts", "server", "--listen", addr(port), "--target", next];
+  const argv = ["src/main.ts", "server", "--listen", addr(port), "--target", next, ...keyArgs(spec, "server")];
   return { name: "server", argv: [...argv, ...extra(spec, "server")], ready: /server listening on/, keep: SESSION_END };
 }
 
 /** The client proxy on `port`, striping to the server (or whatever is in front of it) at `peer`. */
 export function clientProc(spec: RunSpec, port: number, peer: string): ProcPlan {
-  const argv = ["src/main.ts", "client", "--listen", addr(port), "--peer", peer, "--stripes", String(spec.stripes ?? 4)];
+  const argv = ["src/main.ts", "client", "--listen", addr(port), "--peer", peer, "--stripes", String(spec.stripes ?? 4), ...keyArgs(spec, "client")];
   if (spec.scheduler) argv.push("--scheduler", spec.scheduler);
   return { name: "client", argv: [...argv, ...extra(spec, "client")], ready: /client listening on/, keep: SESSION_END };
 }

@@ -292,3 +292,13 @@ export function peakRss(pid: number): number | null {
     return null;
   }
 }
+
+/** Resident set now (VmRSS) in bytes, or null when the process is gone. */
+export function rssNow(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}

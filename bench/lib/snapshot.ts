@@ -4,7 +4,9 @@
  * half-written files) cannot mix versions within one result set.
  */
 
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { generateKey } from "../../src/secure/keys.ts";
+import { BENCH_KEY_FILE } from "./chain.ts";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { ROOT, runFrom } from "./proc.ts";
@@ -43,6 +45,8 @@ export function takeSnapshot(): CodeUnderTest {
     const from = resolve(ROOT, p);
     if (existsSync(from)) cpSync(from, join(d, p), { recursive: true });
   }
+  // One fresh key for the run: keyed pairs read it (lib/chain.ts).
+  writeFileSync(join(d, BENCH_KEY_FILE), `${generateKey()}\n`, { mode: 0o600 });
   runFrom(d);
   const h = new Bun.CryptoHasher("sha256");
   const walk = (at: string): void => {

@@ -4,15 +4,18 @@
  */
 
 import type { Scenario } from "../lib/types.ts";
+import { auth } from "./auth.ts";
 import { caps } from "./caps.ts";
 import { faults } from "./faults.ts";
+import { firstreply } from "./firstreply.ts";
+import { handshake } from "./handshake.ts";
 import { nocap } from "./nocap.ts";
 import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
 import { windowed } from "./windowed.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, sessions, faults, windowed];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

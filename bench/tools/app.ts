@@ -2,12 +2,14 @@
  * Benchmark app (the user of the proxies), one process that opens C connections at once.
  *
  *   bun bench/tools/app.ts --port P --mode upload|download|echo [--bytes N] [--conns C] [--seed S]
- *                          [--hash 1|0] [--deadline-ms D] [--timeout-ms T]
+ *                          [--hash 1|0] [--deadline-ms D] [--timeout-ms T] [--sequential 1]
  *
  * - upload: sends N bytes of the test stream (seed + connection index) — or fewer if --deadline-ms
  *   passes first — then FIN, and waits for the target to close.
  * - download: sends nothing, receives until EOF (the target is in source mode), then closes.
  * - echo: sends N bytes, FIN, receives the echo until EOF, and compares the two SHA-256s itself.
+ * - --sequential 1: the C connections one after another (each opened when the previous has ended), so
+ *   each meets warm processes and an idle path: for latency figures such as the time to a first reply.
  *
  * stdout: {"event":"ready"} at start, then one {"event":"done","conns":[...]} line when every
  * connection has ended or --timeout-ms passed (then exit code 1), with this process's CPU seconds over
@@ -18,10 +20,10 @@ import type { Socket } from "bun";
 import { Digest, StreamGen, emit, errCode, now, parseFlags } from "../lib/data.ts";
 
 const USAGE =
-  "usage: app.ts --port P --mode upload|download|echo [--bytes N] [--conns C] [--seed S] [--hash 1|0] [--deadline-ms D] [--timeout-ms T]";
+  "usage: app.ts --port P --mode upload|download|echo [--bytes N] [--conns C] [--seed S] [--hash 1|0] [--deadline-ms D] [--timeout-ms T] [--sequential 1]";
 const f = parseFlags(
   process.argv.slice(2),
-  ["--port", "--host", "--mode", "--bytes", "--conns", "--seed", "--hash", "--deadline-ms", "--timeout-ms"],
+  ["--port", "--host", "--mode", "--bytes", "--conns", "--seed", "--hash", "--deadline-ms", "--timeout-ms", "--sequential"],
   USAGE,
 );
 const mode = f.get("--mode") ?? "upload";
@@ -37,6 +39,7 @@ const seed = Number(f.get("--seed") ?? 1);
 const hash = (f.get("--hash") ?? "1") !== "0";
 const deadlineMs = Number(f.get("--deadline-ms") ?? 0);
 const timeoutMs = Number(f.get("--timeout-ms") ?? 120_000);
+const sequential = (f.get("--sequential") ?? "0") !== "0";
 
 interface Conn {
   id: number;
@@ -106,6 +109,7 @@ function ended(c: Conn, error: string | null): void {
   c.tEnd = now();
   if (error !== null && c.error === null) c.error = error;
   if (--remaining === 0) finish(timedOut ? 1 : 0);
+  else if (sequential && !timedOut) open(all.length);
 }
 
 /** Upload and echo: generate and write until the kernel pushes back, the stream ends or the deadline passes. */
@@ -216,4 +220,4 @@ setTimeout(() => {
   finish(1);
 }, timeoutMs);
 cpuStart = cpuNow();
-for (let i = 0; i < conns; i++) open(i);
+for (let i = 0; i < (sequential ? 1 : conns); i++) open(i);

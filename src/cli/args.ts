@@ -11,6 +11,13 @@ import { StriperError, UsageError } from "../errors.ts";
 import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
+import {
+  CLIENT_HANDSHAKE_MS,
+  DEFAULT_HANDSHAKE_BURST,
+  DEFAULT_HANDSHAKE_RATE,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  HANDSHAKE_DEADLINE_MS,
+} from "../proxy/handshake.ts";
 
 /** Modes that run something. */
 export const MODES = ["server", "client", "relay", "link", "demo"] as const;
@@ -95,7 +102,15 @@ export const OPTIONS = [
   { name: "grace", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.graceMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.graceMs, session: "graceMs", help: "how long a session outlives having no stripe" },
   { name: "keepalive", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.keepaliveMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.keepaliveMs, session: "keepaliveMs", help: "ping a stripe silent this long" },
   { name: "dead-timeout", modes: SESSION_MODES, type: { kind: "duration", ...SESSION_LIMITS.deadMs }, arg: "MS", scope: "listener", default: DEFAULT_SESSION_OPTIONS.deadMs, session: "deadMs", help: "drop a stripe silent this long" },
+  // Keys (docs/protocol.md §3.2). No --key: a key on the command line would show in `ps`.
+  { name: "key-file", modes: SESSION_MODES, type: { kind: "path" }, arg: "PATH", scope: "listener", defaultText: "$STRIPER_KEY", reload: "live", help: "the pre-shared key(s), one per line: the server accepts any, the client uses the first; make one with `tcp-striper keygen`; re-read on SIGHUP" },
+  { name: "no-auth", modes: SESSION_MODES, type: { kind: "flag" }, scope: "listener", help: "no key: stripes neither authenticated nor encrypted (benchmarks and trusted networks only)" },
+  { name: "handshake-timeout", modes: ["server"], type: { kind: "duration", min: 100, max: HANDSHAKE_DEADLINE_MS }, arg: "MS", scope: "listener", default: HANDSHAKE_DEADLINE_MS, help: "a stripe's first message must arrive within this of the accept; a connection that fails any check is held silent until then" },
+  { name: "handshake-timeout", modes: ["client"], type: { kind: "duration", min: 100, max: HANDSHAKE_DEADLINE_MS }, arg: "MS", scope: "listener", default: CLIENT_HANDSHAKE_MS, help: "how long a stripe waits for the server's authenticated reply" },
   // Process-wide limits: today each listener is its own proxy and applies them separately.
+  { name: "max-unauthenticated", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_UNAUTHENTICATED, help: "connections that have not authenticated yet; when full, the oldest waiting ≥ 1 s makes room" },
+  { name: "handshake-rate", modes: ["server"], type: { kind: "number", min: 0.01, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_RATE, help: "handshake attempts per second per source address (IPv6: per /64); refunded when one authenticates" },
+  { name: "handshake-burst", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_BURST, help: "handshake attempts a quiet source may make at once" },
   { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
   { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together" },
 
@@ -276,6 +291,7 @@ export function flags(args: string[], allowed: readonly string[], mode: string):
 export type CommandLine =
   | { kind: "help"; topic: string }
   | { kind: "version" }
+  | { kind: "keygen" }
   | {
       kind: "run";
       /** Undefined when only the config file names it (`tcp-striper --config FILE`). */
@@ -294,6 +310,11 @@ export function parseCommandLine(argv: string[]): CommandLine {
   if (first === undefined) throw new UsageError("no mode given");
   if (first === "--help" || first === "-h" || first === "help") return { kind: "help", topic: "main" };
   if (argv.includes("--version") || first === "version") return { kind: "version" };
+  if (first === "keygen") {
+    if (argv.includes("--help") || argv.includes("-h")) return { kind: "help", topic: "keygen" };
+    if (argv.length > 1) throw new UsageError(`keygen: takes no options, got "${argv[1]}"`);
+    return { kind: "keygen" };
+  }
   const mode = first.startsWith("--") ? undefined : first;
   if (mode !== undefined && !isMode(mode)) throw new UsageError(`unknown mode "${mode}"`);
   const rest = mode === undefined ? argv : argv.slice(1);
@@ -350,7 +371,7 @@ export interface RunConfig {
 }
 
 /** Parsed command line. */
-export type Command = { mode: "help"; topic: string } | { mode: "version" } | RunConfig;
+export type Command = { mode: "help"; topic: string } | { mode: "version" } | { mode: "keygen" } | RunConfig;
 
 /** Session tunables (the SessionOptions fields the table sets). */
 export interface SessionFlags {
@@ -395,6 +416,10 @@ export interface FileValues {
 type Check = (v: Values) => { name: OptionName; message: string } | undefined;
 
 const CHECKS: readonly Check[] = [
+  (v) =>
+    v["no-auth"] === true && v["key-file"] !== undefined
+      ? { name: "no-auth", message: "--no-auth and --key-file exclude each other: choose one" }
+      : undefined,
   (v) =>
     v.keepalive !== undefined && v["dead-timeout"] !== undefined && v["dead-timeout"] <= v.keepalive
       ? { name: "dead-timeout", message: `must be longer than keepalive (${v.keepalive} ms), got ${v["dead-timeout"]} ms` }
@@ -467,6 +492,7 @@ export function parseArgs(argv: string[]): Command {
   const cl = parseCommandLine(argv);
   if (cl.kind === "help") return { mode: "help", topic: cl.topic };
   if (cl.kind === "version") return { mode: "version" };
+  if (cl.kind === "keygen") return { mode: "keygen" };
   if (cl.configPath !== undefined || cl.mode === undefined) throw new UsageError("--config needs the file to be read: use loadCommand");
   return mergeConfig(cl.mode, cliValues(cl.mode, cl.flags), undefined, cl);
 }
@@ -568,10 +594,12 @@ usage:
   tcp-striper relay  --listen HOST:PORT --target HOST:PORT
   tcp-striper link   --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS]
   tcp-striper demo
+  tcp-striper keygen > key && chmod 600 key
   tcp-striper [<mode>] --config FILE [--check-config]
   tcp-striper <mode> --help
   tcp-striper --version
 
+server and client need a key (--key-file key, or the key in STRIPER_KEY); --no-auth runs without one.
 From a checkout, "tcp-striper" is "npm exec -- tcp-striper" (or dist/tcp-striper after npm run build).
 IPv6 addresses are written [::1]:PORT.`;
 
@@ -579,4 +607,11 @@ IPv6 addresses are written [::1]:PORT.`;
 export const USAGE: Record<string, string> = {
   main: MAIN_USAGE,
   ...Object.fromEntries(MODES.map((m) => [m, modeUsage(m)])),
+  keygen: `usage: tcp-striper keygen
+
+Prints a new pre-shared key: 32 random bytes in base64 (44 characters) and a newline.
+Save it where only its owner can read it, and give server and client the same file:
+  tcp-striper keygen > key && chmod 600 key
+A key file may hold several keys, one per line: the server accepts any, the client uses the first.
+To rotate: add the new key to the servers' files, put it first in the clients', then remove the old one.`,
 };

@@ -243,6 +243,7 @@ export async function loadCommand(argv: string[], read: (path: string) => Promis
   const cl = parseCommandLine(argv);
   if (cl.kind === "help") return { mode: "help", topic: cl.topic };
   if (cl.kind === "version") return { mode: "version" };
+  if (cl.kind === "keygen") return { mode: "keygen" };
   if (cl.configPath === undefined) {
     if (cl.mode === undefined) throw new UsageError("no mode given");
     return mergeConfig(cl.mode, cliValues(cl.mode, cl.flags), undefined, cl);

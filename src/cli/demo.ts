@@ -6,10 +6,13 @@
  */
 
 import type { Socket } from "bun";
+import { randomBytes } from "node:crypto";
 import { startCappedLink } from "../link/capped.ts";
 import { startClient } from "../proxy/client.ts";
 import { quietLog } from "../proxy/log.ts";
 import { startServer } from "../proxy/server.ts";
+import type { StripeAuth } from "../proxy/handshake.ts";
+import { keyFromBytes } from "../secure/keys.ts";
 
 const LOOP = "127.0.0.1";
 
@@ -98,7 +101,9 @@ export async function runDemo(o: DemoOptions): Promise<void> {
       `${o.delayMs} ms one-way delay; ${o.seconds} s per run\n`,
   );
   const sink = startSink();
-  const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: sink.port }, log: quietLog });
+  // The demo makes its own key: its stripes are authenticated and encrypted like a real pair's.
+  const auth: StripeAuth = { mode: "keyed", keys: [keyFromBytes(randomBytes(32))] };
+  const server = startServer({ listen: { host: LOOP, port: 0 }, target: { host: LOOP, port: sink.port }, auth, log: quietLog });
   // Plain run: app → link → target.
   const plainLink = await startCappedLink({ targetHost: LOOP, targetPort: sink.port, rates: [capBps], delayMs: o.delayMs });
   // Striped run: app → client proxy → N stripes through the link → server proxy → target.
@@ -106,6 +111,7 @@ export async function runDemo(o: DemoOptions): Promise<void> {
   const client = startClient({
     listen: { host: LOOP, port: 0 },
     peer: { host: LOOP, port: stripeLink.port },
+    auth,
     stripes: o.stripes,
     log: quietLog,
   });

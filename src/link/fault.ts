@@ -22,6 +22,11 @@ export interface FaultProxyOptions {
   sliceBytes?: number;
   /** RST both sides of a connection once this many bytes (both directions together) were forwarded. */
   resetAfterBytes?: number;
+  /**
+   * Sees every chunk read on connection `index` (`up`: client → target) before it is forwarded, and may
+   * change its bytes in place (flip a bit in flight) or copy them (record a stripe's first message).
+   */
+  tap?(index: number, up: boolean, chunk: Uint8Array): void;
 }
 
 /** One connection through the fault proxy. */
@@ -67,6 +72,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     targetPort: opts.targetPort,
     lane: (i) => ({ rate: rates[i % rates.length] || 0, delayMs: opts.latencyMs ?? 0, sliceBytes: opts.sliceBytes ?? 0 }),
     resetAfterBytes: opts.resetAfterBytes,
+    tap: opts.tap,
   });
   const intervals = new Set<ReturnType<typeof setInterval>>();
   const live = (): FaultConn[] => forwarder.conns.filter((c) => c.open);

@@ -250,6 +250,11 @@ export interface ForwarderOptions {
   resetAfterBytes?: number;
   /** Called once when a connection ends, cleanly or not. */
   onClose?(conn: Conn): void;
+  /**
+   * Sees every chunk read on connection `index` (`up`: from the client side) before it is forwarded, and
+   * may change its bytes in place (tests: flip a bit in flight) or keep a copy (record a first message).
+   */
+  tap?(index: number, up: boolean, chunk: Uint8Array): void;
 }
 
 /** One forwarded connection: the accepted client socket, the dialled target socket and two lanes. */
@@ -294,6 +299,7 @@ export class Conn {
   }
 
   data(client: boolean, chunk: Uint8Array): void {
+    this.forwarder.opts.tap?.(this.index, client, chunk);
     (client ? this.up : this.down)?.push(chunk);
   }
 

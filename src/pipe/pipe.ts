@@ -80,6 +80,15 @@ export interface Pipe {
   setHandler(handler: PipeHandler): void;
   /** Sends a chunk (ownership passes to the pipe). Returns false when congested: wait for drain(). */
   send(chunk: Uint8Array): boolean;
+  /**
+   * Optional: sends the concatenation of `pieces` (`length` bytes in all) as send() would, but takes
+   * what it needs of them before it returns, so the caller may reuse them at once. Offered by pipes that
+   * transform what they send anyway (SealedPipe encrypts straight from the pieces), so that a sender
+   * need not copy its pieces together first. `cuts` (ascending offsets) are where the pipe's own units
+   * should end (SealedPipe: records), so the peer can release what arrived before a cut without waiting
+   * for what follows it.
+   */
+  sendv?(pieces: readonly Uint8Array[], length: number, cuts?: readonly number[]): boolean;
   /** Half-close: FIN after all data passed to send(). */
   shutdown(): void;
   /** Stop delivering `data` (receive backpressure). */

@@ -71,6 +71,36 @@ function poolPut(buf: Uint8Array): void {
   if (pool.length < POOL_KEEP) pool.push(buf);
 }
 
+/**
+ * Cuts a list of pieces into consecutive groups: one ends at each offset of `cuts` (ascending, within the
+ * total) and wherever a group would exceed `max` bytes. Pieces are split (subarrays) where a cut falls.
+ */
+function splitPieces(pieces: readonly Uint8Array[], max: number, cuts: readonly number[] = []): { pieces: Uint8Array[]; length: number }[] {
+  const out: { pieces: Uint8Array[]; length: number }[] = [];
+  let cur: Uint8Array[] = [];
+  let n = 0; // bytes in the current group
+  let at = 0; // offset of the current group's start
+  let c = 0; // next cut
+  for (let p of pieces) {
+    while (p.byteLength > 0) {
+      while (c < cuts.length && cuts[c]! <= at) c++;
+      const limit = Math.min(max, c < cuts.length ? cuts[c]! - at : max);
+      const take = Math.min(p.byteLength, limit - n);
+      cur.push(take === p.byteLength ? p : p.subarray(0, take));
+      n += take;
+      p = p.subarray(take);
+      if (n === limit) {
+        out.push({ pieces: cur, length: n });
+        at += n;
+        cur = [];
+        n = 0;
+      }
+    }
+  }
+  if (n > 0) out.push({ pieces: cur, length: n });
+  return out;
+}
+
 /** A pipe whose bytes travel in sealed records over a carrier pipe. */
 export class SealedPipe implements Pipe {
   readonly stats: PipeStats = newStats();
@@ -159,7 +189,7 @@ export class SealedPipe implements Pipe {
     try {
       for (let at = 0; at < length; at += this.maxRecord) {
         const body = at === 0 && length <= this.maxRecord ? chunk : chunk.subarray(at, Math.min(length, at + this.maxRecord));
-        ok = this.sendRecord(body) && ok;
+        ok = this.sendRecord([body], body.byteLength) && ok;
         if (this._state === "closed") return false;
       }
     } catch (err) {
@@ -174,11 +204,46 @@ export class SealedPipe implements Pipe {
     return ok;
   }
 
-  private sendRecord(body: Uint8Array): boolean {
-    const pooled = this.carrier.copiesOnSend === true && body.byteLength >= POOL_FROM && body.byteLength + RECORD_OVERHEAD + ALIGN_SLACK <= POOL_BUFFER;
-    if (!pooled) return this.carrier.send(this.sealer.seal(body));
+  /**
+   * Seals the concatenation of `pieces` (`length` bytes) straight from where they lie, so the caller need
+   * not copy them together first: the encryption is the copy. A record ends at each offset in `cuts` (the
+   * session cuts at frame boundaries about every frame size, so a slow stripe's receiver gets whole frames
+   * released as they arrive rather than after a long record) and wherever the record maximum would be
+   * exceeded; each record is one carrier buffer. The pieces are free again when this returns. Same
+   * results as send().
+   */
+  sendv(pieces: readonly Uint8Array[], length: number, cuts?: readonly number[]): boolean {
+    if (!this._writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
+    this.stats.bytesOut += length;
+    if (length === 0) return !this.congested;
+    let ok = true;
+    try {
+      if (length <= this.maxRecord && (cuts === undefined || cuts.length === 0 || (cuts.length === 1 && cuts[0]! >= length))) {
+        ok = this.sendRecord(pieces, length);
+      } else {
+        for (const group of splitPieces(pieces, this.maxRecord, cuts)) {
+          ok = this.sendRecord(group.pieces, group.length) && ok;
+          if (this._state === "closed") return false;
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof RecordError)) throw err;
+      this.close(err);
+      return false;
+    }
+    if (!ok) {
+      this.congested = true;
+      this.stats.congestions++;
+    }
+    return ok;
+  }
+
+  /** Seals one record (`length` ≤ maxRecord bytes in `pieces`) and hands it to the carrier in one buffer. */
+  private sendRecord(pieces: readonly Uint8Array[], length: number): boolean {
+    const pooled = this.carrier.copiesOnSend === true && length >= POOL_FROM && length + RECORD_OVERHEAD + ALIGN_SLACK <= POOL_BUFFER;
+    if (!pooled) return this.carrier.send(this.sealer.sealv(pieces));
     const buf = poolGet();
-    const ok = this.carrier.send(this.sealer.seal(body, undefined, buf));
+    const ok = this.carrier.send(this.sealer.sealv(pieces, undefined, buf));
     if (ok) poolPut(buf);
     else this.lent.push(buf); // the carrier keeps the unwritten rest by reference until drain
     return ok;

@@ -30,7 +30,7 @@ import { Receiver } from "../stripe/receiver.ts";
 import { createScheduler, type Scheduler } from "../stripe/scheduler.ts";
 import { Sender } from "../stripe/sender.ts";
 import { Stripe } from "../stripe/stripe.ts";
-import { BATCH_SLACK, sharedBatch, type BufferPool, type FrameBatch } from "../wire/batch.ts";
+import { BATCH_SLACK, sharedBatch, type Batch, type BufferPool, type FrameBatch, type PieceBatch } from "../wire/batch.ts";
 import { FrameDecoder, decodeAckEntries, decodeResetReason, encodeFrame, encodeResetReason, type ControlFrameType } from "../wire/codec.ts";
 import { ACK_FLAG_FIN, FRAME_FIN, FRAME_HEADER_SIZE, FRAME_PING, FRAME_PONG, FRAME_RESET, FrameType } from "../wire/constants.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
@@ -55,6 +55,12 @@ export class StripedPipe implements Pipe {
   readonly stats: PipeStats = newStats();
   /** Called (client role) to open a replacement for stripe `index`. Set by the client proxy. */
   redial: ((index: number) => void) | undefined;
+  /**
+   * Called when a stripe is dropped, with why (a record that failed authentication, a reset, silence...),
+   * before the client re-dials it: the proxies log damaged stripes here, and the client learns that a
+   * stripe failed before its handshake completed. It may close the session.
+   */
+  stripeDied: ((index: number, reason: StriperError) => void) | undefined;
   /** Short id for logs (set by the proxy). */
   id = "";
 
@@ -65,6 +71,7 @@ export class StripedPipe implements Pipe {
   private readonly scheduler: Scheduler;
   private readonly pool: BufferPool;
   private readonly batch: FrameBatch; // shared by all sessions: writeBatch is synchronous
+  private readonly pieces: PieceBatch; // the same, for carriers with sendv (sealed stripes)
   private readonly end = new SessionEnd();
   private readonly sender: Sender;
   private readonly receiver: Receiver;
@@ -90,7 +97,7 @@ export class StripedPipe implements Pipe {
     this.opts = validateSessionOptions(opts);
     this.clock = opts.clock ?? REAL_CLOCK;
     this.scheduler = createScheduler(opts.scheduler, opts.frameSize);
-    ({ pool: this.pool, batch: this.batch } = sharedBatch(opts.batchSize + BATCH_SLACK));
+    ({ pool: this.pool, batch: this.batch, pieces: this.pieces } = sharedBatch(opts.batchSize + BATCH_SLACK));
     this.sender = new Sender(peerWindow, this.end);
     this.receiver = new Receiver(opts.window, this.end);
     this.acks = new AckPolicy(opts.window);
@@ -102,9 +109,13 @@ export class StripedPipe implements Pipe {
     this.handler = handler;
   }
 
-  /** The peer's advertised receive window (from its HELLO or WELCOME). */
+  /**
+   * The peer's advertised receive window (from its first message or reply). A client sends 0-RTT data
+   * under a small initial window and learns the real one later: a larger window lets queued data go.
+   */
   setPeerWindow(window: number): void {
     this.sender.peerWindow = window;
+    this.pump();
   }
 
   /** Number of stripes currently carrying traffic. */
@@ -398,9 +409,14 @@ export class StripedPipe implements Pipe {
    * stripe became congested.
    */
   private writeBatch(stripe: Stripe, allowance: number, frameSize = this.opts.frameSize): boolean {
-    const { batch, sender } = this;
+    const { sender } = this;
+    // A carrier that encrypts what it sends takes the frames as pieces: the encryption is the one copy.
+    const vector = stripe.pipe.sendv !== undefined;
+    const batch: Batch = vector ? this.pieces : this.batch;
     const now = this.clock.now();
-    batch.reset(this.pool.get());
+    // Sealed: a record about every frame size, cut at frame ends, so that the receiver of a slow stripe
+    // gets each frame released as soon as it has arrived (a record is held until its tag verifies).
+    batch.reset(this.pool.get(), frameSize);
     if (stripe.pendingPong >= 0) {
       batch.appendControl(FRAME_PONG, 0, stripe.pendingPong);
       stripe.pendingPong = -1;
@@ -422,22 +438,35 @@ export class StripedPipe implements Pipe {
       finHere = true;
     }
     if (batch.length === 0) {
-      this.pool.put(batch.buf);
+      this.pool.put(this.batchBuffer(vector));
       return false;
     }
-    let bytes = batch.bytes();
-    stripe.sent += bytes.byteLength;
+    stripe.sent += batch.length;
+    if (vector) {
+      // sendv has taken what it needs of the pieces when it returns: the buffer goes back at once.
+      const ok = stripe.pipe.sendv!(this.pieces.finish(), batch.length, this.pieces.cuts);
+      this.pool.put(this.batchBuffer(true));
+      if (ok) return frames > 0 || finHere;
+      stripe.congested = true;
+      return false;
+    }
+    let bytes = this.batch.bytes();
     // A carrier that keeps chunks by reference gets its own copy, and so does a small batch: a congested
     // socket would otherwise pin a whole pooled buffer for a few bytes (hundreds of stripes add up).
     const copies = stripe.pipe.copiesOnSend === true && bytes.byteLength >= LEND_MIN;
     if (!copies) bytes = bytes.slice();
     const ok = stripe.pipe.send(bytes);
-    if (ok || !copies) this.pool.put(batch.buf);
+    if (ok || !copies) this.pool.put(this.batch.buf);
     if (ok) return frames > 0 || finHere;
     // A copying carrier keeps a reference to the unwritten rest: lend it the buffer until drain.
-    if (copies) stripe.lent = batch.buf;
+    if (copies) stripe.lent = this.batch.buf;
     stripe.congested = true;
     return false;
+  }
+
+  /** The pooled buffer the batch of this kind is using. */
+  private batchBuffer(vector: boolean): Uint8Array {
+    return vector ? this.pieces.buffer : this.batch.buf;
   }
 
   private onStripeDrain(stripe: Stripe): void {
@@ -495,6 +524,8 @@ export class StripedPipe implements Pipe {
     this.sender.requeue(stripe);
     this.end.stripeLost(stripe.index);
     stripe.pipe.close(reason);
+    this.stripeDied?.(stripe.index, reason);
+    if ((this.state as PipeState) === "closed") return; // stripeDied ended the session
     if (this.usableStripes === 0 && !this.isDone()) this.startGrace();
     if (this.opts.role === "client" && !this.isDone()) this.redial?.(stripe.index);
     this.pump();

@@ -23,6 +23,8 @@ export class TcpPipe implements Pipe {
   readonly copiesOnSend = true;
   /** Human-readable remote address, for logs. */
   remote = "";
+  /** The remote host alone (an accepted connection's source address), for per-source limits. */
+  remoteHost = "";
 
   private socket: Socket<TcpPipe> | undefined;
   private handler: PipeHandler = NOOP_HANDLER;
@@ -282,6 +284,7 @@ export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpLi
     open(socket) {
       const pipe = new TcpPipe();
       socket.data = pipe;
+      pipe.remoteHost = socket.remoteAddress ?? "";
       pipe.remote = `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
       try {
         onAccept(pipe);

@@ -1,15 +1,20 @@
 /**
  * The client's stripe dialer for one session: which stripe index to dial, with which generation and
- * HELLO kind, when to dial it again after a failure (jittered exponential backoff), and when to give up
- * (every first dial failed before any succeeded). docs/protocol.md §3.1, §7.4.
+ * header kind, when to dial it again after a failure (jittered exponential backoff), and when to give up.
+ * docs/protocol.md §3.12, §7.4.
  *
- * It does no I/O itself: `dial` starts one attempt (connect, HELLO, WELCOME — the client's glue) and the
- * glue reports the outcome with `succeeded` / `failed`. The clock and the jitter are injected, so tests
- * drive it without sockets or real time.
+ * A session opens on stripe 0 alone (OPEN, carrying the app's first bytes); once the server's reply to it
+ * authenticated, stripes 1 … N−1 are dialled as JOINs. If stripe 0 fails before that, the session fails:
+ * opening on several stripes at once would split a session across server workers behind SO_REUSEPORT.
+ * Every later dial of any index is a JOIN.
+ *
+ * It does no I/O itself: `dial` starts one attempt (connect, first message, reply — the client's glue) and
+ * the glue reports the outcome with `succeeded` / `failed`. The clock and the jitter are injected, so
+ * tests drive it without sockets or real time.
  */
 
 import type { StriperError } from "../errors.ts";
-import { HELLO_JOIN, HELLO_OPEN } from "../wire/constants.ts";
+import { KIND_JOIN, KIND_OPEN } from "../secure/constants.ts";
 
 /** First re-dial delay, before jitter. */
 export const BACKOFF_BASE_MS = 50;
@@ -21,8 +26,8 @@ export interface DialAttempt {
   readonly index: number;
   /** 1 on the index's first dial, +1 on each re-dial, mod 2^16. */
   readonly generation: number;
-  /** OPEN until the session has been accepted on some stripe, JOIN after. */
-  readonly kind: typeof HELLO_OPEN | typeof HELLO_JOIN;
+  /** OPEN for the session's first dial (stripe 0), JOIN for every other. */
+  readonly kind: typeof KIND_OPEN | typeof KIND_JOIN;
 }
 
 /** Timers as the dialer uses them; the default is the real clock (unref'd: a pending re-dial keeps no process alive). */
@@ -37,7 +42,7 @@ export interface DialerOptions {
   stripes: number;
   /** Starts one attempt; its outcome must come back through succeeded() or failed(). */
   dial(attempt: DialAttempt): void;
-  /** Every first dial failed before any succeeded: the session cannot open. `last` is the last failure. */
+  /** The opening dial (stripe 0) failed: the session cannot open. `last` says why. */
   unreachable(last: StriperError): void;
   /** Uniform in [0, 1), for the jitter (default Math.random). */
   random?: () => number;
@@ -64,8 +69,6 @@ export class StripeDialer {
   private readonly failures: number[];
   /** A pending re-dial per index: at most one each, so the table is bounded by the stripe count. */
   private readonly pending: (unknown | undefined)[];
-  /** Indices whose first dial failed while no stripe had been accepted yet. */
-  private failedFirst: number[] = [];
   private accepted = false;
   private stopped = false;
   private readonly random: () => number;
@@ -84,32 +87,37 @@ export class StripeDialer {
     return this.accepted;
   }
 
-  /** Dials every index at once (the session's first stripes travel in parallel). */
+  /** Dials stripe 0, the session's OPEN; the others follow once it has been accepted. */
   start(): void {
-    for (let i = 0; i < this.opts.stripes; i++) this.dial(i);
+    this.dial(0);
   }
 
-  /** The attempt on `index` was accepted. */
+  /** The attempt on `index` was accepted (its reply authenticated and said OK). */
   succeeded(index: number): void {
     this.failures[index] = 0;
     if (this.accepted) return;
     this.accepted = true;
-    // Indices whose first dial failed before any succeeded are dialled again now, with backoff.
-    for (const i of this.failedFirst.splice(0)) this.redial(i);
+    for (let i = 1; i < this.opts.stripes; i++) this.dial(i);
   }
 
-  /** The attempt on `index` failed (refused, unreachable, timed out, garbage). */
+  /** The attempt on `index` failed (refused, unreachable, timed out, did not authenticate). */
   failed(index: number, err: StriperError): void {
     if (this.stopped) return;
-    if (this.accepted) return this.redial(index);
-    // Before the session was accepted anywhere: give up once every first dial has failed.
-    this.failedFirst.push(index);
-    if (this.failedFirst.length >= this.opts.stripes) this.opts.unreachable(err);
+    if (!this.accepted) {
+      // The opening dial failed: nothing to join, the session cannot open.
+      this.stopped = true;
+      this.opts.unreachable(err);
+      return;
+    }
+    this.redial(index);
   }
 
-  /** Dials `index` again after its backoff (a failed attempt, or an attached stripe that died). */
+  /**
+   * Dials `index` again after its backoff (a failed attempt, or an attached stripe that died). Before the
+   * session was accepted there is nothing to re-dial: the opening attempt reports its end with failed().
+   */
   redial(index: number): void {
-    if (this.stopped || this.pending[index] !== undefined) return;
+    if (this.stopped || !this.accepted || this.pending[index] !== undefined) return;
     const delay = backoffMs(this.failures[index]!++, this.random());
     this.pending[index] = this.timers.set(() => {
       this.pending[index] = undefined;
@@ -129,6 +137,6 @@ export class StripeDialer {
   private dial(index: number): void {
     if (this.stopped) return;
     const generation = (this.generation[index] = (this.generation[index]! + 1) & 0xffff);
-    this.opts.dial({ index, generation, kind: this.accepted ? HELLO_JOIN : HELLO_OPEN });
+    this.opts.dial({ index, generation, kind: this.accepted ? KIND_JOIN : KIND_OPEN });
   }
 }

@@ -1,33 +1,69 @@
 /**
- * The stripe handshake, both ends (docs/protocol.md §3), as three parts the proxies glue together:
+ * The stripe handshake of protocol v2, both ends (docs/protocol.md §3), as parts the proxies glue
+ * together:
  *
- *   readHandshake  reads one handshake message from a fresh pipe under an absolute deadline, driven by a
- *                  parser (src/wire/handshake.ts) that says how long the message is;
- *   admit          the server's decision on a HELLO: open a session, attach to one, or refuse — pure;
- *   judgeWelcome   the client's decision on a WELCOME: attach, retry the stripe, or end the session — pure.
+ *   readHandshake  reads one first message from a fresh pipe under an absolute deadline, driven by a
+ *                  parser (src/wire/handshake.ts) that says how long the message is and authenticates it;
+ *   admit          the server's decision on an authenticated hello: open a session, attach to one, refuse
+ *                  it with an authenticated reply, or stay silent (a failed membership proof) — pure;
+ *   judgeReply     the client's decision on the server's authenticated reply: attach, retry the stripe,
+ *                  or end the session — pure.
  *
- * Checks that later versions add (authentication, replay, per-source limits, destination allowlist) go
- * into the parser and into `admit`; the I/O around them stays as it is.
+ * The checks before admission (key, header, version, time, replay: src/secure/messages.ts) and the limits
+ * at accept (src/secure/ratelimit.ts) are applied by the server in the documented order (§3.10).
  */
 
 import { BrokenError, ConnectError, ProtocolError, StriperError } from "../errors.ts";
 import type { Pipe } from "../pipe/pipe.ts";
 import type { Address } from "../pipe/tcp.ts";
-import {
-  HELLO_JOIN,
-  HELLO_OPEN,
-  STATUS_BAD_VERSION,
-  STATUS_OK,
-  STATUS_REFUSED,
-  STATUS_UNKNOWN_SESSION,
-  VERSION,
-} from "../wire/constants.ts";
-import type { HandshakeParser, Hello, Welcome } from "../wire/handshake.ts";
+import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../secure/constants.ts";
+import { proofMatches, secretsEqual } from "../secure/kdf.ts";
+import type { Key } from "../secure/keys.ts";
+import type { ClientHello, HandshakeAuth, ServerReply, SilentReason } from "../secure/messages.ts";
+import type { HandshakeParser } from "../wire/handshake.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
+
+// --- Keys --------------------------------------------------------------------------------------------
+
+/**
+ * How a proxy authenticates its stripes: with pre-shared keys (the default; the server accepts any of
+ * them, the client uses the first), or not at all (`--no-auth`: plain mode, for benchmarks and trusted
+ * networks only). A library user must choose one: there is no silent default.
+ */
+export type StripeAuth = { readonly mode: "keyed"; readonly keys: readonly Key[] } | { readonly mode: "plain" };
+
+/** The codec's view of StripeAuth: the key bytes. Throws E_KEY_MISSING for a keyed auth without keys. */
+export function handshakeAuth(auth: StripeAuth): HandshakeAuth {
+  if (auth.mode === "plain") return { mode: "plain" };
+  if (auth.keys.length === 0) throw new StriperError("E_KEY_MISSING", "keyed stripe authentication needs at least one key");
+  return { mode: "keyed", keys: auth.keys.map((k) => k.bytes) };
+}
+
+/** Default and largest handshake deadline, ms: the whole first message must arrive within it. */
+export const HANDSHAKE_DEADLINE_MS = 10_000;
+/** Default bound on connections that have not authenticated yet. */
+export const DEFAULT_MAX_UNAUTHENTICATED = 1024;
+/** Default handshake attempts per source and second (tokens refunded when a hello authenticates). */
+export const DEFAULT_HANDSHAKE_RATE = 20;
+/** Default burst of handshake attempts per source: a client dials up to 64 stripes at once. */
+export const DEFAULT_HANDSHAKE_BURST = 80;
+
+/** Default deadline for the server's authenticated reply on a stripe, ms (the client's). */
+export const CLIENT_HANDSHAKE_MS = 5000;
+
+/** What a proxy in plain mode (--no-auth) logs at start, server and client alike. */
+export const PLAIN_WARNING =
+  "WARNING: --no-auth: stripes are neither authenticated nor encrypted; anyone on the path can read and change them, and anyone who reaches the server can use it (benchmarks and trusted networks only)";
+
+/**
+ * The peer window a client assumes for a new session until the server's reply brings the real one: it
+ * sends the app's first bytes (0-RTT) within it. Every server session window is at least this large.
+ */
+export const INITIAL_WINDOW = 64 * 1024;
 
 // --- Reading ---------------------------------------------------------------------------------------
 
-/** Largest handshake message a parser may ask for. v1's are 32 and 16 bytes; v2's header is at most ~2 KiB. */
+/** Largest handshake message a parser may ask for. v2's first messages are at most 2,132 bytes. */
 export const MAX_HANDSHAKE_BYTES = 4096;
 
 /** How to read one handshake message. */
@@ -49,7 +85,7 @@ export interface HandshakeRead<T> {
   value: T;
   /** The message's bytes. */
   message: Uint8Array;
-  /** What arrived after it: the start of the frame stream (0-RTT data in later versions). */
+  /** What arrived after it: the start of the frame stream (the client's 0-RTT records). */
   leftover: Uint8Array;
 }
 
@@ -138,57 +174,84 @@ export function readHandshake<T>(
 
 // --- Server: admission -----------------------------------------------------------------------------
 
-/** What admission may refuse with: the WELCOME status the client sees. */
-export type RefuseStatus = typeof STATUS_BAD_VERSION | typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION;
+/** What admission may refuse with: the reply status the client sees (authenticated). */
+export type RefuseStatus = typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION;
 
-/** The server's decision on a stripe whose HELLO arrived whole. */
+/**
+ * What the server remembers of how a session was opened, to check the stripes that join it: the session
+ * secret S from its OPEN and the fingerprint of the key that opened it ("" in plain mode).
+ */
+export interface Membership {
+  readonly secret: Uint8Array;
+  readonly keyId: string;
+}
+
+/** The server's decision on a stripe whose first message authenticated and was fresh. */
 export type Admission<S> =
-  /** A new session, to `target`: register it, answer OK with its window, attach the stripe. */
-  | { readonly kind: "open"; readonly key: string; readonly target: Address }
-  /** A stripe of a live session: answer OK with the session's window, attach the stripe. */
+  /** A new session, to `target`: register it with `membership`, reply OK with its window, attach the stripe. */
+  | { readonly kind: "open"; readonly key: string; readonly target: Address; readonly membership: Membership }
+  /** A stripe of a live session: reply OK with the session's window, attach the stripe. */
   | { readonly kind: "attach"; readonly key: string; readonly session: S }
-  /** Answer `status` (no frames follow) and close. `code` classifies it; `reason` is for the log line. */
-  | { readonly kind: "refuse"; readonly status: RefuseStatus; readonly code: string; readonly reason: string };
+  /** Reply `status` (authenticated; no frames follow) and close. `code` classifies it; `reason` is for the log. */
+  | { readonly kind: "refuse"; readonly status: RefuseStatus; readonly code: string; readonly reason: string }
+  /** No reply at all (silence, as for every failed check before admission). */
+  | { readonly kind: "silent"; readonly reason: SilentReason };
 
 /** The server's limits and defaults that admission applies. */
 export interface AdmissionPolicy {
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes: number;
-  /** Where new sessions go (v1 carries no destination: always the server's target). */
+  /** Where new sessions go (v2 carries no destination yet: always the server's target). */
   target: Address;
 }
 
 /**
- * Decides what happens to a stripe, in the order of docs/protocol.md §3.3: version, stripe index and kind,
- * stripe count, then the session lookup and the open limits. Pure: it reads `sessions` and changes nothing.
+ * Decides what happens to a stripe whose first message authenticated (under the key `keyId`) and passed
+ * the time and replay checks, in the order of docs/protocol.md §3.10 step 8: kind and stripe index, stripe
+ * count, session lookup; for a live session the key that opened it and the secret (OPEN) or the join
+ * proof (JOIN), compared in constant time; then the open limits. `memberOf` says how a live session was
+ * opened. Pure: it reads `sessions` and changes nothing.
  */
-export function admit<S>(hello: Hello, sessions: SessionLookup<S>, policy: AdmissionPolicy): Admission<S> {
+export function admit<S>(
+  hello: ClientHello,
+  keyId: string,
+  sessions: SessionLookup<S>,
+  policy: AdmissionPolicy,
+  memberOf: (session: S) => Membership,
+): Admission<S> {
   const refuse = (status: RefuseStatus, code: string, reason: string): Admission<S> => ({ kind: "refuse", status, code, reason });
-  if (hello.version !== VERSION) return refuse(STATUS_BAD_VERSION, "E_BAD_VERSION", `version ${hello.version}`);
-  const badIndex = hello.stripeIndex >= policy.maxStripes;
-  const badKind = hello.kind !== HELLO_OPEN && hello.kind !== HELLO_JOIN;
+  const h = hello.header;
+  const badIndex = h.stripeIndex >= policy.maxStripes;
+  const badKind = h.kind !== KIND_OPEN && h.kind !== KIND_JOIN;
   if (badIndex || badKind) {
-    return refuse(STATUS_REFUSED, badKind ? "E_BAD_KIND" : "E_STRIPE_INDEX", `index ${hello.stripeIndex} kind ${hello.kind}`);
+    return refuse(STATUS_REFUSED, badKind ? "E_BAD_KIND" : "E_STRIPE_INDEX", `index ${h.stripeIndex} kind ${h.kind}`);
   }
-  // A client dials indices 0 … count−1, so this never refuses a well-formed HELLO. The count is not held
+  // A client dials indices 0 … count−1, so this never refuses a well-formed header. The count is not held
   // against maxStripes: a client set up for more stripes than the server takes keeps the ones it may have.
-  if (hello.stripeCount === 0 || hello.stripeIndex >= hello.stripeCount) {
-    return refuse(STATUS_REFUSED, "E_STRIPE_COUNT", `index ${hello.stripeIndex} of stripe count ${hello.stripeCount}`);
+  if (h.stripeCount === 0 || h.stripeIndex >= h.stripeCount) {
+    return refuse(STATUS_REFUSED, "E_STRIPE_COUNT", `index ${h.stripeIndex} of stripe count ${h.stripeCount}`);
   }
-  const key = sessionKey(hello.sessionId);
+  const key = sessionKey(hello.sid);
   const live = sessions.live(key);
-  // An OPEN for a live session is one of the client's parallel first dials: it joins.
-  if (live !== undefined) return { kind: "attach", key, session: live };
-  if (hello.kind === HELLO_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  if (live !== undefined) {
+    // Knowing a session id (it travels in clear) is not enough: the stripe must come with the same key
+    // and prove the session secret. A second OPEN of a live id carries S itself; a JOIN a proof bound to
+    // its own salt. Both compared in constant time.
+    const m = memberOf(live);
+    const proven = h.kind === KIND_OPEN ? secretsEqual(m.secret, h.secret) : proofMatches(m.secret, hello.cs, h.secret);
+    if (!proven || m.keyId !== keyId) return { kind: "silent", reason: "bad-member" };
+    return { kind: "attach", key, session: live };
+  }
+  if (h.kind === KIND_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
   const blocker = sessions.openBlocker();
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
-  return { kind: "open", key, target: policy.target };
+  return { kind: "open", key, target: policy.target, membership: { secret: new Uint8Array(h.secret), keyId } };
 }
 
-// --- Client: the WELCOME ---------------------------------------------------------------------------
+// --- Client: the reply ------------------------------------------------------------------------------
 
-/** The client's decision on a WELCOME. */
-export type WelcomeVerdict =
+/** The client's decision on the server's authenticated reply. */
+export type ReplyVerdict =
   /** Accepted: take `window` as the peer's window and attach the stripe. */
   | { readonly kind: "attach"; readonly window: number }
   /** This stripe failed; the dialer decides whether and when to dial it again. */
@@ -196,14 +259,22 @@ export type WelcomeVerdict =
   /** The session cannot go on: re-dialling will not help. */
   | { readonly kind: "end"; readonly error: StriperError };
 
-/** Judges a WELCOME as docs/protocol.md §3.4 says. Pure. */
-export function judgeWelcome(w: Welcome): WelcomeVerdict {
-  if (w.version !== VERSION || w.status === STATUS_BAD_VERSION) {
-    return { kind: "end", error: new ConnectError("E_BAD_VERSION", `server proxy speaks protocol version ${w.version}, not ${VERSION}`) };
-  }
-  if (w.status === STATUS_OK) return { kind: "attach", window: w.window };
-  if (w.status === STATUS_UNKNOWN_SESSION) {
+/** Judges an authenticated reply as docs/protocol.md §3.9 says. Pure. */
+export function judgeReply(r: ServerReply): ReplyVerdict {
+  if (r.status === STATUS_OK) return { kind: "attach", window: r.window };
+  if (r.status === STATUS_UNKNOWN_SESSION) {
     return { kind: "end", error: new BrokenError("E_SESSION_LOST", "server proxy no longer has this session") };
   }
-  return { kind: "retry", error: new ConnectError("E_REFUSED", `server proxy refused the stripe (status ${w.status})`) };
+  return { kind: "retry", error: new ConnectError("E_REFUSED", `server proxy refused the stripe (status ${r.status})`) };
+}
+
+/** E_AUTH: the server's reply to our first message did not authenticate under our key. */
+export function replyNotAuthentic(): StriperError {
+  return new ConnectError("E_AUTH", "server reply did not authenticate with our key: wrong key, or not a tcp-striper server");
+}
+
+/** E_AUTH: no authenticated reply came (before `ms`, or before the connection ended). */
+export function noAuthenticReply(ms: number | undefined): StriperError {
+  const when = ms === undefined ? "before the server closed the connection" : `within ${(ms / 1000).toFixed(ms % 1000 === 0 ? 0 : 1)} s`;
+  return new ConnectError("E_AUTH", `no authenticated reply ${when}: wrong key, clock off by more than 30 s, or not a tcp-striper server`);
 }

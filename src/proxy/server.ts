@@ -1,34 +1,71 @@
 /**
- * Server-side proxy: accepts stripes, reads each one's HELLO, lets admission (handshake.ts) decide, and
- * bridges each session to one connection to its target. The registry holds the sessions; this file is
- * the I/O around the two.
+ * Server-side proxy: accepts stripes, checks each one's first message in the order of
+ * docs/protocol.md §3.10 (limits at accept, deadline, key, header, version, time, replay, admission), and
+ * bridges each session to one connection to its target. Every failed check gets the same treatment,
+ * silence: no byte back, read and discard until the deadline measured from the accept, then close. The
+ * registry holds the sessions, admission (handshake.ts) decides; this file is the I/O around them.
  */
 
-import { BrokenError, ProtocolError, StriperError } from "../errors.ts";
+import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
+import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { STATUS_OK, VERSION } from "../wire/constants.ts";
-import { encodeWelcome, helloParser } from "../wire/handshake.ts";
-import { admit, readHandshake, type AdmissionPolicy, type RefuseStatus } from "./handshake.ts";
+import { FIRST_FRAME_COUNTER, STATUS_OK } from "../secure/constants.ts";
+import { RecordError } from "../secure/errors.ts";
+import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
+import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
+import { RecordOpener } from "../secure/record.ts";
+import { ReplaySet } from "../secure/replay.ts";
+import { HandshakeRejected, clientHelloParser } from "../wire/handshake.ts";
+import {
+  DEFAULT_HANDSHAKE_BURST,
+  DEFAULT_HANDSHAKE_RATE,
+  DEFAULT_MAX_UNAUTHENTICATED,
+  HANDSHAKE_DEADLINE_MS,
+  PLAIN_WARNING,
+  admit,
+  handshakeAuth,
+  readHandshake,
+  type AdmissionPolicy,
+  type HandshakeRead,
+  type Membership,
+  type RefuseStatus,
+  type StripeAuth,
+} from "./handshake.ts";
 import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
+import { DamageLog } from "./damage.ts";
+import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
   listen: Address;
   target: Address;
+  /** Pre-shared keys (any of them opens a session) or plain mode. Required: there is no silent default. */
+  auth: StripeAuth;
   session?: Partial<Omit<SessionOptions, "role">>;
-  /** Absolute deadline for a stripe's HELLO. */
+  /**
+   * Absolute deadline from the accept for a stripe's whole first message, ms (default and maximum
+   * 10 000). A connection that fails a check is held, silent, until it passes, then closed.
+   */
   handshakeTimeoutMs?: number;
+  /** Connections that have not authenticated yet (default 1024); the oldest waiting ≥ 1 s makes room. */
+  maxUnauthenticated?: number;
+  /** Handshake attempts per second per source address (IPv6: per /64), default 20. */
+  handshakeRate?: number;
+  /** Handshake attempts a quiet source may make at once, default 80. */
+  handshakeBurst?: number;
   /** Sessions at once; more are refused. */
   maxSessions?: number;
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes?: number;
   /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
   maxBuffer?: number;
+  /** Wall clock for the timestamp check, unix ms (default Date.now); tests skew it. */
+  wallClock?: () => number;
   log?: LogSink;
 }
 
@@ -39,86 +76,229 @@ export interface StriperServer {
   readonly sessions: ReadonlyMap<string, StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
+  /** Stripes refused silently since start, per reason (docs/protocol.md §3.11). */
+  readonly rejections: Readonly<Record<SilentReason, number>>;
+  /** Connections accepted that have not authenticated (reading their first message, or held silent). */
+  readonly unauthenticated: number;
+  /**
+   * Replaces the keys new stripes are checked against (a key file re-read on SIGHUP). Sessions keep the
+   * key they were opened with: their stripes are still accepted while the server holds that key. The
+   * mode cannot change (keyed ↔ --no-auth needs a restart): E_CONFIG.
+   */
+  setKeys(auth: StripeAuth): void;
   /** Stops accepting and resets every session. */
   stop(): void;
 }
 
-/** How long a refused stripe stays open after the refusal, so the WELCOME reaches the client. */
+/** How long a refused stripe stays open after the refusal, so the reply reaches the client. */
 const REFUSE_LINGER_MS = 1000;
+/** The close at the end of silence (a reset, the same for every reason). */
+const SILENCE_OVER = new BrokenError("E_HANDSHAKE_REJECTED", "first message refused");
 
-/** Starts the server-side proxy. */
+/** Which silent reason a failed read of the first message counts under. */
+function reasonOf(err: StriperError): SilentReason {
+  if (err instanceof HandshakeRejected) return err.reason;
+  if (err.code === "E_HANDSHAKE_TIMEOUT") return "timeout";
+  if (err.code === "E_HANDSHAKE_TOO_LARGE") return "too-long";
+  return "truncated"; // EOF, or a reset by the peer
+}
+
+function positive(name: string, v: number, max = Infinity): number {
+  if (!(v > 0) || v > max) throw new StriperError("E_CONFIG", `${name} must be above 0${max < Infinity ? ` and at most ${max}` : ""}, got ${v}`);
+  return v;
+}
+
+/** Starts the server-side proxy. Throws StriperError (E_CONFIG, E_KEY_MISSING) on bad options. */
 export function startServer(opts: ServerOptions): StriperServer {
   const log = opts.log ?? stderrLog;
+  /** The keys as the codec takes them, and their fingerprints; replaced whole by setKeys(). */
+  interface Keys {
+    auth: HandshakeAuth;
+    ids: string[];
+  }
+  const keysOf = (a: StripeAuth): Keys => ({ auth: handshakeAuth(a), ids: a.mode === "keyed" ? a.keys.map((k) => k.id) : [] });
+  let keys = keysOf(opts.auth);
+  const deadlineMs = positive("handshake deadline", opts.handshakeTimeoutMs ?? HANDSHAKE_DEADLINE_MS, HANDSHAKE_DEADLINE_MS);
+  const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
-  const handshakeTimeout = opts.handshakeTimeoutMs ?? 5000;
   const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target };
   const registry = new SessionRegistry<StripedPipe>(opts.maxSessions ?? 1024);
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
+  // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
+  const replay = new ReplaySet({ sinceMs: wall() });
+  const limiter = new SourceLimiter({
+    ratePerSec: positive("handshake rate", opts.handshakeRate ?? DEFAULT_HANDSHAKE_RATE),
+    burst: positive("handshake burst", opts.handshakeBurst ?? DEFAULT_HANDSHAKE_BURST),
+  });
+  const gate = new UnauthGate<TcpPipe>(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED);
+  const rejections = new Rejections({ log });
+  const damage = new DamageLog(log);
+  const membership = new WeakMap<StripedPipe, Membership>();
+  const noMember: Membership = { secret: new Uint8Array(32), keyId: "-" }; // matches no stripe
+  // Accepted, not authenticated: reading their first message or held silent. For stop().
+  const pending = new Set<TcpPipe>();
+  const evicted = new WeakSet<TcpPipe>();
 
-  const refuse = (pipe: TcpPipe, status: RefuseStatus): void => {
-    pipe.send(encodeWelcome({ version: VERSION, status, window: 0 }));
-    pipe.shutdown();
-    setTimeout(() => pipe.close(), REFUSE_LINGER_MS).unref();
-  };
-
-  const openSession = (key: string, peerWindow: number, to: Address): StripedPipe => {
+  const openSession = (key: string, peerWindow: number, to: Address, member: Membership): StripedPipe => {
     const session = factory.open(registry.size, peerWindow);
+    membership.set(session, member);
     registry.add(key, session);
+    const id = key.slice(0, 12);
+    session.id = id;
+    session.stripeDied = (index, err) => {
+      if (err instanceof RecordError) damage.note(id, index, err);
+    };
     const target = connectTcp(to);
     const started = performance.now();
-    log(`session ${key.slice(0, 12)} start target ${formatAddress(to)}`);
+    log(`session ${id} start target ${formatAddress(to)}`);
     // A target that cannot be reached ends the session at once; the client sees a reset.
     new Bridge(session, target, (r) => {
       registry.remove(key, session);
-      log(sessionEndLine(key.slice(0, 12), r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
     });
     return session;
   };
 
-  const onStripe = (pipe: TcpPipe): void => {
-    readHandshake(pipe, helloParser, { deadlineMs: handshakeTimeout }, (r) => {
-      if (r instanceof StriperError) {
-        // Garbage on the port (the parser's ProtocolError): no detail, no reply, just a close.
-        const what = r instanceof ProtocolError ? "not a stripe handshake" : r.message;
-        log(`stripe from ${pipe.remote} dropped: ${r.code} ${what}`);
-        pipe.close(r);
+  /** No byte back: read and discard until the deadline from the accept, then reset. Counted under `reason`. */
+  const silence = (pipe: TcpPipe, source: string, acceptedAt: number, reason: SilentReason): void => {
+    rejections.note(evicted.has(pipe) ? "busy" : reason, source);
+    const forget = (): void => {
+      pending.delete(pipe);
+      gate.leave(pipe);
+    };
+    if (pipe.state === "closed") return forget();
+    const timer = setTimeout(() => pipe.close(SILENCE_OVER), Math.max(0, acceptedAt + deadlineMs - performance.now()));
+    timer.unref();
+    pipe.setHandler({
+      data() {}, // discarded: how much was read tells a prober nothing
+      drain() {},
+      end() {}, // the peer's FIN changes nothing either
+      close() {
+        clearTimeout(timer);
+        forget();
+      },
+    });
+    pipe.resume();
+  };
+
+  /** The authenticated reply to `hello`, under the key of `k` that opened it (plain mode: unsealed). */
+  const reply = (k: Keys, hello: ClientHello, status: number, window: number) => {
+    const psk = k.auth.mode === "keyed" && hello.keyIndex >= 0 ? k.auth.keys[hello.keyIndex] : undefined;
+    return encodeServerReply(psk, hello, { status, flags: 0, window, options: [] });
+  };
+
+  const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus): void => {
+    pipe.send(reply(k, hello, status, 0).bytes);
+    pipe.shutdown();
+    setTimeout(() => pipe.close(), REFUSE_LINGER_MS).unref();
+  };
+
+  /** The first message authenticated: time, replay, admission, then the reply and the stripe's carrier. */
+  const authenticated = (pipe: TcpPipe, k: Keys, source: string, acceptedAt: number, r: HandshakeRead<ClientHello>): void => {
+    const hello = r.value;
+    const stale = checkFresh(hello, wall(), replay);
+    if (stale !== undefined) return silence(pipe, source, acceptedAt, stale);
+    // A fresh hello from a key holder: its attempt does not count against its source.
+    limiter.refund(source);
+    const keyId = hello.keyIndex >= 0 ? k.ids[hello.keyIndex]! : "";
+    const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember);
+    let session: StripedPipe;
+    switch (a.kind) {
+      case "silent":
+        return silence(pipe, source, acceptedAt, a.reason);
+      case "refuse":
+        pending.delete(pipe);
+        gate.leave(pipe);
+        log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
+        refuse(pipe, k, hello, a.status);
         return;
+      case "open":
+        session = openSession(a.key, hello.header.window, a.target, a.membership);
+        break;
+      case "attach":
+        session = a.session;
+        break;
+      default: {
+        const unknown: never = a;
+        throw new Error(`unknown admission ${JSON.stringify(unknown)}`);
       }
-      const hello = r.value;
-      const a = admit(hello, registry, policy);
-      let session: StripedPipe;
-      switch (a.kind) {
-        case "refuse":
-          log(`stripe from ${pipe.remote} refused: ${a.reason}`);
-          refuse(pipe, a.status);
-          return;
-        case "open":
-          session = openSession(a.key, hello.window, a.target);
-          break;
-        case "attach":
-          session = a.session;
-          break;
-        default: {
-          const unknown: never = a;
-          throw new Error(`unknown admission ${JSON.stringify(unknown)}`);
-        }
+    }
+    pending.delete(pipe);
+    gate.leave(pipe);
+    const out = reply(k, hello, STATUS_OK, session.opts.window);
+    pipe.send(out.bytes);
+    const h = hello.header;
+    if (out.sealer !== undefined && hello.key !== undefined) {
+      // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
+      const sealed = new SealedPipe(pipe, { sealer: out.sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover: r.leftover });
+      session.attach(h.stripeIndex, h.generation, sealed);
+    } else {
+      session.attach(h.stripeIndex, h.generation, pipe, r.leftover);
+    }
+    pipe.resume();
+  };
+
+  const onStripe = (pipe: TcpPipe): void => {
+    const acceptedAt = performance.now();
+    const source = sourceKey(pipe.remoteHost || pipe.remote);
+    // Step 2: limits at accept, before a byte is read. Over either: closed at once, silently.
+    if (!limiter.take(source, acceptedAt)) {
+      rejections.note("rate-limited", source);
+      pipe.close(SILENCE_OVER);
+      return;
+    }
+    const g = gate.enter(pipe, acceptedAt);
+    if (!g.admitted) {
+      rejections.note("busy", source);
+      pipe.close(SILENCE_OVER);
+      return;
+    }
+    if (g.evicted !== undefined) {
+      evicted.add(g.evicted);
+      g.evicted.close(SILENCE_OVER);
+    }
+    pending.add(pipe);
+    // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
+    const k = keys;
+    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed.
+    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs }, (r) => {
+      if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
+      try {
+        authenticated(pipe, k, source, acceptedAt, r);
+      } catch (err) {
+        // A bug, never peer input: the stripe goes, the server stays.
+        log(`stripe from ${pipe.remote} dropped: E_INTERNAL ${String(err)}`);
+        pending.delete(pipe);
+        gate.leave(pipe);
+        pipe.close(new BrokenError("E_INTERNAL", String(err)));
       }
-      pipe.send(encodeWelcome({ version: VERSION, status: STATUS_OK, window: session.opts.window }));
-      session.attach(hello.stripeIndex, hello.generation, pipe, r.leftover);
-      pipe.resume();
     });
   };
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}`);
+  const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
+  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}`);
+  if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions: registry.sessions,
     budget: factory.budget,
+    rejections: rejections.counts,
+    get unauthenticated() {
+      return gate.active;
+    },
+    setKeys(auth) {
+      if (auth.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${auth.mode} stripes without a restart`);
+      keys = keysOf(auth);
+      if (auth.mode === "keyed") log(`keys now ${keys.ids.join(",")}`);
+    },
     stop() {
       registry.stopOpening();
       factory.stop();
       listener.stop();
+      rejections.close();
+      damage.close();
+      for (const p of [...pending]) p.close(SILENCE_OVER);
       for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },
   };

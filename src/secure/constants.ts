@@ -1,5 +1,5 @@
 /**
- * Wire constants of protocol v2's secure layer (docs/protocol-v2-draft.md). test/secure-messages.test.ts
+ * Wire constants of protocol v2's secure layer (docs/protocol.md §3). test/secure-messages.test.ts
  * pins every value, so an edited constant cannot silently change the protocol.
  */
 

@@ -1,5 +1,5 @@
 /**
- * Key derivations of protocol v2 (docs/protocol-v2-draft.md §"Keys"), all HKDF-SHA256 / HMAC-SHA256
+ * Key derivations of protocol v2 (docs/protocol.md §3.3), all HKDF-SHA256 / HMAC-SHA256
  * from node:crypto:
  *
  *   K_c2s = HKDF(psk, salt = cs,      info = "tcp-striper v2 c2s" ‖ sid, 32)

@@ -143,6 +143,6 @@ export function loadKeys(from: KeySources): LoadedKeys {
   }
   throw new KeyError(
     "E_KEY_MISSING",
-    `no key: make one with \`keygen > striper.key && chmod 600 striper.key\`, then pass --key-file striper.key (or set ${KEY_ENV}); --no-auth runs without one, on trusted networks only`,
+    `no key: make one with \`tcp-striper keygen > key && chmod 600 key\` (from a checkout: bun run src/main.ts keygen), then pass --key-file key or set ${KEY_ENV}; --no-auth runs without one, on trusted networks only`,
   );
 }

@@ -1,6 +1,6 @@
 /**
  * The first message of each direction of a v2 stripe connection, as pure encoders and incremental
- * readers (docs/protocol-v2-draft.md §3). No sockets, no clocks of their own.
+ * readers (docs/protocol.md §3.5–§3.9). No sockets, no clocks of their own.
  *
  * Client → server:
  *   off 0   16  session id (clear; load balancers hash it)

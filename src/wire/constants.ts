@@ -1,33 +1,8 @@
 /**
  * Wire constants. Every value is specified in docs/protocol.md; test/wire.test.ts pins each one so a
- * reordered or edited constant cannot silently change the protocol.
+ * reordered or edited constant cannot silently change the protocol. The handshake's constants (first
+ * messages, records, statuses) are in src/secure/constants.ts.
  */
-
-/** "TSTR": first four bytes of every HELLO and WELCOME (big-endian u32). */
-export const MAGIC = 0x54535452;
-/** Protocol version carried in HELLO and WELCOME. Bumped on any incompatible change. */
-export const VERSION = 1;
-
-/** HELLO: client → server, first bytes on every stripe. */
-export const HELLO_SIZE = 32;
-/** WELCOME: server → client, the reply to a HELLO. */
-export const WELCOME_SIZE = 16;
-/** Bytes in a session id: random, unguessable (128 bits). */
-export const SESSION_ID_SIZE = 16;
-
-/** HELLO kind: open a new session (stripe index 0 is not required to be first). */
-export const HELLO_OPEN = 1;
-/** HELLO kind: join (or re-join) an existing session. */
-export const HELLO_JOIN = 2;
-
-/** WELCOME status: accepted, frames follow. */
-export const STATUS_OK = 0;
-/** WELCOME status: JOIN named a session the server does not have (expired or never existed). */
-export const STATUS_UNKNOWN_SESSION = 1;
-/** WELCOME status: the HELLO's version is not spoken here. */
-export const STATUS_BAD_VERSION = 2;
-/** WELCOME status: refused by a limit (too many sessions or stripes). */
-export const STATUS_REFUSED = 3;
 
 /** Every frame starts with this fixed header. */
 export const FRAME_HEADER_SIZE = 16;

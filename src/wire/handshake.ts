@@ -1,99 +1,23 @@
 /**
- * The stripe handshake on the wire (docs/protocol.md §3): the HELLO a client sends first on every stripe,
- * the WELCOME the server answers with, and parsers that tell a handshake reader how long a message is.
- * Pure: no sockets. All integers are big-endian.
+ * The stripe handshake on the wire (docs/protocol.md §3): parsers that tell a handshake reader
+ * (src/proxy/handshake.ts) how long the first message of a stripe is, for protocol version 2's two first
+ * messages, whose bytes are encoded and authenticated by src/secure/messages.ts. Pure: no sockets.
  *
- * A parser, not a fixed size, drives the reader (src/proxy/handshake.ts) because the next protocol
- * version's first message carries its own length (docs/protocol.md §12): the reader cannot know the size
- * before it has looked at the first bytes.
+ * A parser, not a fixed size, drives the reader because a v2 first message carries its own (sealed)
+ * length: the reader cannot know the size before the parser has opened the first bytes.
  */
 
-import { ProtocolError, StriperError } from "../errors.ts";
-import { HELLO_SIZE, MAGIC, SESSION_ID_SIZE, WELCOME_SIZE } from "./constants.ts";
-
-// --- HELLO -----------------------------------------------------------------------------------------
-//  0                   1                   2                   3
-//  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
-// |                         magic "TSTR"                          |
-// |    version    |     kind      |          stripe index         |
-// |          stripe count         |          generation           |
-// |                  session id (16 bytes) ...                    |
-// |                 receive window (bytes, u32)                   |
-
-/** What a stripe announces when it connects. */
-export interface Hello {
-  version: number;
-  kind: number;
-  stripeIndex: number;
-  stripeCount: number;
-  /** Counts the client's dials of this stripe index; ACK entries name it so stale counts are ignored. */
-  generation: number;
-  sessionId: Uint8Array;
-  window: number;
-}
-
-/** Encodes a HELLO into a new 32-byte buffer. */
-export function encodeHello(h: Hello): Uint8Array {
-  const buf = new Uint8Array(HELLO_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, h.version);
-  v.setUint8(5, h.kind);
-  v.setUint16(6, h.stripeIndex);
-  v.setUint16(8, h.stripeCount);
-  v.setUint16(10, h.generation);
-  buf.set(h.sessionId.subarray(0, SESSION_ID_SIZE), 12);
-  v.setUint32(28, h.window);
-  return buf;
-}
-
-/** Decodes a complete HELLO; throws ProtocolError E_BAD_MAGIC when it is not one. */
-export function decodeHello(buf: Uint8Array): Hello {
-  if (buf.byteLength < HELLO_SIZE) throw new ProtocolError("E_SHORT_HELLO", "HELLO shorter than 32 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, HELLO_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper HELLO");
-  return {
-    version: v.getUint8(4),
-    kind: v.getUint8(5),
-    stripeIndex: v.getUint16(6),
-    stripeCount: v.getUint16(8),
-    generation: v.getUint16(10),
-    sessionId: new Uint8Array(buf.subarray(12, 12 + SESSION_ID_SIZE)), // a copy: Buffer#slice would share memory
-    window: v.getUint32(28),
-  };
-}
-
-// --- WELCOME ---------------------------------------------------------------------------------------
-// |                         magic "TSTR"                          |
-// |    version    |    status     |           reserved            |
-// |                 receive window (bytes, u32)                   |
-// |                           reserved                            |
-
-/** The server's answer to a HELLO. */
-export interface Welcome {
-  version: number;
-  status: number;
-  window: number;
-}
-
-/** Encodes a WELCOME into a new 16-byte buffer. */
-export function encodeWelcome(w: Welcome): Uint8Array {
-  const buf = new Uint8Array(WELCOME_SIZE);
-  const v = new DataView(buf.buffer);
-  v.setUint32(0, MAGIC);
-  v.setUint8(4, w.version);
-  v.setUint8(5, w.status);
-  v.setUint32(8, w.window);
-  return buf;
-}
-
-/** Decodes a complete WELCOME; throws ProtocolError when it is not one. */
-export function decodeWelcome(buf: Uint8Array): Welcome {
-  if (buf.byteLength < WELCOME_SIZE) throw new ProtocolError("E_SHORT_WELCOME", "WELCOME shorter than 16 bytes");
-  const v = new DataView(buf.buffer, buf.byteOffset, WELCOME_SIZE);
-  if (v.getUint32(0) !== MAGIC) throw new ProtocolError("E_BAD_MAGIC", "not a tcp-striper WELCOME");
-  return { version: v.getUint8(4), status: v.getUint8(5), window: v.getUint32(8) };
-}
+import { StriperError } from "../errors.ts";
+import {
+  readClientHello,
+  readServerReply,
+  type ClientHello,
+  type HandshakeAuth,
+  type HelloResume,
+  type ServerReplyIn,
+  type SilentReason,
+  type Step,
+} from "../secure/messages.ts";
 
 // --- Parsers -------------------------------------------------------------------------------------
 
@@ -113,21 +37,51 @@ export type ParseStep<T> =
  */
 export type HandshakeParser<T> = (received: Uint8Array) => ParseStep<T>;
 
-/** A parser for a message of a fixed `size` that `decode` turns into a value or rejects with a StriperError. */
-export function fixedSizeParser<T>(size: number, decode: (message: Uint8Array) => T): HandshakeParser<T> {
-  return (received) => {
-    if (received.byteLength < size) return { kind: "more", bytes: size - received.byteLength };
-    try {
-      return { kind: "done", size, value: decode(received.subarray(0, size)) };
-    } catch (err) {
-      if (!(err instanceof StriperError)) throw err;
-      return { kind: "invalid", error: err };
+/**
+ * A first message that failed a check. The server answers every one the same way (silence: no byte back,
+ * read and discard until the deadline, then close); `reason` only picks the counter and the log line.
+ */
+export class HandshakeRejected extends StriperError {
+  constructor(readonly reason: SilentReason) {
+    super("E_HANDSHAKE_REJECTED", `first message refused: ${reason}`);
+    this.name = "HandshakeRejected";
+  }
+}
+
+/** Turns a reader step of src/secure/messages.ts into a parser step, given how many bytes it saw. */
+function toParseStep<T, R>(step: Step<T, R>, have: number): ParseStep<T> {
+  switch (step.status) {
+    case "need":
+      return { kind: "more", bytes: Math.max(1, step.total - have) };
+    case "done":
+      return { kind: "done", size: step.consumed, value: step.value };
+    case "fail":
+      return { kind: "invalid", error: new HandshakeRejected(step.reason) };
+    default: {
+      const never: never = step;
+      throw new Error(`unknown handshake step ${JSON.stringify(never)}`);
     }
+  }
+}
+
+/**
+ * The server's parser of a client's first message (§3.5) under `auth`: sid ‖ cs ‖ the header record,
+ * which must authenticate under one of the keys. One parser per connection: it remembers which key
+ * opened the length, so the keys are tried once. Failures are HandshakeRejected with the reason.
+ */
+export function clientHelloParser(auth: HandshakeAuth): HandshakeParser<ClientHello> {
+  let resume: HelloResume | undefined;
+  return (received) => {
+    const step = readClientHello(received, auth, resume);
+    if (step.status === "need" && step.resume !== undefined) resume = step.resume;
+    return toParseStep(step, received.byteLength);
   };
 }
 
-/** Parses a v1 HELLO: 32 bytes, E_BAD_MAGIC when they are not one. */
-export const helloParser: HandshakeParser<Hello> = fixedSizeParser(HELLO_SIZE, decodeHello);
-
-/** Parses a v1 WELCOME: 16 bytes, E_BAD_MAGIC when they are not one. */
-export const welcomeParser: HandshakeParser<Welcome> = fixedSizeParser(WELCOME_SIZE, decodeWelcome);
+/**
+ * The client's parser of the server's reply (§3.8) to the hello it sent with `sid` and `cs`: it must
+ * authenticate under the client's key and be bound to that hello. Failures are HandshakeRejected.
+ */
+export function serverReplyParser(auth: HandshakeAuth, hello: { sid: Uint8Array; cs: Uint8Array }): HandshakeParser<ServerReplyIn> {
+  return (received) => toParseStep(readServerReply(received, auth, hello), received.byteLength);
+}
