@@ -725,6 +725,18 @@ async function runOnce(o: Options, spec: RunSpec, ssh: SshSetup | undefined): Pr
 // Main
 
 const o = parseOptions(process.argv.slice(2));
+// The pair is keyed, as deployed (and as the suite runs it): one throwaway key for both proxies, unless
+// the arguments choose (--no-auth or their own --key-file).
+const chosen = [...o.serverArgs, ...o.clientArgs].some((a) => a === "--no-auth" || a === "--key-file");
+if (!chosen) {
+  const keyDir = mkdtempSync(join(tmpdir(), "windowed-key-"));
+  const keyFile = join(keyDir, "key");
+  const { generateKey } = await import("../../src/secure/keys.ts");
+  writeFileSync(keyFile, `${generateKey()}\n`, { mode: 0o600 });
+  process.on("exit", () => rmSync(keyDir, { recursive: true, force: true }));
+  o.serverArgs.push("--key-file", keyFile);
+  o.clientArgs.push("--key-file", keyFile);
+}
 const specs: RunSpec[] = [];
 const cap = o.rate * MB;
 const baseRttMs = 2 * o.delay;
