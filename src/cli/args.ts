@@ -95,7 +95,7 @@ export const OPTIONS = [
   { name: "target", modes: ["relay", "link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where connections are relayed to" },
   { name: "peer", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the server proxy" },
   { name: "stripes", modes: ["client"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
-  { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen" },
+  { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen for uploads (the server always sends downloads with rate)" },
 
   // Sessions.
   { name: "window", modes: SESSION_MODES, type: { kind: "int", ...SESSION_LIMITS.window }, arg: "BYTES", scope: "listener", default: DEFAULT_SESSION_OPTIONS.window, session: "window", help: "receive window per session and direction" },
