@@ -17,7 +17,7 @@
  *   the next frame would be delivered soonest, (inflight + frame) / rate — MPTCP's "least queued bytes
  *   per unit of rate", which also keeps a frame off a slow stripe when a fast one would deliver it first
  *   (BLEST) — and takes frames only until another stripe would deliver the next one sooner
- *   (water-filling). Frames are 8 ms of the stripe's rate, so a frame holds up in-order delivery little.
+ *   (water-filling). Frames are 4 ms of the stripe's rate, so a frame holds up in-order delivery little.
  * - "until-congested": keep sending on one stripe until its socket reports congestion, then move on
  *   (the original design's mode).
  * - "round-robin": strictly in turn; when the stripe whose turn it is is congested, wait for it.
@@ -92,17 +92,18 @@ export interface Scheduler {
 
 /**
  * Frames on a "rate" stripe carry this much time at its rate (ms): in-order delivery waits little for
- * one (32 kB at 4 MB/s). Each frame costs CPU at both ends, more on sealed stripes (a record per frame:
- * two cipher set-ups, a write; payloads under 32 KiB are copied into the batch before sealing; the
- * receiver copies out-of-order pieces under 16 KiB), and a busy host that measures lower rates would
- * cut smaller frames still: with 2 ms frames the in-process 64 MiB tests ran 2-3x slower under load,
- * with 4 ms keyed ones 2x. At 8 ms a stripe sends at most 125 frames a second, whatever its rate.
+ * one (16 KiB at 4 MB/s). A frame's whole time is added to the round trip a window-limited app sees
+ * (the receiver delivers a frame once all of it has crossed the bottleneck), and at 16 stripes a 2 MiB
+ * window leaves ~11 ms above the base round trip for everything the pair adds. Shorter frames cost CPU
+ * at both ends (per frame, and the receiver copies out-of-order pieces under 16 KiB): with 2 ms frames
+ * the in-process 64 MiB tests ran 2-3x slower under load. 8 ms frames were tried: the windowed app at
+ * N = 16 was no faster under load, and the in-process tests showed no consistent gain.
  */
-export const FRAME_MS = 8;
+export const FRAME_MS = 4;
 /** Smallest frame the rate mode cuts: a slow stripe stays busy with a frame or two in flight. */
 export const MIN_RATE_FRAME = 4096;
 /**
- * A stripe whose frame reaches this is fast (8 MB/s and up): it gets the session's full frames and
+ * A stripe whose frame reaches this is fast (16 MB/s and up): it gets the session's full frames and
  * takes the room below its cap at once. There a frame holds up little anyway, and the cost per frame
  * is what limits (uncapped, 80 KB frames in one-frame batches lost a third of the rate).
  */
@@ -158,7 +159,7 @@ abstract class Measuring {
 
 /**
  * A stripe with data in flight is given more once it has room for this many of its frames (at most a
- * quarter of its cap): at 4 MB/s a quarter of the cap, 36 kB, a write per 9 ms instead of one per ACK.
+ * quarter of its cap): two 16 KiB frames at 4 MB/s, a write per 8 ms instead of one per ACK.
  */
 export const QUANTUM_FRAMES = 2;
 
