@@ -150,8 +150,9 @@ export interface Conversation {
   readonly ended: Promise<AppResult>;
 }
 
-/** Opens a connection to 127.0.0.1:`port` for a Conversation. */
-export async function converse(port: number): Promise<Conversation> {
+/** Opens a connection to 127.0.0.1:`port` for a Conversation; `keep: false` counts what arrives without keeping it. */
+export async function converse(port: number, opts: { keep?: boolean } = {}): Promise<Conversation> {
+  const keep = opts.keep ?? true;
   const started = performance.now();
   const chunks: Uint8Array[] = [];
   const queue: Uint8Array[] = [];
@@ -188,7 +189,7 @@ export async function converse(port: number): Promise<Conversation> {
     socket: {
       drain: (s) => flush(s),
       data: (_s, chunk) => {
-        chunks.push(chunk);
+        if (keep) chunks.push(chunk);
         receivedBytes += chunk.byteLength;
         for (const w of wakers) w();
       },
