@@ -153,6 +153,40 @@ describe("processes", () => {
     expect(client.text).toMatch(/session \w+ end up 1000 B down 1000 B .* reason E_SHUTDOWN stopped by a second signal/);
   });
 
+  test("--log-format json: every line is one JSON object with ts, level, event; session lines carry the id, the remote and fields", async () => {
+    const t = target();
+    const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`, "--log-format", "json"]);
+    const serverPort = Number((await server.waitFor(/"msg":"server listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const client = spawn(["client", "--listen", "[::1]:0", "--peer", `127.0.0.1:${serverPort}`, "--log-format", "json"]);
+    const clientPort = Number((await client.waitFor(/"msg":"client listening on \[::1\]:(\d+)/))[1]);
+    const data = randomData(100_000, 3);
+    const r = await appExchange(clientPort, data, { host: "::1" });
+    expect(sha256(r.received)).toBe(sha256(data));
+    await client.waitFor(/"event":"session\.end"/);
+    await server.waitFor(/"event":"session\.end"/);
+    client.kill("SIGUSR1");
+    await client.waitFor(/"msg":"no live sessions"/);
+    for (const p of [client, server]) p.kill("SIGTERM");
+    expect(await Promise.all([client.exited, server.exited])).toEqual([0, 0]);
+    for (const p of [client, server]) {
+      const lines = p.text.trim().split("\n").map((l) => JSON.parse(l) as { ts: string; level: string; event: string; session?: string; remote?: string; msg: string; fields?: Record<string, unknown> });
+      for (const l of lines) {
+        expect(new Date(l.ts).toISOString()).toBe(l.ts);
+        expect(["info", "warn", "error", "debug"]).toContain(l.level);
+        expect(l.event).toMatch(/^[a-z.-]+$/);
+      }
+      const start = lines.find((l) => l.event === "session.start")!;
+      const end = lines.find((l) => l.event === "session.end")!;
+      expect(start.session).toMatch(/^[0-9a-f]{12}$/);
+      expect(end.session).toBe(start.session);
+      expect(end.fields).toMatchObject({ up: 100_000, down: 100_000, code: "ok" });
+    }
+    // The client's app came from IPv6 loopback: its address is bracketed.
+    const clientStart = client.text.split("\n").map((l) => l && JSON.parse(l)).find((l) => l && l.event === "session.start");
+    expect(clientStart.remote).toMatch(/^\[::1\]:\d+$/);
+    expect(clientStart.msg).toMatch(/start app \[::1\]:\d+ stripes 4/);
+  });
+
   test("a port already in use: one fatal line naming the address, the port and the reason, exit 1", async () => {
     const t = target();
     const p = spawn(["relay", "--listen", `127.0.0.1:${t.port}`, "--target", "127.0.0.1:1"]);
