@@ -307,20 +307,31 @@ interface SessionSample {
   stripes: StripeSample[];
 }
 
-/** Parses the proxies' "session … stats …" line (tolerant of fields added later). */
-function parseStats(line: string): SessionSample | undefined {
-  const m = /stats stripes \S+ store ([\d.]+ \S+) reorder ([\d.]+ \S+).*?\| (.*)$/.exec(line);
+/**
+ * Parses the proxies' SIGUSR1 statistics: a session line ("session ID … stripes u/n store X reorder Y …")
+ * and a line per stripe ("session ID stripe i: R MB/s in flight X rtt T ms [cap C] [min M ms queue Q ms] …");
+ * tolerant of fields added later. The first session in `text` is the one sampled.
+ */
+function parseStats(text: string): SessionSample | undefined {
+  const m = /session (\w+) .* stripes \S+ store ([\d.]+ \S+) reorder ([\d.]+ \S+)/.exec(text);
   if (!m) return undefined;
   const stripes: StripeSample[] = [];
-  for (const part of m[3]!.split("; ")) {
-    const p = /#(\d+) ([\d.]+)MB\/s inflight ([\d.]+ \S+)(?: cap [\d.]+ \S+)? rtt ([\d.]+)ms/.exec(part);
-    if (!p) continue;
+  const line = new RegExp(`session ${m[1]} stripe (\\d+): ([\\d.]+) MB/s in flight ([\\d.]+ \\S+) rtt ([\\d.]+) ms([^\\n]*)`, "g");
+  for (const p of text.matchAll(line)) {
     const s: StripeSample = { index: Number(p[1]), rate: Number(p[2]) * MB, inflight: parseBytes(p[3]!), rtt: Number(p[4]) };
-    const mr = /min ([\d.]+)ms/.exec(part);
+    const mr = / min ([\d.]+) ms/.exec(p[5]!);
     if (mr) s.minRtt = Number(mr[1]);
     stripes.push(s);
   }
-  return { store: parseBytes(m[1]!), reorder: parseBytes(m[2]!), stripes };
+  return { store: parseBytes(m[2]!), reorder: parseBytes(m[3]!), stripes };
+}
+
+/** Waits for a proxy's statistics after SIGUSR1 (its session line and every stripe's), and returns them. */
+async function statsText(c: Child, ms: number, from: { out: number; err: number }): Promise<string> {
+  const head = await c.waitLine(/ stripes \d+\/\d+ store /, ms, from);
+  const n = Number(/ stripes \d+\/(\d+) store /.exec(head)![1]);
+  if (n > 0) await c.waitLine(new RegExp(` stripe ${n - 1}: `), ms, from);
+  return [...c.err.slice(from.err), ...c.out.slice(from.out)].join("\n");
 }
 
 interface LinkHeld {
@@ -434,8 +445,8 @@ async function takeSample(
   let lLine: string | undefined;
   try {
     [sLine, rLine, lLine] = await Promise.all([
-      sender.waitLine(/ stats stripes /, 1000, from.s),
-      receiver.waitLine(/ stats stripes /, 1000, from.r),
+      statsText(sender, 1000, from.s),
+      statsText(receiver, 1000, from.r),
       linkAnswers === false
         ? Promise.resolve(undefined)
         : link.waitLine(/link held/, linkAnswers ? 1000 : 400, from.l).then(

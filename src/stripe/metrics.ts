@@ -32,6 +32,8 @@ export interface StripeMetrics {
   received: number;
   /** Times it held up delivery and had its frames re-sent elsewhere. */
   stalls: number;
+  /** Bytes it carried that were queued to be sent again on the others at those stalls. */
+  resent: number;
 }
 
 /** Counters and peaks a session exposes for logs, statistics and tests. */
@@ -90,6 +92,7 @@ export class SessionCounters {
         sent: s.sent,
         received: s.received,
         stalls: s.stalls,
+        resent: s.resent,
       });
     }
     return {
