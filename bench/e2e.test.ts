@@ -146,6 +146,21 @@ describe("judge", () => {
     expect(judge({ ...f, value: { ...f.value, max: 199 } }).pass).toBe(true);
   });
 
+  test("a median limit looks at the median, not the worst run", () => {
+    const f: Figure = {
+      scenario: "windowed",
+      case: "round trip",
+      unit: "ms",
+      value: { median: 34.8, min: 33, max: 69.3, n: 3 },
+      tally: { total: 3, ok: 3, errors: [] },
+      target: { kind: "median", below: 37.1, text: "< base + 15 ms" },
+      note: "",
+    };
+    expect(judge(f).pass).toBe(true);
+    expect(judge({ ...f, value: { ...f.value, median: 37.1 } }).pass).toBe(false);
+    expect(judge(f).target).toBe("< base + 15 ms");
+  });
+
   test("no runs at all is a failure, not a missing verdict", () => {
     const row = judge({ scenario: "x", case: "y", unit: "s", value: { median: null, min: null, max: null, n: 0 }, tally: { total: 0, ok: 0, errors: [] }, note: "" });
     expect(row.pass).toBe(false);

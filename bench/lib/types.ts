@@ -130,6 +130,8 @@ export type Target =
   | { kind: "ratio"; min: number }
   /** The worst (largest) run < below. */
   | { kind: "max"; below: number; text: string }
+  /** The median of the runs < below (a typical figure, as a target stated on medians of 3). */
+  | { kind: "median"; below: number; text: string }
   /** The value equals `to` exactly (counts). */
   | { kind: "equal"; to: number; text: string };
 
