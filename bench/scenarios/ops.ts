@@ -17,7 +17,7 @@
  * polls), minus their idle CPU over the same time, per request.
  */
 
-import { Chain, LOOP, appProc, clientProc, serverProc, targetProc, type ProcPlan } from "../lib/chain.ts";
+import { Chain, LOOP, appProc, clientProc, serverProc, targetProc, until, type ProcPlan } from "../lib/chain.ts";
 import { deliver } from "../lib/measure.ts";
 import { CLK_TCK, allReady, cpuTicks, freePorts, type Child } from "../lib/proc.ts";
 import { join, medianOf, plainFigure } from "../lib/figures.ts";
@@ -84,6 +84,8 @@ async function abRun(spec: RunSpec, run: number): Promise<RunResult> {
   });
   const rates: Record<Leg, number[]> = { none: [], one: [], amp: [] };
   const cpuPerGiB: Record<Leg, number[]> = { none: [], one: [], amp: [] };
+  /** The watcher's own CPU (the scraper; chromium and its helpers), in cores, per watched leg. */
+  const watcherCores: Record<Leg, number[]> = { none: [], one: [], amp: [] };
   let bytes = 0;
   let seconds = 0;
   let cpu = 0;
@@ -99,7 +101,13 @@ async function abRun(spec: RunSpec, run: number): Promise<RunResult> {
         await allReady([watcher], 30_000);
       }
       const r = await leg(chain, spec);
-      await watcher?.kill();
+      if (watcher) {
+        await watcher.kill();
+        // Its last line may be read a moment after it exits.
+        await until(() => watcher.events.some((e) => e.event === "stats"), 2000);
+        const st = watcher.events.find((e) => e.event === "stats");
+        if (st && typeof st.cpuSeconds === "number" && typeof st.seconds === "number" && st.seconds > 0) watcherCores[l].push(st.cpuSeconds / st.seconds);
+      }
       if (!r.intact) throw new Error(`leg ${l}: ${r.error ?? "byte count mismatch"}`);
       rates[l].push(r.bytes / r.seconds);
       cpuPerGiB[l].push(r.cpu / (r.bytes / GiB));
@@ -124,6 +132,8 @@ async function abRun(spec: RunSpec, run: number): Promise<RunResult> {
         cpuNone: mean(cpuPerGiB.none),
         cpuOne: mean(cpuPerGiB.one),
         cpuAmp: mean(cpuPerGiB.amp),
+        ...(watcherCores.one.length > 0 ? { watcherOne: mean(watcherCores.one) } : {}),
+        ...(watcherCores.amp.length > 0 ? { watcherAmp: mean(watcherCores.amp) } : {}),
       },
     };
   } catch (err) {
@@ -217,7 +227,7 @@ export const ops: Scenario = {
   rateUnit: "GB/s",
 
   runs({ o }) {
-    const bytes = o.quick ? 128 * MiB : GiB;
+    const bytes = o.quick ? 256 * MiB : GiB;
     const base = {
       scenario: "ops",
       dir: "up" as const,
@@ -240,7 +250,7 @@ export const ops: Scenario = {
   run: (spec: RunSpec, run: number) => (spec.key === "ops/cost" ? costRun(spec, run) : abRun(spec, run)),
 
   measures: ({ o }) =>
-    `- ops: legs of ${o.quick ? "128 MiB" : "1 GiB"} uploaded through the uncapped pair (4 stripes, keyed, both proxies with --metrics), byte counts checked, in one chain per run, after an unrecorded warm-up leg, in the order unwatched, 1×, amplified, amplified, 1×, unwatched (a linear drift of the machine's load cancels out of the means); watched by bench/tools/scraper.ts (GET /metrics of both proxies, body read, one request at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would), started and ready before its leg. A run's ratio is the mean rate of its watched legs over the mean of its unwatched legs; the row is the median over runs. CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together).`,
+    `- ops: legs of ${o.quick ? "256 MiB" : "1 GiB"} uploaded through the uncapped pair (4 stripes, keyed, both proxies with --metrics), byte counts checked, in one chain per run, after an unrecorded warm-up leg, in the order unwatched, 1×, amplified, amplified, 1×, unwatched (a linear drift of the machine's load cancels out of the means); watched by bench/tools/scraper.ts (GET /metrics of both proxies, body read, one request at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would), started and ready before its leg. A run's ratio is the mean rate of its watched legs over the mean of its unwatched legs; the row is the median over runs. CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together).`,
 
   figures({ results }) {
     const rows: Figure[] = [];
@@ -278,6 +288,19 @@ export const ops: Scenario = {
       });
       for (const [leg, name] of [["cpuNone", "unwatched"], ["cpuOne", "1×"], ["cpuAmp", `${factor}×`]] as const) {
         rows.push(plainFigure(results, { scenario: "ops", case: `${w.label}: client+server CPU, ${name} legs`, key, unit: "CPU s/GiB", pick: pick(leg) }));
+      }
+      const who = w.kind === "scrape" ? "the scraper" : "chromium and its helper processes";
+      for (const [leg, name] of [["watcherOne", "1×"], ["watcherAmp", `${factor}×`]] as const) {
+        rows.push(
+          plainFigure(results, {
+            scenario: "ops",
+            case: `${w.label}: the watcher's own CPU, ${name}`,
+            key,
+            unit: "% of a core",
+            pick: (r) => (r.figures?.[leg] !== undefined ? r.figures[leg]! * 100 : null),
+            note: `${who}, CPU time / wall time of the leg: what it takes from the proxies on a machine whose cores they keep busy`,
+          }),
+        );
       }
     }
     const cost = (name: string, p: "metricsMs" | "apiMs", per: number, what: string): Figure => {
