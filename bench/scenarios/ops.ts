@@ -47,6 +47,14 @@ const LEGS: readonly Leg[] = ["none", "one", "amp", "amp", "one", "none"];
 
 const addr = (port: number): string => `${LOOP}:${port}`;
 
+/**
+ * A proxy with --metrics on `port`, ready once the endpoint answers: main starts it after the listeners,
+ * so the "listening" line alone would let a first request race it (ECONNREFUSED).
+ */
+function withMetrics(p: ProcPlan, port: number): ProcPlan {
+  return { ...p, argv: [...p.argv, "--metrics", addr(port)], ready: /metrics on http/ };
+}
+
 /** The watcher process of `w` at `ms`, on the client's (and for scrapes the server's) endpoint. */
 function watcherProc(w: Watch, ms: number, mServer: number, mClient: number): ProcPlan {
   if (w.kind === "scrape") {
@@ -79,7 +87,7 @@ async function abRun(spec: RunSpec, run: number): Promise<RunResult> {
   const server = serverProc(spec, pServer, addr(pTarget));
   const client = clientProc(spec, pClient, addr(pServer));
   const chain = await Chain.start({
-    procs: [targetProc(spec, pTarget), { ...server, argv: [...server.argv, "--metrics", addr(mServer)] }, { ...client, argv: [...client.argv, "--metrics", addr(mClient)] }],
+    procs: [targetProc(spec, pTarget), withMetrics(server, mServer), withMetrics(client, mClient)],
     entry: pClient,
   });
   const rates: Record<Leg, number[]> = { none: [], one: [], amp: [] };
@@ -179,8 +187,8 @@ async function costRun(spec: RunSpec, run: number): Promise<RunResult> {
   const chain = await Chain.start({
     procs: [
       targetProc({ ...spec, dir: "echo" }, pTarget),
-      { ...server, argv: [...server.argv, "--metrics", addr(mServer)] },
-      { ...client, argv: [...client.argv, "--metrics", addr(mClient)] },
+      withMetrics(server, mServer),
+      withMetrics(client, mClient),
     ],
     entry: pClient,
   });
