@@ -223,6 +223,23 @@ describe("processes", () => {
     expect(await relay.exited).toBe(0);
     expect(await link.exited).toBe(0);
   });
+  test("SIGUSR1 and SIGHUP do not kill demo either: it finishes its runs and exits 0", async () => {
+    const p = Bun.spawn([process.execPath, MAIN, "demo", "--seconds", "1"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    cleanup.push(() => p.kill());
+    const reader = p.stderr.getReader();
+    let err = "";
+    // Its first line (stderr) is printed after the handlers are in place.
+    while (!err.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      err += new TextDecoder().decode(value);
+    }
+    expect(err).toMatch(/^tcp-striper demo: /);
+    for (const sig of ["SIGUSR1", "SIGHUP", "SIGUSR1"] as const) p.kill(sig);
+    const out = await new Response(p.stdout).text();
+    expect(await p.exited).toBe(0);
+    expect(out).toMatch(/speed-up +: \d+\.\d+x/);
+  });
 });
 
 describe("config files in real processes", () => {

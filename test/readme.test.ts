@@ -64,3 +64,20 @@ test("no README command needs a global Bun or a path that only works inside some
   expect(setup).toBeGreaterThan(0);
   expect(README.indexOf("\ndist/tcp-striper ")).toBeGreaterThan(setup);
 });
+
+test("`npm exec -- tcp-striper`, the README's way without building, runs from the checkout with no global Bun", async () => {
+  const node = Bun.which("node");
+  const npm = Bun.which("npm");
+  expect(node).not.toBeNull();
+  expect(npm).not.toBeNull();
+  const dirs = [...new Set([node!, npm!].map((p) => p.slice(0, p.lastIndexOf("/"))))];
+  const PATH = [...dirs, "/usr/bin", "/bin"].join(":");
+  // The check means something only if no Bun is on that PATH.
+  expect(Bun.which("bun", { PATH })).toBeNull();
+  const root = new URL("..", import.meta.url).pathname;
+  const p = Bun.spawn([npm!, "exec", "--", "tcp-striper", "--version"], { cwd: root, env: { PATH, HOME: process.env.HOME ?? "/tmp" }, stdout: "pipe", stderr: "pipe" });
+  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  // (stderr is shown on failure only: npm may add notices of its own there.)
+  expect({ code, err: code === 0 ? "" : err }).toEqual({ code: 0, err: "" });
+  expect(out).toMatch(/^tcp-striper \d+\.\d+\.\d+ \(bun /);
+});

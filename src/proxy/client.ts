@@ -96,6 +96,14 @@ export interface StriperClient {
   stop(reason?: StriperError): void;
 }
 
+/**
+ * Whether a failed dial never reached the peer (refused, unreachable, timed out: connectTcp's
+ * ConnectError), as opposed to reaching something that did not answer as a server proxy should.
+ */
+function neverConnected(err: StriperError): boolean {
+  return err instanceof ConnectError && err.code !== "E_AUTH" && err.code !== "E_REFUSED";
+}
+
 /** The sessions-refused reason of a session that could not open (its opening stripe failed). */
 function openFailure(err: StriperError): string {
   switch (err.code) {
@@ -106,8 +114,18 @@ function openFailure(err: StriperError): string {
     case "E_SESSION_LOST":
       return "session-lost";
     default:
-      return "unreachable";
+      return neverConnected(err) ? "unreachable" : "bad-reply";
   }
+}
+
+/**
+ * Why a session could not open, as its end line says it: "unreachable" only when no connection was made
+ * (a user who pointed --peer at some other service must not be told it is unreachable).
+ */
+function openError(err: StriperError, peer: string): StriperError {
+  if (err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST") return err;
+  if (neverConnected(err)) return new ConnectError(err.code, `server proxy ${peer} unreachable: ${err.message}`);
+  return new ConnectError(err.code, `connected to ${peer}, but it did not answer as a tcp-striper server proxy (another service, or a server with --no-auth): ${err.message}`);
 }
 
 /** What the client sends on one stripe connection: its first message, and how to read the reply. */
@@ -271,11 +289,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       dial: dialStripe,
       unreachable: (err) => {
         stats.refused(openFailure(err));
-        session.close(
-          err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST"
-            ? err
-            : new ConnectError(err.code, `server proxy ${peerName} unreachable: ${err.message}`),
-        );
+        session.close(openError(err, peerName));
       },
     });
     const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
