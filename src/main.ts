@@ -7,7 +7,7 @@
 import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig, type Values } from "./cli/args.ts";
 import { resolveAuth } from "./cli/auth.ts";
 import { loadCommand } from "./cli/config.ts";
-import { UsageError } from "./errors.ts";
+import { StriperError, UsageError } from "./errors.ts";
 import type { StripeAuth } from "./proxy/handshake.ts";
 import { KeyError } from "./secure/errors.ts";
 import { generateKey } from "./secure/keys.ts";
@@ -17,6 +17,7 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
+import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { sessionStatsLine, stderrLog } from "./proxy/log.ts";
 import { VERSION } from "./version.ts";
 
@@ -28,6 +29,8 @@ interface Started {
   stop: () => void;
   /** Takes keys re-read on SIGHUP (server and client). */
   rekey?: (auth: StripeAuth) => void;
+  /** Takes the listener's options re-read on SIGHUP (the server's allowlist). */
+  reload?: (l: Values) => void;
 }
 
 /**
@@ -77,6 +80,19 @@ function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
   return out;
 }
 
+/** The SOCKS users of a client listener (`--socks-users`), loaded before it starts; a bad file exits 2. */
+function usersOf(l: Values): SocksUsers | undefined {
+  const path = l["socks-users"];
+  if (path === undefined) return undefined;
+  try {
+    const r = loadUsers(path);
+    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    return r.users;
+  } catch (err) {
+    throw err instanceof StriperError ? new ConfigFileError(err.message) : err;
+  }
+}
+
 function startMode(cmd: RunConfig): Started[] {
   const g = cmd.global;
   const auth = authOf(cmd);
@@ -86,7 +102,10 @@ function startMode(cmd: RunConfig): Started[] {
         const s = listenOrFail(l.listen!, "", () =>
           startServer({
             listen: l.listen!,
-            target: l.target!,
+            target: l.target,
+            allow: l.allow,
+            connectTimeoutMs: l["connect-timeout"],
+            maxStandby: g["max-standby"],
             auth: auth.get(l)!,
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
@@ -103,13 +122,19 @@ function startMode(cmd: RunConfig): Started[] {
           statsLines: () => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())),
           stop: () => s.stop(),
           rekey: (a) => s.setKeys(a),
+          reload: (next) => s.setAllow(next.allow ?? []),
         };
       });
     case "client":
       return startAll(cmd, (l) => {
-        const c = listenOrFail(l.listen!, "", () =>
+        const users = usersOf(l);
+        const c = listenOrFail((l.listen ?? l.socks)!, "", () =>
           startClient({
-            listen: l.listen!,
+            listen: l.listen,
+            target: l.target,
+            socks: l.socks === undefined ? undefined : { listen: l.socks, users, waits: l["socks-reply"] !== "immediate" },
+            pool: l.pool,
+            growAfter: l["grow-after"],
             peer: l.peer!,
             auth: auth.get(l)!,
             stripes: l.stripes,
@@ -206,6 +231,12 @@ async function run(argv: string[]): Promise<void> {
       next.listeners.forEach((l, i) => {
         const a = auth.get(l);
         if (a !== undefined) started[i]?.rekey?.(a);
+        try {
+          started[i]?.reload?.(l);
+        } catch (err) {
+          if (!(err instanceof StriperError)) throw err;
+          stderrLog(`SIGHUP: options not reloaded, keeping the running ones: ${err.code} ${err.message}`);
+        }
       });
     },
     signals,

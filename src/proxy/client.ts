@@ -17,7 +17,6 @@
 
 import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, StriperError } from "../errors.ts";
-import { Bridge } from "../pipe/bridge.ts";
 import type { Pipe } from "../pipe/pipe.ts";
 import { PrefacePipe } from "../pipe/preface.ts";
 import { SealedPipe, type PrefaceStep } from "../pipe/sealed.ts";
@@ -31,7 +30,12 @@ import { encodeClientHello, type ClientHelloOut, type HandshakeAuth, type Server
 import { RecordOpener } from "../secure/record.ts";
 import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
 import { StripeDialer, type DialAttempt } from "./dialer.ts";
-import { plainFront, type AppConnection, type Front } from "./front.ts";
+import { DialGate } from "./dialgate.ts";
+import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT } from "./destination.ts";
+import { combinedFront, plainFront, type AppConnection, type Front } from "./front.ts";
+import { linkApp } from "./link-app.ts";
+import { StripePool, dialStandby, targetFrame } from "./pool.ts";
+import { socksFront, type SocksFrontOptions } from "./socks.ts";
 import {
   CLIENT_HANDSHAKE_MS,
   INITIAL_WINDOW,
@@ -45,7 +49,7 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { escapeText, hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionFactory } from "./sessions.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
@@ -64,10 +68,32 @@ export interface ClientSettings {
   /** Wall clock for the timestamp in first messages, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
+  /**
+   * Standby stripes kept ready (src/proxy/pool.ts): a new session takes one and needs no handshake.
+   * Default 0 here (the command line's default is 2); the server must allow standby stripes.
+   */
+  pool?: number;
+  /**
+   * A session starts on one stripe and dials the others once this many bytes have passed either way
+   * (short connections stay on one). Default: all stripes at once (the command line's is 128 KiB).
+   */
+  growAfter?: number;
+  /** How long a front that waits for the server's verdict waits, ms (default 30 000). */
+  verdictTimeoutMs?: number;
 }
 
-/** Options of the client-side proxy: app connections come from a plain listener on `listen`, or from `front`. */
-export type ClientOptions = ClientSettings & ({ listen: Address; front?: undefined } | { front: Front; listen?: undefined });
+/**
+ * Options of the client-side proxy. App connections come from a plain listener on `listen` (a port
+ * forward to `target`, or without it to the server's own target), from a SOCKS5 / HTTP CONNECT listener
+ * (`socks`), from both, or from any other `front`.
+ */
+export type ClientOptions = ClientSettings & {
+  listen?: Address;
+  /** Where `listen`'s connections go; default the server's own target. */
+  target?: Address;
+  socks?: Omit<SocksFrontOptions, "log">;
+  front?: Front;
+};
 
 /** A running client-side proxy. */
 export interface StriperClient {
@@ -76,6 +102,8 @@ export interface StriperClient {
   readonly sessions: Set<StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
+  /** Standby stripes: ready now, dialled and taken since start (zeros without a pool). */
+  readonly pool: { readonly ready: number; readonly dialled: number; readonly taken: number };
   /**
    * Replaces the keys (a key file re-read on SIGHUP): new sessions use the new first key; live sessions
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
@@ -104,14 +132,33 @@ export function startClient(opts: ClientOptions): StriperClient {
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   const damage = new DamageLog(log);
 
-  // The destination is not used yet: v2 carries none, the server connects every session to its target.
+  const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
+  const dials = new DialGate();
+  const poolSize = opts.pool ?? 0;
+  const pool =
+    poolSize > 0
+      ? new StripePool({
+          size: poolSize,
+          log,
+          dial: (done) =>
+            dials.acquire((release) =>
+              dialStandby({ peer: opts.peer, auth: keys, stripes: n, window: sessionOpts.window, wall, timeoutMs: handshakeTimeout }, (r) => {
+                release();
+                done(r);
+              }),
+            ),
+        })
+      : undefined;
+
   const onApp = (app: AppConnection): void => {
+    // A standby stripe, when one is ready: its session id and secret become the session's.
+    const pooled = pool?.take();
     // The session's key for its whole life: the server accepts its stripes only under the key it opened with.
-    const auth = keys;
-    const sessionId = new Uint8Array(randomBytes(SID_SIZE));
-    const secret = new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
+    const auth = pooled?.auth ?? keys;
+    const sessionId = pooled?.sid ?? new Uint8Array(randomBytes(SID_SIZE));
+    const secret = pooled?.secret ?? new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
     const id = hexId(sessionId);
-    const session = factory.open(sessions.size, INITIAL_WINDOW);
+    const session = factory.open(sessions.size, pooled?.serverWindow ?? INITIAL_WINDOW);
     session.id = id;
     sessions.add(session);
     const started = performance.now();
@@ -133,7 +180,8 @@ export function startClient(opts: ClientOptions): StriperClient {
           timestampMs: Math.floor(wall()),
           window: session.opts.window,
           secret: a.kind === KIND_OPEN ? secret : joinProof(secret, cs),
-          options: [],
+          // The destination rides in the OPEN's sealed header, never in clear (keyed mode).
+          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : [],
         },
         cs,
       );
@@ -161,12 +209,17 @@ export function startClient(opts: ClientOptions): StriperClient {
     };
 
     /** The opening stripe: attached at once, so the app's first bytes ride with the first message. */
-    const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
+    const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, release: () => void): void => {
       let carrier: Pipe;
-      const deadline = setTimeout(() => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
+      const deadline = setTimeout(() => {
+        release();
+        carrier.close(noAuthenticReply(handshakeTimeout));
+      }, handshakeTimeout);
       deadline.unref();
+      openRelease = release; // a stripe that dies before its reply frees the slot too (stripeDied)
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
+        release();
         return onReply(a, judgeReply(r.reply));
       };
       if (h.out.sealer !== undefined) {
@@ -196,8 +249,9 @@ export function startClient(opts: ClientOptions): StriperClient {
     };
 
     /** A joining stripe: attached once its reply has authenticated and said OK. */
-    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
+    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, release: () => void): void => {
       readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout }, (r) => {
+        release();
         if (session.closed) {
           pipe.close();
           return;
@@ -226,18 +280,24 @@ export function startClient(opts: ClientOptions): StriperClient {
       });
     };
 
+    // The opening dial's slot in the gate, freed by its reply, its deadline, or its stripe dying first.
+    let openRelease: (() => void) | undefined;
     const dialStripe = (a: DialAttempt): void => {
-      if (session.closed) return;
-      const pipe = connectTcp(opts.peer);
-      const h = hello(a);
-      awaitingReply.set(a.index, a);
-      pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
-      if (a.kind === KIND_OPEN) dialOpen(a, pipe, h);
-      else dialJoin(a, pipe, h);
+      // Each dial waits its turn among the client's handshakes in flight (the server's per-source burst).
+      dials.acquire((release) => {
+        if (session.closed) return release();
+        const pipe = connectTcp(opts.peer);
+        const h = hello(a);
+        awaitingReply.set(a.index, a);
+        pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
+        if (a.kind === KIND_OPEN) dialOpen(a, pipe, h, release);
+        else dialJoin(a, pipe, h, release);
+      });
     };
 
     const dialer = new StripeDialer({
       stripes: n,
+      initial: growAfter === undefined ? n : 1,
       dial: dialStripe,
       unreachable: (err) =>
         session.close(
@@ -251,22 +311,42 @@ export function startClient(opts: ClientOptions): StriperClient {
       // The opening stripe failed before its reply authenticated: the session cannot open.
       if (awaitingReply.has(index)) {
         awaitingReply.delete(index);
+        if (index === 0) openRelease?.();
         dialer.failed(index, err);
         return;
       }
       if (err instanceof RecordError) damage.note(id, index, err);
     };
 
-    log(`session ${id} start app ${app.remote} stripes ${n} peer ${peerName}`);
-    new Bridge(app.pipe, session, (r) => {
-      dialer.stop();
-      sessions.delete(session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+    const where = escapeText(formatDestination(app.destination));
+    const appName = escapeText(app.remote, 80);
+    log(`session ${id} start app ${appName} to ${where} stripes ${n} peer ${peerName}${pooled !== undefined ? " standby" : ""}`);
+    linkApp(app, session, {
+      growAfter,
+      onBulk: () => dialer.grow(),
+      verdictTimeoutMs: opts.verdictTimeoutMs,
+      onFailed: (outcome, err) => log(`session ${id} app ${appName} to ${where} failed: ${outcome}${err ? ` (${err.code} ${escapeText(err.message)})` : ""}`),
+      onDone: (r) => {
+        dialer.stop();
+        sessions.delete(session);
+        log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      },
     });
-    dialer.start();
+    if (pooled !== undefined) {
+      // The TARGET frame opens the session on the server; the session's own frames follow it.
+      pooled.carrier.send(targetFrame(session.opts.window, app.destination));
+      session.attach(0, 1, pooled.carrier);
+      dialer.adopt(0, 1);
+    } else dialer.start();
   };
 
-  const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
+  const fronts: Front[] = [];
+  if (opts.listen !== undefined) fronts.push(plainFront(opts.listen, opts.target === undefined ? SERVER_DEFAULT : destinationFromAddress(opts.target)));
+  if (opts.socks !== undefined) fronts.push(socksFront({ ...opts.socks, log }));
+  if (opts.front !== undefined) fronts.push(opts.front);
+  if (fronts.length === 0) throw new StriperError("E_CONFIG", "a client needs somewhere to take app connections: --listen, --socks, or both");
+  const listener = (fronts.length === 1 ? fronts[0]! : combinedFront(fronts)).listen(onApp);
+  pool?.start();
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
   log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
@@ -274,14 +354,27 @@ export function startClient(opts: ClientOptions): StriperClient {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    pool: {
+      get ready() {
+        return pool?.size ?? 0;
+      },
+      get dialled() {
+        return pool?.dialled ?? 0;
+      },
+      get taken() {
+        return pool?.taken ?? 0;
+      },
+    },
     setKeys(next) {
       if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
       keys = handshakeAuth(next);
       if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
+      pool?.flush(); // pooled stripes were opened with the old key
     },
     stop() {
       factory.stop();
       listener.stop();
+      pool?.stop();
       damage.close();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
     },
