@@ -363,12 +363,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const onStripe = (pipe: TcpPipe): void => {
     const acceptedAt = performance.now();
     const source = sourceKey(pipe.remoteHost || pipe.remote);
-    // Step 2: limits at accept, before a byte is read. Over either: closed at once, silently.
-    if (!limiter.take(source, acceptedAt)) {
-      rejections.note("rate-limited", source);
-      pipe.close(SILENCE_OVER);
-      return;
-    }
+    // Step 2: the unauthenticated gate at accept, before a byte is read. Over it: closed at once, silently.
     const g = gate.enter(pipe, acceptedAt);
     if (!g.admitted) {
       rejections.note("busy", source);
@@ -382,8 +377,21 @@ export function startServer(opts: ServerOptions): StriperServer {
     pending.add(pipe);
     // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
     const k = keys;
-    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed.
-    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs }, (r) => {
+    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed. The
+    // source's token is taken when the key trial is about to run, not at accept: a client opening a
+    // hundred stripes at once has a hundred accepts before any hello is read, and each authenticated
+    // hello gives its token back, so only failures (and replays) drain the bucket. Idle connections are
+    // bounded by the gate instead.
+    const parse = clientHelloParser(k.auth);
+    let charged = false;
+    const chargedParse: typeof parse = (received) => {
+      if (!charged && received.byteLength > 0) {
+        charged = true;
+        if (!limiter.take(source, performance.now())) return { kind: "invalid", error: new HandshakeRejected("rate-limited") };
+      }
+      return parse(received);
+    };
+    readHandshake(pipe, chargedParse, { deadlineMs }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
         authenticated(pipe, k, source, acceptedAt, r);
