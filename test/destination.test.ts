@@ -8,7 +8,6 @@ import { describe, expect, test } from "bun:test";
 import { StriperError } from "../src/errors.ts";
 import { destinationFromOptions, destinationOf, destinationOptions, formatDestination, outcomeOfReset, SERVER_DEFAULT, type Destination } from "../src/proxy/destination.ts";
 import { StripeDialer, type DialAttempt } from "../src/proxy/dialer.ts";
-import { DialGate } from "../src/proxy/dialgate.ts";
 import { httpStatusOf } from "../src/proxy/http-connect.ts";
 import { parseIp } from "../src/proxy/ip.ts";
 import { targetFrame } from "../src/proxy/pool.ts";
@@ -215,25 +214,5 @@ describe("a session grows only when its data is bulk", () => {
     d.redial(0);
     t.timers.shift()!();
     expect(dials).toEqual([{ index: 0, generation: 2, kind: 2 }]);
-  });
-});
-
-describe("the client's handshakes in flight", () => {
-  test("at most `limit` dials hold a slot; the rest start in order as slots free; release twice frees once", () => {
-    const gate = new DialGate(2);
-    const started: number[] = [];
-    const releases: (() => void)[] = [];
-    for (let i = 0; i < 5; i++) gate.acquire((release) => void (started.push(i), releases.push(release)));
-    expect(started).toEqual([0, 1]);
-    expect([gate.inFlight, gate.waiting]).toEqual([2, 3]);
-    releases[0]!();
-    releases[0]!();
-    expect(started).toEqual([0, 1, 2]);
-    expect(gate.inFlight).toBe(2);
-    // Dials that release at once (their session ended meanwhile) let the queue run through, no recursion.
-    const quick = new DialGate(1);
-    let n = 0;
-    for (let i = 0; i < 10_000; i++) quick.acquire((release) => void (n++, release()));
-    expect([n, quick.inFlight, quick.waiting]).toEqual([10_000, 0, 0]);
   });
 });

@@ -30,7 +30,6 @@ import { encodeClientHello, type ClientHelloOut, type HandshakeAuth, type Server
 import { RecordOpener } from "../secure/record.ts";
 import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
 import { StripeDialer, type DialAttempt } from "./dialer.ts";
-import { DialGate } from "./dialgate.ts";
 import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT } from "./destination.ts";
 import { combinedFront, plainFront, type AppConnection, type Front } from "./front.ts";
 import { linkApp } from "./link-app.ts";
@@ -133,20 +132,13 @@ export function startClient(opts: ClientOptions): StriperClient {
   const damage = new DamageLog(log);
 
   const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
-  const dials = new DialGate();
   const poolSize = opts.pool ?? 0;
   const pool =
     poolSize > 0
       ? new StripePool({
           size: poolSize,
           log,
-          dial: (done) =>
-            dials.acquire((release) =>
-              dialStandby({ peer: opts.peer, auth: keys, stripes: n, window: sessionOpts.window, wall, timeoutMs: handshakeTimeout }, (r) => {
-                release();
-                done(r);
-              }),
-            ),
+          dial: (done) => dialStandby({ peer: opts.peer, auth: keys, stripes: n, window: sessionOpts.window, wall, timeoutMs: handshakeTimeout }, done),
         })
       : undefined;
 
@@ -209,17 +201,12 @@ export function startClient(opts: ClientOptions): StriperClient {
     };
 
     /** The opening stripe: attached at once, so the app's first bytes ride with the first message. */
-    const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, release: () => void): void => {
+    const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
       let carrier: Pipe;
-      const deadline = setTimeout(() => {
-        release();
-        carrier.close(noAuthenticReply(handshakeTimeout));
-      }, handshakeTimeout);
+      const deadline = setTimeout(() => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
       deadline.unref();
-      openRelease = release; // a stripe that dies before its reply frees the slot too (stripeDied)
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
-        release();
         return onReply(a, judgeReply(r.reply));
       };
       if (h.out.sealer !== undefined) {
@@ -249,9 +236,8 @@ export function startClient(opts: ClientOptions): StriperClient {
     };
 
     /** A joining stripe: attached once its reply has authenticated and said OK. */
-    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, release: () => void): void => {
+    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
       readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout }, (r) => {
-        release();
         if (session.closed) {
           pipe.close();
           return;
@@ -280,19 +266,14 @@ export function startClient(opts: ClientOptions): StriperClient {
       });
     };
 
-    // The opening dial's slot in the gate, freed by its reply, its deadline, or its stripe dying first.
-    let openRelease: (() => void) | undefined;
     const dialStripe = (a: DialAttempt): void => {
-      // Each dial waits its turn among the client's handshakes in flight (the server's per-source burst).
-      dials.acquire((release) => {
-        if (session.closed) return release();
-        const pipe = connectTcp(opts.peer);
-        const h = hello(a);
-        awaitingReply.set(a.index, a);
-        pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
-        if (a.kind === KIND_OPEN) dialOpen(a, pipe, h, release);
-        else dialJoin(a, pipe, h, release);
-      });
+      if (session.closed) return;
+      const pipe = connectTcp(opts.peer);
+      const h = hello(a);
+      awaitingReply.set(a.index, a);
+      pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
+      if (a.kind === KIND_OPEN) dialOpen(a, pipe, h);
+      else dialJoin(a, pipe, h);
     };
 
     const dialer = new StripeDialer({
@@ -311,7 +292,6 @@ export function startClient(opts: ClientOptions): StriperClient {
       // The opening stripe failed before its reply authenticated: the session cannot open.
       if (awaitingReply.has(index)) {
         awaitingReply.delete(index);
-        if (index === 0) openRelease?.();
         dialer.failed(index, err);
         return;
       }
