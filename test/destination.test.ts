@@ -1,7 +1,8 @@
 /**
  * Destinations on the wire and what comes back (issue 13), as pure units: the DESTINATION option, the
  * TARGET frame a standby stripe starts with, reset codes → outcomes → SOCKS replies and HTTP statuses,
- * the users file, and the dialer's growth (a session on one stripe until its data is bulk).
+ * the users file, the dialer's growth (a session on one stripe until its data is bulk), and the bounds
+ * on the server's name lookups.
  */
 
 import { describe, expect, test } from "bun:test";
@@ -9,14 +10,17 @@ import { StriperError } from "../src/errors.ts";
 import { destinationFromOptions, destinationOf, destinationOptions, formatDestination, outcomeOfReset, SERVER_DEFAULT, type Destination } from "../src/proxy/destination.ts";
 import { StripeDialer, type DialAttempt } from "../src/proxy/dialer.ts";
 import { httpStatusOf } from "../src/proxy/http-connect.ts";
+import { parseAllowRules } from "../src/proxy/allow.ts";
 import { parseIp } from "../src/proxy/ip.ts";
 import { targetFrame } from "../src/proxy/pool.ts";
 import { socksReplyOf } from "../src/proxy/socks.ts";
 import { StandbyTable, readTarget } from "../src/proxy/standby.ts";
+import { TargetOpener, type LookupAddress, type TargetResult } from "../src/proxy/target.ts";
 import { parseUsers } from "../src/proxy/users.ts";
 import { OPT_DESTINATION } from "../src/secure/constants.ts";
 import { decodeHeader, encodeHeader } from "../src/secure/messages.ts";
 import { ResetCode } from "../src/wire/constants.ts";
+import { until } from "./helpers/util.ts";
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
@@ -214,5 +218,40 @@ describe("a session grows only when its data is bulk", () => {
     d.redial(0);
     t.timers.shift()!();
     expect(dials).toEqual([{ index: 0, generation: 2, kind: 2 }]);
+  });
+});
+
+describe("the server's name lookups are bounded", () => {
+  test("at most maxLookups run at once, maxLookupQueue wait, the next fails at once (E_DNS_BUSY, code 7); a slot freed starts a waiting one", async () => {
+    const pending: { name: string; answer: (a: LookupAddress[]) => void }[] = [];
+    const opener = new TargetOpener({
+      policy: { defaultTarget: undefined, rules: parseAllowRules(["*.test:80"]) },
+      maxLookups: 2,
+      maxLookupQueue: 1,
+      dnsTimeoutMs: 60_000,
+      lookup: (name) => new Promise((answer) => pending.push({ name, answer })),
+      // Nothing may be connected here: every lookup answers with a special address no rule names.
+      connect: () => {
+        throw new Error("no connect expected");
+      },
+      ownAddresses: () => [],
+    });
+    const results: (TargetResult | undefined)[] = [];
+    for (let i = 0; i < 4; i++) opener.open({ kind: "name", name: `n${i}.test`, port: 80 }, (r) => (results[i] = r));
+    await until(() => results[3] !== undefined, "the fourth lookup refused");
+    expect(pending.map((p) => p.name)).toEqual(["n0.test", "n1.test"]);
+    expect(opener.activeLookups).toBe(2);
+    const busy = results[3]!;
+    expect(busy.ok).toBe(false);
+    if (busy.ok) return;
+    expect([busy.error.code, busy.error.resetCode]).toEqual(["E_DNS_BUSY", ResetCode.TargetUnresolved]);
+    expect(results.slice(0, 3)).toEqual([undefined, undefined, undefined]);
+    // n0 answers (loopback: refused by the SSRF defaults): its slot goes to n2, which was waiting.
+    pending[0]!.answer([{ address: "127.0.0.1", family: 4 }]);
+    await until(() => pending.length === 3, "the waiting lookup started");
+    expect(pending[2]!.name).toBe("n2.test");
+    expect(opener.activeLookups).toBe(2);
+    const first = results[0]!;
+    expect(first.ok ? "connected" : first.error.code).toBe("E_NOT_ALLOWED");
   });
 });

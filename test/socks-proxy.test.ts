@@ -337,15 +337,14 @@ describe("SSRF defaults", () => {
     expect(connectedTo).toBe("198.51.100.7");
   });
 
-  test("bounded DNS: a lookup that never answers fails at the deadline as 0x04; the lookups at once are capped", async () => {
+  // The cap on lookups at once and waiting is a unit test (test/destination.test.ts).
+  test("bounded DNS: a lookup that never answers fails at the deadline as 0x04, once", async () => {
     let started = 0;
     const s = await setup({
       allow: () => ["*.test:80"],
       server: { lookup: () => (started++, new Promise<LookupAddress[]>(() => {})), dnsTimeoutMs: 300 },
     });
-    const t0 = performance.now();
     expect(socksCode((await curl([...socks5h(s), "http://hang.test:80/"])).stderr)).toBe(REP.hostUnreachable);
-    expect(performance.now() - t0).toBeGreaterThanOrEqual(300 - 5);
     expect(s.serverLogs.some((l) => /hang\.test:80 failed: E_UNRESOLVED name did not resolve: hang\.test: lookup timed out after 300 ms/.test(l))).toBe(true);
     expect(started).toBe(1);
   });
