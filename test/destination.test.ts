@@ -244,7 +244,7 @@ describe("the server's name lookups are bounded", () => {
     const busy = results[3]!;
     expect(busy.ok).toBe(false);
     if (busy.ok) return;
-    expect([busy.error.code, busy.error.resetCode]).toEqual(["E_DNS_BUSY", ResetCode.TargetUnresolved]);
+    expect([busy.error.code, busy.error.resetCode, busy.reason]).toEqual(["E_DNS_BUSY", ResetCode.TargetUnresolved, "dns-busy"]);
     expect(results.slice(0, 3)).toEqual([undefined, undefined, undefined]);
     // n0 answers (loopback: refused by the SSRF defaults): its slot goes to n2, which was waiting.
     pending[0]!.answer([{ address: "127.0.0.1", family: 4 }]);
@@ -252,6 +252,6 @@ describe("the server's name lookups are bounded", () => {
     expect(pending[2]!.name).toBe("n2.test");
     expect(opener.activeLookups).toBe(2);
     const first = results[0]!;
-    expect(first.ok ? "connected" : first.error.code).toBe("E_NOT_ALLOWED");
+    expect(first.ok ? "connected" : [first.error.code, first.reason]).toEqual(["E_NOT_ALLOWED", "ssrf"]);
   });
 });

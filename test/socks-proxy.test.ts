@@ -173,6 +173,8 @@ describe("every error reaches the app in its own language", () => {
     expect(s.serverLogs.some((l) => /from 127\.0\.0\.1:\d+ to nonexistent\.invalid:80 failed: E_UNRESOLVED/.test(l))).toBe(true);
     expect(s.serverLogs.some((l) => /to slow\.test:80 failed: E_CONNECT_TIMEOUT .*did not answer within 300 ms/.test(l))).toBe(true);
     expect(s.serverLogs.some((l) => new RegExp(`to 127\\.0\\.0\\.1:${closedPort} failed: ECONNREFUSED`).test(l))).toBe(true);
+    // Counted by reason, once per curl (SOCKS and HTTP CONNECT): the loopback port no rule names is SSRF.
+    expect(s.server.destinationRefusals).toEqual({ "not-allowed": 2, ssrf: 2, dns: 2, "target-refused": 2, "target-timeout": 2 });
   });
 
   test("BIND and UDP ASSOCIATE → 0x07; an unknown address type → 0x08; each then closed", async () => {
@@ -280,6 +282,7 @@ describe("SSRF defaults", () => {
     expect(lines.some((l) => /to metadata\.test:\d+ failed: E_NOT_ALLOWED not allowed: metadata\.test resolves to 169\.254\.169\.254 is a link-local address/.test(l))).toBe(true);
     expect(lines.some((l) => /203\.0\.113\.9 is one of the server's own addresses/.test(l))).toBe(true);
     expect(lines.some((l) => /to mapped\.test:\d+ .*127\.0\.0\.1 is a loopback address/.test(l))).toBe(true);
+    expect(s.server.destinationRefusals).toEqual({ ssrf: refused.length });
   });
 
   test("the server's own interface addresses are refused by default (no list injected)", async () => {

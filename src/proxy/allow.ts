@@ -149,7 +149,10 @@ export function judgeName(rules: readonly AllowRule[], name: string, port: numbe
 }
 
 /** The verdict on one address. */
-export type AddressVerdict = { readonly ok: true; readonly rule: string } | { readonly ok: false; readonly why: string };
+export type AddressVerdict =
+  | { readonly ok: true; readonly rule: string }
+  /** `special`: refused by the SSRF defaults (a special or own address), not merely by a missing rule. */
+  | { readonly ok: false; readonly why: string; readonly special: boolean };
 
 /**
  * Judges one address (a literal destination, or one the name resolved to) for `port`. `byName`: a name
@@ -162,9 +165,9 @@ export function judgeAddress(rules: readonly AllowRule[], ip: Ip, port: number, 
   const special = specialKind(c);
   const isOwn = own.some((o) => o.byteLength === c.byteLength && o.every((b, i) => b === c[i]));
   const what = special !== undefined ? `a ${special} address` : isOwn ? "one of the server's own addresses" : undefined;
-  if (what !== undefined) return { ok: false, why: `${formatIp(c)} is ${what}: only a rule naming the address opens it` };
+  if (what !== undefined) return { ok: false, why: `${formatIp(c)} is ${what}: only a rule naming the address opens it`, special: true };
   if (byName !== undefined) return { ok: true, rule: byName };
-  return { ok: false, why: `no rule allows ${formatIp(c)} port ${port}` };
+  return { ok: false, why: `no rule allows ${formatIp(c)} port ${port}`, special: false };
 }
 
 /** The `*`-rule (if any) that lets a client name a literal address for `port`. */

@@ -42,7 +42,7 @@ import {
 import { escapeText, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry, sessionKey } from "./registry.ts";
 import { DEFAULT_MAX_STANDBY, DEFAULT_STANDBY_IDLE_MS, DEFAULT_STANDBY_PER_SOURCE, StandbyTable, holdStandby } from "./standby.ts";
-import { TargetOpener, type TargetOpenerOptions } from "./target.ts";
+import { TargetOpener, type RefusalReason, type TargetOpenerOptions } from "./target.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
@@ -109,6 +109,8 @@ export interface StriperServer {
   readonly unauthenticated: number;
   /** Standby stripes held now (opened ahead of need, not taken yet). */
   readonly standby: number;
+  /** Sessions whose destination was refused or not reached since start, by reason (src/proxy/target.ts). */
+  readonly destinationRefusals: Readonly<Partial<Record<RefusalReason, number>>>;
   /**
    * Replaces the allowlist (a config re-read on SIGHUP): sessions opened from now on are judged by it;
    * live ones keep their connection. Throws E_CONFIG for a bad rule, leaving the old list in force.
@@ -167,6 +169,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     connect: opts.connect,
     ownAddresses: opts.ownAddresses,
   });
+  const destinationRefusals: Partial<Record<RefusalReason, number>> = {};
   const standbys = new StandbyTable({ max: opts.maxStandby ?? DEFAULT_MAX_STANDBY, perSource: opts.standbyPerSource ?? DEFAULT_STANDBY_PER_SOURCE });
   const standbyIdleMs = opts.standbyIdleMs ?? DEFAULT_STANDBY_IDLE_MS;
   // Standby stripes held, to close at stop().
@@ -223,6 +226,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     });
     cancel = targets.open(to, (r) => {
       if (!r.ok) {
+        destinationRefusals[r.reason] = (destinationRefusals[r.reason] ?? 0) + 1;
         log(`session ${id} from ${client} to ${where} failed: ${r.error.code} ${escapeText(r.error.message)}`);
         session.close(r.error); // RESET with the error's code: the client answers its app with it
         return;
@@ -418,6 +422,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     get unauthenticated() {
       return gate.active;
     },
+    destinationRefusals,
     get standby() {
       return standbys.size;
     },

@@ -66,11 +66,34 @@ export interface TargetOpenerOptions {
   ownAddresses?: () => readonly Ip[];
 }
 
+/**
+ * Why a destination was not connected, as a metric label (the server's refusals by reason):
+ * not-allowed (no rule), ssrf (a special or own address no rule names), dns (did not resolve or timed
+ * out), dns-busy (too many lookups waiting), target-refused, target-timeout, target-unreachable.
+ */
+export type RefusalReason = "not-allowed" | "ssrf" | "dns" | "dns-busy" | "target-refused" | "target-timeout" | "target-unreachable";
+
+/** The label of a failed connect's error (the judging steps give theirs directly). */
+function connectReason(e: ConnectError): RefusalReason {
+  switch (e.resetCode) {
+    case ResetCode.TargetRefused:
+      return "target-refused";
+    case ResetCode.TargetTimeout:
+      return "target-timeout";
+    case ResetCode.TargetUnresolved:
+      return e.code === "E_DNS_BUSY" ? "dns-busy" : "dns";
+    case ResetCode.NotAllowed:
+      return "not-allowed";
+    default:
+      return "target-unreachable";
+  }
+}
+
 /** How an open ended. */
 export type TargetResult =
   /** Connected: `pipe` is open; its handler must be installed before `done` returns. `address` is where. */
   | { readonly ok: true; readonly pipe: TcpPipe; readonly address: string; readonly rule: string | undefined }
-  | { readonly ok: false; readonly error: ConnectError };
+  | { readonly ok: false; readonly error: ConnectError; readonly reason: RefusalReason };
 
 const defaultLookup = (name: string): Promise<LookupAddress[]> => dnsLookup(name, { all: true, verbatim: true });
 
@@ -147,7 +170,7 @@ export class TargetOpener {
       over = true;
       done(r);
     };
-    const fail = (error: ConnectError): void => finish({ ok: false, error });
+    const fail = (error: ConnectError, reason: RefusalReason = connectReason(error)): void => finish({ ok: false, error, reason });
     const policy = this.policy;
     queueMicrotask(() => {
       if (over) return;
@@ -160,7 +183,7 @@ export class TargetOpener {
           const asDefault = policy.defaultTarget !== undefined && sameDefault(policy.defaultTarget, d);
           if (asDefault) return this.dial([policy.defaultTarget!], undefined, finish, (p) => (pipe = p), () => over);
           const v = judgeAddress(policy.rules, d.ip, port, anyRule(policy.rules, port), this.own());
-          if (!v.ok) return fail(notAllowed(v.why));
+          if (!v.ok) return fail(notAllowed(v.why), v.special ? "ssrf" : "not-allowed");
           return this.dial([{ host: formatIp(d.ip), port }], v.rule, finish, (p) => (pipe = p), () => over);
         }
         case "name": {
@@ -176,6 +199,7 @@ export class TargetOpener {
             if (r instanceof StriperError) return fail(r as ConnectError);
             const allowed: Address[] = [];
             let firstWhy: string | undefined;
+            let special = false;
             let rule: string | undefined;
             const own = this.own();
             for (const a of r) {
@@ -185,11 +209,14 @@ export class TargetOpener {
               if (v.ok) {
                 allowed.push({ host: formatIp(ip), port: d.port });
                 rule ??= v.rule;
-              } else firstWhy ??= v.why;
+              } else if (firstWhy === undefined) {
+                firstWhy = v.why;
+                special = v.special;
+              }
             }
             if (allowed.length === 0) {
               if (firstWhy === undefined) return fail(unresolved(`${name}: no address`));
-              return fail(notAllowed(`${name} resolves to ${firstWhy}`));
+              return fail(notAllowed(`${name} resolves to ${firstWhy}`), special ? "ssrf" : "not-allowed");
             }
             this.dial(allowed.slice(0, MAX_ATTEMPTS), rule, finish, (p) => (pipe = p), () => over);
           });
@@ -253,7 +280,8 @@ export class TargetOpener {
       const to = addrs[i++];
       const left = deadline - performance.now();
       if (to === undefined || left <= 0) {
-        return finish({ ok: false, error: last ?? timeoutError(addrs[0]!, this.connectTimeoutMs) });
+        const error = last ?? timeoutError(addrs[0]!, this.connectTimeoutMs);
+        return finish({ ok: false, error, reason: connectReason(error) });
       }
       let done = false;
       const pipe = this.connect(to);
@@ -263,7 +291,7 @@ export class TargetOpener {
         done = true;
         last = timeoutError(to, this.connectTimeoutMs);
         pipe.close(last);
-        finish({ ok: false, error: last }); // the deadline covers all addresses: no next one
+        finish({ ok: false, error: last, reason: "target-timeout" }); // the deadline covers all addresses: no next one
       }, left);
       timer.unref?.();
       pipe.setHandler({
