@@ -54,6 +54,7 @@ export const ERROR_CODES = [
   "E_REFUSED",
   "E_SESSION_LOST",
   "E_SHUTDOWN",
+  "E_DRAINING", // a new session refused while the proxy drains (SIGTERM): live ones go on
   "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
   "E_CONFIG", // a proxy option out of range
   // Destinations (issue 13: client-chosen targets, the allowlist, the SOCKS/HTTP CONNECT front).

@@ -175,6 +175,10 @@ describe("every error reaches the app in its own language", () => {
     expect(s.serverLogs.some((l) => new RegExp(`to 127\\.0\\.0\\.1:${closedPort} failed: ECONNREFUSED`).test(l))).toBe(true);
     // Counted by reason, once per curl (SOCKS and HTTP CONNECT): the loopback port no rule names is SSRF.
     expect(s.server.destinationRefusals).toEqual({ "not-allowed": 2, ssrf: 2, dns: 2, "target-refused": 2, "target-timeout": 2 });
+    // The same through the StatsSource (/metrics: striper_sessions_refused_total{reason}); the client
+    // cannot tell SSRF from not-allowed (one RESET code), so it counts both as not-allowed.
+    expect(s.server.stats.counters().sessionsRefused).toEqual({ "not-allowed": 2, ssrf: 2, dns: 2, "target-refused": 2, "target-timeout": 2 });
+    expect(s.client.stats.counters().sessionsRefused).toEqual({ "not-allowed": 4, dns: 2, "target-refused": 2, "target-timeout": 2 });
   });
 
   test("BIND and UDP ASSOCIATE → 0x07; an unknown address type → 0x08; each then closed", async () => {

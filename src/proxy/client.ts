@@ -30,7 +30,7 @@ import { encodeClientHello, type ClientHelloOut, type HandshakeAuth, type Server
 import { RecordOpener } from "../secure/record.ts";
 import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
 import { StripeDialer, type DialAttempt } from "./dialer.ts";
-import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT } from "./destination.ts";
+import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT, type Outcome } from "./destination.ts";
 import { combinedFront, plainFront, type AppConnection, type Front } from "./front.ts";
 import { linkApp } from "./link-app.ts";
 import { StripePool, dialStandby, targetFrame } from "./pool.ts";
@@ -48,8 +48,10 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { escapeText, hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { escapeText, hexId, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { OutageNotice } from "./outage.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats } from "./stats.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
 export interface ClientSettings {
@@ -108,8 +110,59 @@ export interface StriperClient {
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now. */
+  readonly liveSessions: number;
+  /**
+   * Drain: stops accepting app connections at once (the listener closes: a new connection is refused by
+   * the system), while live sessions go on, re-dials included. Resolves when the last one has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
+}
+
+/** The sessions-refused reason of a session that could not open (its opening stripe failed). */
+function openFailure(err: StriperError): string {
+  switch (err.code) {
+    case "E_REFUSED":
+      return "refused";
+    case "E_AUTH":
+      return "auth";
+    case "E_SESSION_LOST":
+      return "session-lost";
+    default:
+      return "unreachable";
+  }
+}
+
+/**
+ * The refusal label of a destination the server refused or could not reach (the server's labels,
+ * except that the client cannot tell "ssrf" from "not-allowed": both come as RESET code 6). For
+ * "failed": "refused" when the server reset the session before it opened (a standby stripe's session
+ * refused at its TARGET frame, e.g. by the session limit); undefined otherwise (a session whose stripes
+ * could not open is counted by openFailure).
+ */
+function destinationRefusal(outcome: Exclude<Outcome, "connected">, err: StriperError | undefined): string | undefined {
+  switch (outcome) {
+    case "not-allowed":
+      return "not-allowed";
+    case "unresolved":
+      return "dns";
+    case "refused":
+      return "target-refused";
+    case "timeout":
+      return "target-timeout";
+    case "unreachable":
+      return "target-unreachable";
+    case "failed":
+      return err?.code === "E_PEER_RESET" ? "refused" : undefined;
+    default: {
+      const never: never = outcome;
+      throw new Error(`unknown outcome ${String(never)}`);
+    }
+  }
 }
 
 /** What the client sends on one stripe connection: its first message, and how to read the reply. */
@@ -130,6 +183,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   const sessions = new Set<StripedPipe>();
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   const damage = new DamageLog(log);
+  const stats = new ProxyStats({ role: "client", budget: factory.budget });
 
   const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
   const poolSize = opts.pool ?? 0;
@@ -187,6 +241,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           awaitingReply.delete(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
+          outage.back();
           return undefined;
         case "retry":
           return verdict.error;
@@ -246,6 +301,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           const err = r.code === "E_HANDSHAKE_REJECTED" ? replyNotAuthentic() : r.code === "E_HANDSHAKE_TIMEOUT" ? noAuthenticReply(handshakeTimeout) : r;
           pipe.close(err);
           awaitingReply.delete(a.index);
+          outage.failed(err);
           dialer.failed(a.index, err);
           return;
         }
@@ -253,6 +309,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         if (refusal !== undefined) {
           pipe.close(refusal);
           awaitingReply.delete(a.index);
+          outage.failed(refusal);
           if (!session.closed) dialer.failed(a.index, refusal);
           return;
         }
@@ -268,6 +325,7 @@ export function startClient(opts: ClientOptions): StriperClient {
 
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
+      if (a.generation !== 1) stats.redialed();
       const pipe = connectTcp(opts.peer);
       const h = hello(a);
       awaitingReply.set(a.index, a);
@@ -280,36 +338,56 @@ export function startClient(opts: ClientOptions): StriperClient {
       stripes: n,
       initial: growAfter === undefined ? n : 1,
       dial: dialStripe,
-      unreachable: (err) =>
+      unreachable: (err) => {
+        stats.refused(openFailure(err));
         session.close(
           err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST"
             ? err
             : new ConnectError(err.code, `server proxy ${peerName} unreachable: ${err.message}`),
-        ),
+        );
+      },
     });
+    const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
     session.redial = (index) => dialer.redial(index);
     session.stripeDied = (index, err) => {
       // The opening stripe failed before its reply authenticated: the session cannot open.
       if (awaitingReply.has(index)) {
         awaitingReply.delete(index);
+        outage.failed(err);
         dialer.failed(index, err);
         return;
       }
       if (err instanceof RecordError) damage.note(id, index, err);
+      outage.lost(session.usableStripes);
     };
 
     const where = escapeText(formatDestination(app.destination));
     const appName = escapeText(app.remote, 80);
-    log(`session ${id} start app ${appName} to ${where} stripes ${n} peer ${peerName}${pooled !== undefined ? " standby" : ""}`);
+    // A session to the server's own target says nothing of where it goes (the server's log does).
+    const chosen = app.destination.kind === "server-default" ? undefined : formatDestination(app.destination);
+    stats.opened(session, { id, remote: app.remote, ...(chosen !== undefined ? { target: chosen } : {}) });
+    logEvent(log, {
+      event: "session.start",
+      session: id,
+      remote: app.remote,
+      msg: `session ${id} start app ${appName}${chosen !== undefined ? ` to ${where}` : ""} stripes ${n} peer ${peerName}${pooled !== undefined ? " standby" : ""}`,
+      fields: { stripes: n, peer: peerName, destination: chosen, standby: pooled !== undefined },
+    });
     linkApp(app, session, {
       growAfter,
       onBulk: () => dialer.grow(),
       verdictTimeoutMs: opts.verdictTimeoutMs,
-      onFailed: (outcome, err) => log(`session ${id} app ${appName} to ${where} failed: ${outcome}${err ? ` (${err.code} ${escapeText(err.message)})` : ""}`),
+      onFailed: (outcome, err) => {
+        const reason = destinationRefusal(outcome, err);
+        if (reason !== undefined) stats.refused(reason);
+        log(`session ${id} app ${appName} to ${where} failed: ${outcome}${err ? ` (${err.code} ${escapeText(err.message)})` : ""}`);
+      },
       onDone: (r) => {
         dialer.stop();
+        outage.stop();
         sessions.delete(session);
-        log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+        stats.closed(session);
+        logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
       },
     });
     if (pooled !== undefined) {
@@ -328,12 +406,17 @@ export function startClient(opts: ClientOptions): StriperClient {
   const listener = (fronts.length === 1 ? fronts[0]! : combinedFront(fronts)).listen(onApp);
   pool?.start();
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
+  stats.listener = listener.address;
   log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    stats,
+    get liveSessions() {
+      return sessions.size;
+    },
     pool: {
       get ready() {
         return pool?.size ?? 0;
@@ -351,12 +434,17 @@ export function startClient(opts: ClientOptions): StriperClient {
       if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
       pool?.flush(); // pooled stripes were opened with the old key
     },
-    stop() {
+    drain() {
+      listener.stop();
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "client proxy shutting down")) {
       factory.stop();
       listener.stop();
       pool?.stop();
       damage.close();
-      for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
+      stats.close();
+      for (const s of [...sessions]) s.close(reason);
     },
   };
 }

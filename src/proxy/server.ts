@@ -13,7 +13,7 @@ import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
 import { formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
+import { FIRST_FRAME_COUNTER, HEADER_FLAG_STANDBY, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
@@ -39,13 +39,14 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { escapeText, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { escapeText, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry, sessionKey } from "./registry.ts";
 import { DEFAULT_MAX_STANDBY, DEFAULT_STANDBY_IDLE_MS, DEFAULT_STANDBY_PER_SOURCE, StandbyTable, holdStandby } from "./standby.ts";
 import { TargetOpener, type RefusalReason, type TargetOpenerOptions } from "./target.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats, reasonLabel } from "./stats.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -122,8 +123,18 @@ export interface StriperServer {
    * mode cannot change (keyed ↔ --no-auth needs a restart): E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now (registered, not yet ended). */
+  readonly liveSessions: number;
+  /**
+   * Drain: new sessions are refused from now on (an authenticated REFUSED reply to every OPEN, counted
+   * as refused "draining"), while live sessions go on and their stripes may still join (re-dials).
+   * Resolves when the last live session has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
 }
 
 /** How long a refused stripe stays open after the refusal, so the reply reaches the client. */
@@ -185,6 +196,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const gate = new UnauthGate<TcpPipe>(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED);
   const rejections = new Rejections({ log });
   const damage = new DamageLog(log);
+  const stats = new ProxyStats({ role: "server", budget: factory.budget, rejections: () => rejections.counts });
   const membership = new WeakMap<StripedPipe, Membership>();
   const noMember: Membership = { secret: new Uint8Array(32), keyId: "-" }; // matches no stripe
   // Accepted, not authenticated: reading their first message or held silent. For stop().
@@ -209,9 +221,13 @@ export function startServer(opts: ServerOptions): StriperServer {
     const started = performance.now();
     const where = escapeText(formatDestination(to));
     const client = escapeText(from, 80);
+    // Counted as opened now (drain and /api/sessions see it while its destination is judged and
+    // connected); a destination refused or not reached is also counted under sessionsRefused by reason.
+    stats.opened(session, { id, remote: from, target: formatDestination(to) });
     const ended = (r: BridgeResult): void => {
       registry.remove(key, session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      stats.closed(session);
+      logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, from));
     };
     session.pause(); // the app's first bytes wait here until the target is connected
     let cancel = (): void => {};
@@ -227,11 +243,24 @@ export function startServer(opts: ServerOptions): StriperServer {
     cancel = targets.open(to, (r) => {
       if (!r.ok) {
         destinationRefusals[r.reason] = (destinationRefusals[r.reason] ?? 0) + 1;
-        log(`session ${id} from ${client} to ${where} failed: ${r.error.code} ${escapeText(r.error.message)}`);
+        stats.refused(r.reason);
+        logEvent(log, {
+          event: "session.refused",
+          session: id,
+          remote: from,
+          msg: `session ${id} from ${client} to ${where} failed: ${r.error.code} ${escapeText(r.error.message)}`,
+          fields: { destination: formatDestination(to), reason: r.reason, code: r.error.code },
+        });
         session.close(r.error); // RESET with the error's code: the client answers its app with it
         return;
       }
-      log(`session ${id} start from ${client} to ${where} (${r.address})${r.rule !== undefined ? ` by rule ${escapeText(r.rule)}` : ""}`);
+      logEvent(log, {
+        event: "session.start",
+        session: id,
+        remote: from,
+        msg: `session ${id} start from ${client} to ${where} (${r.address})${r.rule !== undefined ? ` by rule ${escapeText(r.rule)}` : ""}`,
+        fields: { destination: formatDestination(to), target: r.address, ...(r.rule !== undefined ? { rule: r.rule } : {}) },
+      });
       new Bridge(session, r.pipe, ended);
       session.signalOpened();
       session.resume();
@@ -292,6 +321,8 @@ export function startServer(opts: ServerOptions): StriperServer {
         pending.delete(pipe);
         gate.leave(pipe);
         log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
+        // A session refused (a standby stripe's OPEN is no session yet: its TARGET is counted when refused).
+        if (hello.header.kind === KIND_OPEN && (hello.header.flags & HEADER_FLAG_STANDBY) === 0) stats.refused(a.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(a.code));
         refuse(pipe, k, hello, a.status);
         return;
       case "open":
@@ -300,6 +331,7 @@ export function startServer(opts: ServerOptions): StriperServer {
         break;
       case "attach":
         session = a.session;
+        if (hello.header.generation !== 1) stats.redialed();
         break;
       default: {
         const unknown: never = a;
@@ -353,6 +385,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       if (problem !== undefined) {
         // Before any session exists: a RESET as the first frame ends the client's session with the reason.
         log(`standby stripe from ${pipe.remote} not opened: ${problem.code} ${escapeText(problem.reason)}`);
+        stats.refused(problem.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(problem.code));
         c.carrier.send(encodeFrame(FRAME_RESET, 0, ResetCode.PeerFailed, encodeResetReason(`${problem.code} ${problem.reason}`)));
         c.carrier.shutdown();
         setTimeout(() => c.carrier.close(), REFUSE_LINGER_MS).unref();
@@ -411,14 +444,19 @@ export function startServer(opts: ServerOptions): StriperServer {
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
+  stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
   const serves = [opts.target !== undefined ? `target ${formatAddress(opts.target)}` : "", opts.allow?.length ? `allow ${opts.allow.map((a) => escapeText(a)).join(" ")}` : ""];
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} ${serves.filter((x) => x !== "").join(" ")}${ids}`);
+  log(`server listening on ${stats.listener} ${serves.filter((x) => x !== "").join(" ")}${ids}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions: registry.sessions,
     budget: factory.budget,
     rejections: rejections.counts,
+    stats,
+    get liveSessions() {
+      return registry.size;
+    },
     get unauthenticated() {
       return gate.active;
     },
@@ -436,15 +474,21 @@ export function startServer(opts: ServerOptions): StriperServer {
       keys = keysOf(auth);
       if (auth.mode === "keyed") log(`keys now ${keys.ids.join(",")}`);
     },
-    stop() {
+    drain() {
+      // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
+      registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
       registry.stopOpening();
       factory.stop();
       listener.stop();
       rejections.close();
       damage.close();
+      stats.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
-      for (const p of [...held]) p.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
-      for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
+      for (const p of [...held]) p.close(reason);
+      for (const s of [...registry.sessions.values()]) s.close(reason);
     },
   };
 }
