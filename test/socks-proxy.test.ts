@@ -3,11 +3,14 @@
  * curl: SOCKS5 (names resolved by the server, and by curl), HTTP CONNECT and the port forward, downloads
  * checked by SHA-256 against a local HTTP server; every error reply; RFC 1929 logins; the SSRF defaults
  * (also through names that resolve to special addresses, and DNS rebinding); the destination never in
- * clear on a stripe; malformed requests; 200 concurrent sessions; standby stripes; reply timing.
+ * clear on a stripe; malformed requests; 200 concurrent sessions; standby stripes; reply timing; and
+ * the command line in real processes (a config file's allowlist re-read on SIGHUP, a users file).
  */
 
 import { describe, expect, test } from "bun:test";
-import { networkInterfaces } from "node:os";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { networkInterfaces, tmpdir } from "node:os";
+import { join } from "node:path";
 import { startFaultProxy, type FaultProxy } from "../src/link/fault.ts";
 import { TcpPipe, connectTcp, type Address } from "../src/pipe/tcp.ts";
 import { startClient, type ClientOptions, type StriperClient } from "../src/proxy/client.ts";
@@ -17,12 +20,15 @@ import { REP } from "../src/proxy/socks.ts";
 import { startServer, type ServerOptions, type StriperServer } from "../src/proxy/server.ts";
 import type { LookupAddress } from "../src/proxy/target.ts";
 import { parseUsers } from "../src/proxy/users.ts";
+import { generateKey } from "../src/secure/keys.ts";
 import { KEYED, PLAIN } from "./helpers/keys.ts";
 import { randomData, sha256, startTarget } from "./helpers/net.ts";
+import { Proc } from "./helpers/proc.ts";
 import { RawSocket, curl, httpServer, socksRequest } from "./helpers/socks.ts";
 import { cleanups, until } from "./helpers/util.ts";
 
 const LOOP = "127.0.0.1";
+const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const cleanup = cleanups();
 const F10K = randomData(10 * 1024, 10);
 const F4M = randomData(4 * 1024 * 1024, 4);
@@ -558,4 +564,51 @@ describe("reply timing", () => {
     expect([...got.subarray(0, 12)]).toEqual([5, 0, 5, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     expect(Buffer.from(got.subarray(12)).toString()).toBe("early bytes");
   });
+});
+
+describe("real processes", () => {
+  test("server --config with allow = [...], re-read on SIGHUP; client --socks with --socks-users FILE", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "striper-socks-"));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const keyFile = join(dir, "k");
+    writeFileSync(keyFile, `${generateKey()}\n`);
+    chmodSync(keyFile, 0o600);
+    const usersFile = join(dir, "users");
+    writeFileSync(usersFile, "# LAN users\nbob:pa:ss\n");
+    chmodSync(usersFile, 0o600);
+    const { port: http } = httpServer(FILES, cleanup);
+    const config = join(dir, "server.toml");
+    const toml = (allow: string[]) => `mode = "server"\nlisten = "127.0.0.1:0"\nkey-file = "${keyFile}"\nallow = [${allow.map((a) => JSON.stringify(a)).join(", ")}]\n`;
+    writeFileSync(config, toml([`${LOOP}:1`]));
+    const env = { ...(process.env as Record<string, string>) };
+    delete env.STRIPER_KEY;
+    const server = Proc.spawn([process.execPath, MAIN, "--config", config], cleanup, { env });
+    const serverPort = await server.listeningPort("server");
+    const client = Proc.spawn(
+      [process.execPath, MAIN, "client", "--socks", `${LOOP}:0`, "--peer", `${LOOP}:${serverPort}`, "--key-file", keyFile, "--socks-users", usersFile],
+      cleanup,
+      { env },
+    );
+    const socksPort = await client.listeningPort("client");
+    const url = `http://localhost:${http}/f10k`;
+    const login = ["-x", `socks5h://bob:pa:ss@${LOOP}:${socksPort}`];
+    // Only 127.0.0.1:1 is allowed: the HTTP server's port is refused (and a wrong login never gets that far).
+    expect(socksCode((await curl([...login, url])).stderr)).toBe(REP.notAllowed);
+    expect((await curl(["-x", `socks5h://bob:nope@${LOOP}:${socksPort}`, url])).stderr).toContain("User was rejected by the SOCKS5 server (1 1)");
+    // The file now allows it: SIGHUP applies the new list to new sessions.
+    writeFileSync(config, toml([`${LOOP}:${http}`]));
+    server.kill("SIGHUP");
+    await server.waitFor(new RegExp(`allowlist now 127\\.0\\.0\\.1:${http}`));
+    const ok = await curl([...login, url]);
+    expect([ok.exit, sha256(ok.body)]).toEqual([0, sha256(F10K)]);
+    // A rule that does not parse: the reload is refused and the list in force stays.
+    writeFileSync(config, toml(["10.0.0.1/8:22"]));
+    const from = server.text.length;
+    server.kill("SIGHUP");
+    await server.waitFor(/SIGHUP: reload refused, keeping the running config: .*host bits must be zero/, undefined, from);
+    expect((await curl([...login, url])).exit).toBe(0);
+    server.kill("SIGTERM");
+    client.kill("SIGTERM");
+    expect(await Promise.all([server.exited, client.exited])).toEqual([0, 0]);
+  }, 60_000);
 });
