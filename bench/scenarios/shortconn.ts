@@ -13,6 +13,12 @@
  * through the link (to the server) per fetch, counted from the link's per-connection log lines once
  * the client has exited (so the standby stripes are in the count too). Every body is checked against
  * the target's SHA-256.
+ *
+ * What the link cannot show: it delays bytes, not TCP handshakes (a connect to it completes at once on
+ * loopback, and its own connect onward is not delayed). So no set-up here pays the round trip a fresh
+ * TCP connection costs on a real path: "direct" would pay it once per fetch, "no pool" once per
+ * session (the OPEN's connection), the pooled set-ups never (their stripe was connected beforehand).
+ * The figures are lower bounds for direct and no pool, exact for the pooled ones.
  */
 
 import { BENCH_KEY_FILE, Chain, LOOP, linkProc, type ProcPlan } from "../lib/chain.ts";
@@ -139,7 +145,7 @@ export const shortconn: Scenario = {
   run: runSpec,
 
   measures: ({ o }) =>
-    `- shortconn: curl (-sS, --socks5-hostname for the pair) fetches a ${BODY / 1024} KiB body ${o.quick ? QUICK_FETCHES : FETCHES} times one after another (after ${WARMUP} unmeasured ones) from bench/tools/http-target.ts; the link (src/main.ts link, uncapped) adds ${DELAY_MS} ms each way and sits in front of the server (pair) or the target (direct); the pair has ${STRIPES} stripes. Time per fetch: curl's time_total (the process start is not in it). Connections per fetch: connections the link accepted (its log lines, counted after the client exited, standby stripes included) ÷ all fetches. Bodies checked by SHA-256.`,
+    `- shortconn: curl (-sS, --socks5-hostname for the pair) fetches a ${BODY / 1024} KiB body ${o.quick ? QUICK_FETCHES : FETCHES} times one after another (after ${WARMUP} unmeasured ones) from bench/tools/http-target.ts; the link (src/main.ts link, uncapped) adds ${DELAY_MS} ms each way and sits in front of the server (pair) or the target (direct); the pair has ${STRIPES} stripes. Time per fetch: curl's time_total (the process start is not in it). Connections per fetch: connections the link accepted (its log lines, counted after the client exited, standby stripes included) ÷ all fetches. Bodies checked by SHA-256. The link delays bytes, not TCP handshakes: on a real path a fresh connection costs one round trip more, which "direct" would pay on every fetch and "--pool 0" on every session, the pooled set-ups never.`,
 
   figures({ results }) {
     const direct = summarize(okRuns(results.get("shortconn/direct")).map((r) => r.figures?.medianMs)).median;
