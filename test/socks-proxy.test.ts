@@ -540,6 +540,19 @@ describe("standby stripes and short connections", () => {
   });
 });
 
+describe("standby stripes and a draining server", () => {
+  test("a drain ends the held standby stripes: new sessions get the OPEN's REFUSED (0x01 / 502), counted as draining", async () => {
+    const s = await setup({ client: { pool: 2 } });
+    await until(() => s.client.pool.ready === 2 && s.server.standby === 2, "the pool filled");
+    void s.server.drain();
+    await until(() => s.server.standby === 0 && s.client.pool.ready === 0, "the standby stripes ended on both sides");
+    expect(socksCode((await curl([...socks5h(s), `http://${LOOP}:${s.http}/f10k`])).stderr)).toBe(REP.generalFailure);
+    expect(s.clientLogs.some((l) => /session \w+ end .* reason E_REFUSED server proxy refused the stripe/.test(l))).toBe(true);
+    expect(s.server.stats.counters().sessionsRefused).toEqual({ draining: 1 });
+    expect(s.client.pool.taken).toBe(0);
+  });
+});
+
 describe("reply timing", () => {
   test("--socks-reply immediate: success at once, before the server is asked; a refused destination then shows as a reset", async () => {
     const s = await setup({ socks: { waits: false } });

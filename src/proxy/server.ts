@@ -477,6 +477,12 @@ export function startServer(opts: ServerOptions): StriperServer {
     drain() {
       // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
       registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      // Standby stripes would only open sessions to be refused: end them cleanly (the clients' pools
+      // drop them; their refills are refused), so new sessions get the OPEN's REFUSED reply instead.
+      for (const p of [...held]) {
+        p.shutdown();
+        setTimeout(() => p.close(), REFUSE_LINGER_MS).unref();
+      }
       return stats.idle();
     },
     stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
