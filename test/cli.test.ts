@@ -63,7 +63,7 @@ describe("argument parsing", () => {
     expect(c).toMatchObject({ mode: "client", listeners: [{ stripes: 4, peer: { host: "::1", port: 2 } }] });
     const rr = parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"]) as RunConfig;
     expect(sessionFlags(rr.listeners[0]!)).toMatchObject({ scheduler: "round-robin" });
-    expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("--target is required");
+    expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("a server needs a target (--target), an allowlist (--allow), or both");
     expect(() => parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "h:2", "--stripes", "65"])).toThrow(UsageError);
     expect(() => parseArgs(["relay", "--listen", "127.0.0.1:1", "--target", "h:2", "--bogus", "1"])).toThrow("unknown option");
     expect(() => parseArgs(["relay", "--listen"])).toThrow("needs a value");
@@ -117,7 +117,8 @@ describe("processes", () => {
     const t = target();
     const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`]);
     const serverPort = await server.listeningPort("server");
-    const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
+    // --grow-after 0: the held session below is small, and its statistics must list all 3 stripes.
+    const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3", "--grow-after", "0"]);
     const clientPort = await client.listeningPort("client");
     await roundTrip(clientPort, 8 * 1024 * 1024, 77);
     const end = await client.waitFor(/session \w+ end .* reason ok/);

@@ -25,7 +25,8 @@ function invocations(line: string): string[][] {
     const words = part.trim().split(/\s+/);
     const at = words.findIndex((w) => w === "dist/tcp-striper" || w === "tcp-striper");
     if (at >= 0 && (at === 0 || words[at - 1] === "exec")) {
-      const argv = words.slice(at + 1);
+      // Quoted words (a rule like '*:443' is quoted against the shell's globbing) lose their quotes.
+      const argv = words.slice(at + 1).map((w) => w.replace(/^'([^']*)'$/, "$1"));
       const redirect = argv.findIndex((w) => w.startsWith(">"));
       out.push(redirect >= 0 ? argv.slice(0, redirect) : argv);
     }
