@@ -7,7 +7,7 @@
 import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig, type Values } from "./cli/args.ts";
 import { resolveAuth } from "./cli/auth.ts";
 import { loadCommand } from "./cli/config.ts";
-import { UsageError } from "./errors.ts";
+import { StriperError, UsageError } from "./errors.ts";
 import type { StripeAuth } from "./proxy/handshake.ts";
 import { KeyError } from "./secure/errors.ts";
 import { generateKey } from "./secure/keys.ts";
@@ -17,9 +17,11 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
+import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
 import { VERSION } from "./version.ts";
+import { writeSync } from "node:fs";
 
 /** Where lines go: text on stderr until the command line has said otherwise (--log-format). */
 let log: LogSink = stderrLog;
@@ -65,6 +67,19 @@ function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
   return out;
 }
 
+/** The SOCKS users of a client listener (`--socks-users`), loaded before it starts; a bad file exits 2. */
+function usersOf(l: Values): SocksUsers | undefined {
+  const path = l["socks-users"];
+  if (path === undefined) return undefined;
+  try {
+    const r = loadUsers(path);
+    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    return r.users;
+  } catch (err) {
+    throw err instanceof StriperError ? new ConfigFileError(err.message) : err;
+  }
+}
+
 function startMode(cmd: RunConfig): Started[] {
   const g = cmd.global;
   const auth = authOf(cmd);
@@ -74,7 +89,10 @@ function startMode(cmd: RunConfig): Started[] {
         const s = listenOrFail(l.listen!, "", () =>
           startServer({
             listen: l.listen!,
-            target: l.target!,
+            target: l.target,
+            allow: l.allow,
+            connectTimeoutMs: l["connect-timeout"],
+            maxStandby: g["max-standby"],
             auth: auth.get(l)!,
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
@@ -91,14 +109,22 @@ function startMode(cmd: RunConfig): Started[] {
           source: s.stats,
           stats: () => statsEvents(s.stats.sessions()),
           stop: () => s.stop(),
-          reload: (_l, a) => s.setKeys(a),
+          reload: (next, a) => {
+            s.setKeys(a);
+            s.setAllow(next.allow ?? []); // the rules were checked when the file was read
+          },
         };
       });
     case "client":
       return startAll(cmd, (l) => {
-        const c = listenOrFail(l.listen!, "", () =>
+        const users = usersOf(l);
+        const c = listenOrFail((l.listen ?? l.socks)!, "", () =>
           startClient({
-            listen: l.listen!,
+            listen: l.listen,
+            target: l.target,
+            socks: l.socks === undefined ? undefined : { listen: l.socks, users, waits: l["socks-reply"] !== "immediate" },
+            pool: l.pool,
+            growAfter: l["grow-after"],
             peer: l.peer!,
             auth: auth.get(l)!,
             stripes: l.stripes,
@@ -140,20 +166,20 @@ async function run(argv: string[]): Promise<void> {
   const cmd = await loadCommand(argv);
   switch (cmd.mode) {
     case "help":
-      process.stdout.write(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
+      writeOut(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
       return;
     case "version":
-      process.stdout.write(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
+      writeOut(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
       return;
     case "keygen":
-      process.stdout.write(`${generateKey()}\n`);
+      writeOut(`${generateKey()}\n`);
       return;
   }
   if (cmd.global["log-format"] === "json") log = new Logger({ format: "json" }).sink;
   if (cmd.check) {
     authOf(cmd); // the keys are part of what is checked
     const n = cmd.listeners.length;
-    process.stdout.write(`config ok: ${cmd.mode} mode, ${n} listener${n === 1 ? "" : "s"}${cmd.configPath ? ` (${cmd.configPath})` : ""}\n`);
+    writeOut(`config ok: ${cmd.mode} mode, ${n} listener${n === 1 ? "" : "s"}${cmd.configPath ? ` (${cmd.configPath})` : ""}\n`);
     return;
   }
   switch (cmd.mode) {
@@ -202,6 +228,38 @@ async function run(argv: string[]): Promise<void> {
     },
     signals,
   });
+}
+
+/**
+ * Writes a command's answer to standard output. Synchronous, so a reader that has gone away (`keygen |
+ * head -c0`, a closed descriptor) is an error caught here — one line and exit 1 — and not an 'error'
+ * event on process.stdout that Bun reports with a stack trace.
+ */
+function writeOut(text: string): void {
+  const bytes = Buffer.from(text);
+  for (let at = 0; at < bytes.byteLength; ) {
+    try {
+      at += writeSync(1, bytes, at);
+      continue;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "E_OUTPUT";
+      if (code === "EAGAIN") {
+        Bun.sleepSync(1); // a non-blocking pipe that is full: its reader is slow, not gone
+        continue;
+      }
+      failOutput(code);
+    }
+  }
+}
+
+/** One line on standard error (when it is still there) and exit 1. */
+function failOutput(code: string): never {
+  try {
+    writeSync(2, `error: E_OUTPUT cannot write to standard output: ${code}\n`);
+  } catch {
+    // standard error is gone too: the exit code is all that is left
+  }
+  process.exit(1);
 }
 
 const argv = process.argv.slice(2);

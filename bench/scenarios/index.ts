@@ -12,11 +12,13 @@ import { handshake } from "./handshake.ts";
 import { nocap } from "./nocap.ts";
 import { ops } from "./ops.ts";
 import { sessions } from "./sessions.ts";
+import { shortconn } from "./shortconn.ts";
+import { socks } from "./socks.ts";
 import { uneven } from "./uneven.ts";
 import { windowed } from "./windowed.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {
