@@ -17,7 +17,9 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
-import { sessionStatsLine, stderrLog } from "./proxy/log.ts";
+import { sessionStatsLine, stderrLog, type LogSink } from "./proxy/log.ts";
+import { serveAsWorker, workerSpecOf, type WorkerServer, type WorkerSpec } from "./proxy/workers.ts";
+import { balancersOf, runFleet, workerCount, workerLog, workerOptions } from "./ops/fleet.ts";
 import { VERSION } from "./version.ts";
 
 /** What main needs of a started listener. */
@@ -28,6 +30,8 @@ interface Started {
   stop: () => void;
   /** Takes keys re-read on SIGHUP (server and client). */
   rekey?: (auth: StripeAuth) => void;
+  /** The server, in a worker process (for its reports to the primary). */
+  server?: WorkerServer;
 }
 
 /**
@@ -66,26 +70,33 @@ function startAll(cmd: RunConfig, start: (l: RunConfig["listeners"][number]) => 
  * The stripe authentication of every listener, loaded before any starts: a missing or malformed key is a
  * one-line KeyError (exit 2), a key file others may read a warning line.
  */
-function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
+function authOf(cmd: RunConfig, warn = true): Map<Values, StripeAuth> {
   const out = new Map<Values, StripeAuth>();
   if (cmd.mode !== "server" && cmd.mode !== "client") return out;
   for (const l of cmd.listeners) {
     const r = resolveAuth({ keyFile: l["key-file"], noAuth: l["no-auth"] }, process.env);
-    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    if (warn) for (const w of r.warnings) stderrLog(`warning: ${w}`);
     out.set(l, r.auth);
   }
   return out;
 }
 
-function startMode(cmd: RunConfig): Started[] {
+/**
+ * Starts the listeners of `cmd`. In a worker of a server (`spec`), each server shares its port with the
+ * other workers and opens a join port of its own; `log` then prefixes lines with the worker.
+ */
+function startMode(cmd: RunConfig, spec: WorkerSpec | undefined, log: LogSink): Started[] {
   const g = cmd.global;
-  const auth = authOf(cmd);
+  const auth = authOf(cmd, spec === undefined); // the primary has warned already
   switch (cmd.mode) {
     case "server":
       return startAll(cmd, (l) => {
-        const s = listenOrFail(l.listen!, "", () =>
+        const scaling = workerOptions(l, cmd.listeners.indexOf(l), spec);
+        const s = listenOrFail(scaling.listen, "", () =>
           startServer({
-            listen: l.listen!,
+            ...scaling,
+            balancers: balancersOf(l),
+            log,
             target: l.target!,
             auth: auth.get(l)!,
             session: sessionFlags(l),
@@ -103,6 +114,7 @@ function startMode(cmd: RunConfig): Started[] {
           statsLines: () => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())),
           stop: () => s.stop(),
           rekey: (a) => s.setKeys(a),
+          server: s,
         };
       });
     case "client":
@@ -183,16 +195,25 @@ async function run(argv: string[]): Promise<void> {
       process.exit(0);
     }
   }
+  // A server of several worker processes: this is their primary (src/ops/fleet.ts).
+  const spec = workerSpecOf(process.env);
+  if (spec === undefined && workerCount(cmd) > 1) {
+    await runFleet({ cmd, argv, workers: workerCount(cmd), checkKeys: (c) => authOf(c), log: stderrLog });
+    return;
+  }
+  const log = spec === undefined ? stderrLog : workerLog(stderrLog, spec.index);
   const signals = processSignals(); // before any listener: no signal may find the default action
-  const started = startMode(cmd);
+  const started = startMode(cmd, spec, log);
   const sources = started.map((s) => s.source);
-  runDaemon({
+  const source = sources.every((s) => s !== undefined) ? combineSources(sources) : undefined;
+  const daemon = runDaemon({
     cmd,
     argv,
     units: started.map((s) => s.unit),
-    source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
+    source,
     statsLines: () => started.flatMap((s) => s.statsLines()),
-    log: stderrLog,
+    serveOps: spec === undefined, // a worker's figures are served by its primary
+    log,
     // On SIGHUP the key files are read again (a key added or removed without a restart).
     apply: (next) => {
       let auth: Map<Values, StripeAuth>;
@@ -200,7 +221,7 @@ async function run(argv: string[]): Promise<void> {
         auth = authOf(next);
       } catch (err) {
         if (!(err instanceof KeyError)) throw err;
-        stderrLog(`SIGHUP: keys not reloaded, keeping the running ones: ${err.code} ${err.message}`);
+        log(`SIGHUP: keys not reloaded, keeping the running ones: ${err.code} ${err.message}`);
         return;
       }
       next.listeners.forEach((l, i) => {
@@ -210,6 +231,26 @@ async function run(argv: string[]): Promise<void> {
     },
     signals,
   });
+  if (spec !== undefined) {
+    serveAsWorker(
+      spec,
+      started.map((s) => s.server!),
+      {
+        stats: () => source && { sessions: [...source.sessions()], counters: source.counters(), budget: source.budget() },
+        reload: () => {
+          daemon.lifecycle.signal("SIGHUP");
+          return daemon.lifecycle.reloading;
+        },
+        // The primary died: this worker must not outlive it. Its sessions are reset, never cut clean.
+        orphaned: () => {
+          if (daemon.lifecycle.state() !== "accepting") return;
+          log("primary process gone: stopping");
+          daemon.lifecycle.signal("SIGTERM");
+          if (daemon.lifecycle.state() === "draining") daemon.lifecycle.signal("SIGTERM");
+        },
+      },
+    );
+  }
 }
 
 const argv = process.argv.slice(2);

@@ -11,6 +11,7 @@ import { formatAddress, type Address } from "../pipe/tcp.ts";
 import { VERSION } from "../version.ts";
 import { startOpsServer, type OpsServer } from "./http.ts";
 import { runLifecycle, type Drainable, type LifecycleHandle, type SignalSource } from "./lifecycle.ts";
+import type { HealthState } from "./metrics.ts";
 import type { StatsSource } from "./stats.ts";
 
 /** Readable reasons for the errors a listener meets at start-up. */
@@ -37,7 +38,8 @@ export function listenOrFail<T>(address: Address, what: string, start: () => T):
   try {
     return start();
   } catch (err) {
-    throw new ListenError(address, what, err);
+    // A ListenError already names its address (a worker's join port, say).
+    throw err instanceof ListenError ? err : new ListenError(address, what, err);
   }
 }
 
@@ -52,10 +54,18 @@ export interface DaemonOptions {
   /** SIGUSR1: the lines to log. */
   statsLines: () => string[];
   log: (line: string) => void;
-  /** Applies a reloaded config whose changes are all live (see OptionSpec.reload). */
-  apply?: (next: RunConfig, changed: string[]) => void;
+  /** Applies a reloaded config whose changes are all live (see OptionSpec.reload); awaited before the reload line. */
+  apply?: (next: RunConfig, changed: string[]) => unknown;
   /** From processSignals(), taken before the listeners started. */
   signals: SignalSource;
+  /** What /healthz says, given the lifecycle's state (default: that state): a server's fleet of workers. */
+  health?: (lifecycle: HealthState) => HealthState;
+  /** More JSON endpoints on the operations address (`/api/<name>`). */
+  api?: Readonly<Record<string, () => Promise<unknown>>>;
+  /** Serve --metrics here (default true; a server's workers leave it to their primary). */
+  serveOps?: boolean;
+  /** Ends the process once the lifecycle has stopped (default: exit after 200 ms, for reset frames to leave). */
+  exit?: (code: number) => void;
 }
 
 /** A running daemon. */
@@ -68,11 +78,12 @@ export interface Daemon {
 export function runDaemon(o: DaemonOptions): Daemon {
   const info = { version: VERSION, mode: o.cmd.mode, startedAt: Date.now() };
   let lifecycle: LifecycleHandle | undefined;
-  const health = () => lifecycle?.state() ?? "accepting";
-  const metrics = o.cmd.global.metrics;
+  const state = (): HealthState => lifecycle?.state() ?? "accepting";
+  const health = o.health ? () => o.health!(state()) : state;
+  const metrics = o.serveOps === false ? undefined : o.cmd.global.metrics;
   let ops: OpsServer | undefined;
   if (metrics) {
-    ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health }));
+    ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health, api: o.api }));
     o.log(`metrics on ${ops.url} (/metrics, /healthz, /api/sessions)${o.source ? "" : "; this proxy exposes no session statistics yet"}`);
   }
   lifecycle = runLifecycle({
@@ -80,7 +91,7 @@ export function runDaemon(o: DaemonOptions): Daemon {
     drainTimeoutMs: o.cmd.global["drain-timeout"] ?? 0,
     log: o.log,
     // Give reset frames a moment to leave before the process ends.
-    exit: (code) => setTimeout(() => process.exit(code), 200).unref(),
+    exit: o.exit ?? ((code) => setTimeout(() => process.exit(code), 200).unref()),
     stats: () => {
       const lines = o.statsLines();
       if (lines.length === 0) o.log("no live sessions");

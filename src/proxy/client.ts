@@ -45,6 +45,7 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
+import { JOIN_CONNECT_MS, JoinMemory, JoinRoute, type DialTarget, type RouteCounts } from "./join.ts";
 import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionFactory } from "./sessions.ts";
 
@@ -76,6 +77,8 @@ export interface StriperClient {
   readonly sessions: Set<StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
+  /** How JOINs were routed since start, all sessions together (src/proxy/join.ts). */
+  readonly routing: Readonly<RouteCounts & { fallbacks: number }>;
   /**
    * Replaces the keys (a key file re-read on SIGHUP): new sessions use the new first key; live sessions
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
@@ -103,6 +106,9 @@ export function startClient(opts: ClientOptions): StriperClient {
   const sessions = new Set<StripedPipe>();
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   const damage = new DamageLog(log);
+  // What the client learned about reaching servers' join ports, and how its JOINs were routed.
+  const joinMemory = new JoinMemory();
+  const routing = { viaJoinPort: 0, viaMain: 0, wrongWorker: 0, fallbacks: 0 };
 
   // The destination is not used yet: v2 carries none, the server connects every session to its target.
   const onApp = (app: AppConnection): void => {
@@ -117,6 +123,8 @@ export function startClient(opts: ClientOptions): StriperClient {
     const started = performance.now();
     // Per stripe index: the dial whose reply has not authenticated yet (its failure goes to the dialer).
     const awaitingReply = new Map<number, DialAttempt>();
+    // Where this session's stripes go: a server of several workers names the one that holds it.
+    const route = new JoinRoute(opts.peer, joinMemory);
 
     /** The first message of one stripe connection: fresh salt, so fresh keys (re-dials included). */
     const hello = (a: DialAttempt): StripeHello => {
@@ -133,7 +141,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           timestampMs: Math.floor(wall()),
           window: session.opts.window,
           secret: a.kind === KIND_OPEN ? secret : joinProof(secret, cs),
-          options: [],
+          options: route.headerOptions(a.kind),
         },
         cs,
       );
@@ -145,6 +153,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       switch (verdict.kind) {
         case "attach":
           awaitingReply.delete(a.index);
+          route.attached(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
           return undefined;
@@ -167,6 +176,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       deadline.unref();
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
+        route.learn(r.reply.options); // before the JOINs that an OK sets off
         return onReply(a, judgeReply(r.reply));
       };
       if (h.out.sealer !== undefined) {
@@ -195,11 +205,42 @@ export function startClient(opts: ClientOptions): StriperClient {
       session.attach(a.index, a.generation, carrier);
     };
 
-    /** A joining stripe: attached once its reply has authenticated and said OK. */
-    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
-      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout }, (r) => {
+    /**
+     * A joining stripe: attached once its reply has authenticated and said OK. A JOIN to a worker's join
+     * port that cannot connect sends this session's JOINs to the main address instead; a JOIN that
+     * reached the wrong worker is dialled again at once, up to a bound (src/proxy/join.ts).
+     */
+    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, t: DialTarget): void => {
+      let opened = false;
+      let timedOut = false;
+      const connectTimer = t.joinPort
+        ? setTimeout(() => {
+            timedOut = true;
+            pipe.close(new ConnectError("E_JOIN_UNREACHABLE", `no connection to join port ${formatAddress(t.to)} within ${JOIN_CONNECT_MS} ms`));
+          }, JOIN_CONNECT_MS)
+        : undefined;
+      connectTimer?.unref();
+      const onReady = (): void => {
+        opened = true;
+        clearTimeout(connectTimer);
+        if (t.joinPort) route.joinReached();
+      };
+      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout, onReady }, (r) => {
+        clearTimeout(connectTimer);
         if (session.closed) {
           pipe.close();
+          return;
+        }
+        if (r instanceof StriperError && t.joinPort && !opened) {
+          // The join port cannot be reached (a firewall): from now on the main address, at once.
+          pipe.close(r);
+          awaitingReply.delete(a.index);
+          if (!route.fallback) {
+            routing.fallbacks++;
+            log(`session ${id} join port ${t.to.port} unreachable (${r.code}): its stripes join through ${peerName}`);
+          }
+          route.joinUnreachable(timedOut);
+          dialStripe(a);
           return;
         }
         if (r instanceof StriperError) {
@@ -213,7 +254,13 @@ export function startClient(opts: ClientOptions): StriperClient {
         if (refusal !== undefined) {
           pipe.close(refusal);
           awaitingReply.delete(a.index);
-          if (!session.closed) dialer.failed(a.index, refusal);
+          if (session.closed) return;
+          if (refusal.code === "E_WRONG_WORKER") {
+            routing.wrongWorker++;
+            // Another source port hashes to another worker: dial again at once, within the bound.
+            if (route.wrongWorker(a.index)) return dialStripe(a);
+          }
+          dialer.failed(a.index, refusal);
           return;
         }
         if (h.out.sealer !== undefined && r.value.key !== undefined) {
@@ -228,12 +275,17 @@ export function startClient(opts: ClientOptions): StriperClient {
 
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
-      const pipe = connectTcp(opts.peer);
+      const t = route.target(a.kind);
+      if (a.kind !== KIND_OPEN) {
+        if (t.joinPort) routing.viaJoinPort++;
+        else routing.viaMain++;
+      }
+      const pipe = connectTcp(t.to);
       const h = hello(a);
       awaitingReply.set(a.index, a);
       pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
       if (a.kind === KIND_OPEN) dialOpen(a, pipe, h);
-      else dialJoin(a, pipe, h);
+      else dialJoin(a, pipe, h, t);
     };
 
     const dialer = new StripeDialer({
@@ -274,6 +326,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    routing,
     setKeys(next) {
       if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
       keys = handshakeAuth(next);

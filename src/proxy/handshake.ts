@@ -16,11 +16,12 @@
 import { BrokenError, ConnectError, ProtocolError, StriperError } from "../errors.ts";
 import type { Pipe } from "../pipe/pipe.ts";
 import type { Address } from "../pipe/tcp.ts";
-import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../secure/constants.ts";
+import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION, STATUS_WRONG_WORKER } from "../secure/constants.ts";
 import { proofMatches, secretsEqual } from "../secure/kdf.ts";
 import type { Key } from "../secure/keys.ts";
 import type { ClientHello, HandshakeAuth, ServerReply, SilentReason } from "../secure/messages.ts";
 import type { HandshakeParser } from "../wire/handshake.ts";
+import { wantedWorker } from "./join.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
 
 // --- Keys --------------------------------------------------------------------------------------------
@@ -77,6 +78,8 @@ export interface HandshakeReadOptions {
   maxBytes?: number;
   /** Fires once the pipe is open (at once if it already is): the place to send our half of the handshake. */
   onReady?: () => void;
+  /** Bytes already read from the pipe that belong to this message (what followed a PROXY header). */
+  initial?: Uint8Array;
 }
 
 /** A handshake message that arrived whole. */
@@ -108,8 +111,8 @@ export function readHandshake<T>(
 ): void {
   const maxBytes = opts.maxBytes ?? MAX_HANDSHAKE_BYTES;
   // Chunks are kept as they come and joined only when the parser is due, so a trickle costs no copies.
-  let parts: Uint8Array[] = [];
-  let have = 0;
+  let parts: Uint8Array[] = opts.initial !== undefined && opts.initial.byteLength > 0 ? [opts.initial] : [];
+  let have = opts.initial?.byteLength ?? 0;
   let need = 0;
   let finished = false;
   const finish = (r: HandshakeRead<T> | StriperError): void => {
@@ -175,7 +178,7 @@ export function readHandshake<T>(
 // --- Server: admission -----------------------------------------------------------------------------
 
 /** What admission may refuse with: the reply status the client sees (authenticated). */
-export type RefuseStatus = typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION;
+export type RefuseStatus = typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION | typeof STATUS_WRONG_WORKER;
 
 /**
  * What the server remembers of how a session was opened, to check the stripes that join it: the session
@@ -203,6 +206,11 @@ export interface AdmissionPolicy {
   maxStripes: number;
   /** Where new sessions go (v2 carries no destination yet: always the server's target). */
   target: Address;
+  /**
+   * This process's worker index when the server runs several (`--workers`): a JOIN for a session it
+   * does not hold that names another worker is answered WRONG_WORKER rather than UNKNOWN_SESSION.
+   */
+  worker?: number;
 }
 
 /**
@@ -242,7 +250,14 @@ export function admit<S>(
     if (!proven || m.keyId !== keyId) return { kind: "silent", reason: "bad-member" };
     return { kind: "attach", key, session: live };
   }
-  if (h.kind === KIND_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  if (h.kind === KIND_JOIN) {
+    // Only a JOIN that names a worker, on a server of several, learns that another one may hold it.
+    const wanted = policy.worker === undefined ? undefined : wantedWorker(h.options);
+    if (wanted !== undefined && wanted !== policy.worker) {
+      return refuse(STATUS_WRONG_WORKER, "E_WRONG_WORKER", `session ${key.slice(0, 12)} is on worker ${wanted}, this is ${policy.worker}`);
+    }
+    return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  }
   const blocker = sessions.openBlocker();
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
   return { kind: "open", key, target: policy.target, membership: { secret: new Uint8Array(h.secret), keyId } };
@@ -264,6 +279,9 @@ export function judgeReply(r: ServerReply): ReplyVerdict {
   if (r.status === STATUS_OK) return { kind: "attach", window: r.window };
   if (r.status === STATUS_UNKNOWN_SESSION) {
     return { kind: "end", error: new BrokenError("E_SESSION_LOST", "server proxy no longer has this session") };
+  }
+  if (r.status === STATUS_WRONG_WORKER) {
+    return { kind: "retry", error: new ConnectError("E_WRONG_WORKER", "the stripe reached a worker process that does not hold the session") };
   }
   return { kind: "retry", error: new ConnectError("E_REFUSED", `server proxy refused the stripe (status ${r.status})`) };
 }

@@ -14,7 +14,7 @@ import type { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, STATUS_OK } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
-import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
+import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason, type Tlv } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
 import { RecordOpener } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
@@ -39,6 +39,8 @@ import { SessionRegistry } from "./registry.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
+import { joinOption, type WorkerRole } from "./join.ts";
+import { proxyHeaderParser, type BalancerSet } from "./proxyproto.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -67,6 +69,15 @@ export interface ServerOptions {
   /** Wall clock for the timestamp check, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
+  /** Share `listen` with other processes (SO_REUSEPORT): the workers of `--workers N`. */
+  reusePort?: boolean;
+  /** This process is one of several workers, with a join port of its own (src/proxy/join.ts). */
+  worker?: WorkerRole;
+  /**
+   * Load balancers (`--proxy-protocol-from`): a connection from one must open with a PROXY v2 header,
+   * whose client address then counts for logs and per-source limits (src/proxy/proxyproto.ts).
+   */
+  balancers?: BalancerSet;
 }
 
 /** A running server-side proxy. */
@@ -80,6 +91,10 @@ export interface StriperServer {
   readonly rejections: Readonly<Record<SilentReason, number>>;
   /** Connections accepted that have not authenticated (reading their first message, or held silent). */
   readonly unauthenticated: number;
+  /** The join port a worker listens on (undefined for a single process). */
+  readonly joinPort: number | undefined;
+  /** JOINs answered WRONG_WORKER since start (they reached a worker that does not hold their session). */
+  readonly wrongWorker: number;
   /**
    * Replaces the keys new stripes are checked against (a key file re-read on SIGHUP). Sessions keep the
    * key they were opened with: their stripes are still accepted while the server holds that key. The
@@ -121,7 +136,11 @@ export function startServer(opts: ServerOptions): StriperServer {
   const deadlineMs = positive("handshake deadline", opts.handshakeTimeoutMs ?? HANDSHAKE_DEADLINE_MS, HANDSHAKE_DEADLINE_MS);
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
-  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target };
+  const worker = opts.worker;
+  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target, worker: worker?.index };
+  const balancers = opts.balancers;
+  let wrongWorker = 0;
+  let joinPort: number | undefined;
   const registry = new SessionRegistry<StripedPipe>(opts.maxSessions ?? 1024);
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
@@ -182,9 +201,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   /** The authenticated reply to `hello`, under the key of `k` that opened it (plain mode: unsealed). */
-  const reply = (k: Keys, hello: ClientHello, status: number, window: number) => {
+  const reply = (k: Keys, hello: ClientHello, status: number, window: number, options: Tlv[] = []) => {
     const psk = k.auth.mode === "keyed" && hello.keyIndex >= 0 ? k.auth.keys[hello.keyIndex] : undefined;
-    return encodeServerReply(psk, hello, { status, flags: 0, window, options: [] });
+    return encodeServerReply(psk, hello, { status, flags: 0, window, options });
   };
 
   const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus): void => {
@@ -209,7 +228,9 @@ export function startServer(opts: ServerOptions): StriperServer {
       case "refuse":
         pending.delete(pipe);
         gate.leave(pipe);
-        log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
+        // Wrong-worker answers are routine when clients cannot reach join ports: counted, not logged.
+        if (a.code === "E_WRONG_WORKER") wrongWorker++;
+        else log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
         refuse(pipe, k, hello, a.status);
         return;
       case "open":
@@ -225,7 +246,9 @@ export function startServer(opts: ServerOptions): StriperServer {
     }
     pending.delete(pipe);
     gate.leave(pipe);
-    const out = reply(k, hello, STATUS_OK, session.opts.window);
+    // The first reply of a session on a server of several workers says where its other stripes go.
+    const hint = a.kind === "open" && worker !== undefined ? [joinOption({ worker: worker.index, workers: worker.workers, port: worker.advertise ? joinPort ?? 0 : 0 })] : [];
+    const out = reply(k, hello, STATUS_OK, session.opts.window, hint);
     pipe.send(out.bytes);
     const h = hello.header;
     if (out.sealer !== undefined && hello.key !== undefined) {
@@ -238,11 +261,58 @@ export function startServer(opts: ServerOptions): StriperServer {
     pipe.resume();
   };
 
+  /** Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed. */
+  const readFirstMessage = (pipe: TcpPipe, source: string, acceptedAt: number, initial?: Uint8Array): void => {
+    // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
+    const k = keys;
+    const left = Math.max(1, acceptedAt + deadlineMs - performance.now());
+    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs: left, initial }, (r) => {
+      if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
+      try {
+        authenticated(pipe, k, source, acceptedAt, r);
+      } catch (err) {
+        // A bug, never peer input: the stripe goes, the server stays.
+        log(`stripe from ${pipe.remote} dropped: E_INTERNAL ${String(err)}`);
+        pending.delete(pipe);
+        gate.leave(pipe);
+        pipe.close(new BrokenError("E_INTERNAL", String(err)));
+      }
+    });
+  };
+
+  /**
+   * A load balancer's connection: first its PROXY v2 header (within the same deadline), which names the
+   * client; from then on the client's address is the source, for the logs and its token bucket. A missing
+   * or malformed header is a failed first message like any other (silence, `bad-proxy`).
+   */
+  const readProxyHeader = (pipe: TcpPipe, balancer: string, acceptedAt: number): void => {
+    readHandshake(pipe, proxyHeaderParser(), { deadlineMs }, (r) => {
+      if (r instanceof StriperError) return silence(pipe, balancer, acceptedAt, reasonOf(r));
+      const client = r.value.source;
+      if (client !== undefined) {
+        pipe.remoteHost = client.host;
+        pipe.remote = formatAddress(client);
+      }
+      const source = sourceKey(pipe.remoteHost);
+      if (!limiter.take(source, performance.now())) {
+        rejections.note("rate-limited", source);
+        pending.delete(pipe);
+        gate.leave(pipe);
+        pipe.close(SILENCE_OVER);
+        return;
+      }
+      pipe.resume(); // readHandshake left it paused
+      readFirstMessage(pipe, source, acceptedAt, r.leftover);
+    });
+  };
+
   const onStripe = (pipe: TcpPipe): void => {
     const acceptedAt = performance.now();
     const source = sourceKey(pipe.remoteHost || pipe.remote);
+    // A balancer's connections are limited by their clients' addresses, once the PROXY header names them.
+    const viaBalancer = balancers !== undefined && balancers.has(pipe.remoteHost);
     // Step 2: limits at accept, before a byte is read. Over either: closed at once, silently.
-    if (!limiter.take(source, acceptedAt)) {
+    if (!viaBalancer && !limiter.take(source, acceptedAt)) {
       rejections.note("rate-limited", source);
       pipe.close(SILENCE_OVER);
       return;
@@ -258,26 +328,28 @@ export function startServer(opts: ServerOptions): StriperServer {
       g.evicted.close(SILENCE_OVER);
     }
     pending.add(pipe);
-    // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
-    const k = keys;
-    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed.
-    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs }, (r) => {
-      if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
-      try {
-        authenticated(pipe, k, source, acceptedAt, r);
-      } catch (err) {
-        // A bug, never peer input: the stripe goes, the server stays.
-        log(`stripe from ${pipe.remote} dropped: E_INTERNAL ${String(err)}`);
-        pending.delete(pipe);
-        gate.leave(pipe);
-        pipe.close(new BrokenError("E_INTERNAL", String(err)));
-      }
-    });
+    if (viaBalancer) readProxyHeader(pipe, source, acceptedAt);
+    else readFirstMessage(pipe, source, acceptedAt);
   };
 
-  const listener: TcpListener = listenTcp(opts.listen, onStripe);
+  const listener: TcpListener = listenTcp(opts.listen, onStripe, { reusePort: opts.reusePort });
+  let joinListener: TcpListener | undefined;
+  if (worker !== undefined) {
+    try {
+      joinListener = listenTcp(worker.join, onStripe);
+    } catch (err) {
+      listener.stop();
+      throw err;
+    }
+    joinPort = joinListener.port;
+  }
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
   log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}`);
+  if (joinListener !== undefined) {
+    const told = worker!.advertise ? "told to clients" : "not told to clients (--advertise-join off)";
+    log(`join port ${formatAddress({ host: worker!.join.host, port: joinListener.port })} (worker ${worker!.index} of ${worker!.workers}), ${told}`);
+  }
+  if (balancers !== undefined) log(`PROXY protocol v2 headers required from ${balancers.text.join(", ")}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
@@ -286,6 +358,10 @@ export function startServer(opts: ServerOptions): StriperServer {
     rejections: rejections.counts,
     get unauthenticated() {
       return gate.active;
+    },
+    joinPort,
+    get wrongWorker() {
+      return wrongWorker;
     },
     setKeys(auth) {
       if (auth.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${auth.mode} stripes without a restart`);
@@ -296,6 +372,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       registry.stopOpening();
       factory.stop();
       listener.stop();
+      joinListener?.stop();
       rejections.close();
       damage.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
