@@ -266,7 +266,20 @@ export function startServer(opts: ServerOptions): StriperServer {
     // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
     const k = keys;
     const left = Math.max(1, acceptedAt + deadlineMs - performance.now());
-    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs: left, initial }, (r) => {
+    // The source's token is taken when the key trial is about to run, not at accept: a client opening a
+    // hundred stripes at once has a hundred accepts before any hello is read, and each authenticated
+    // hello gives its token back, so only failures (and replays) drain the bucket. Idle connections are
+    // bounded by the gate instead.
+    const parse = clientHelloParser(k.auth);
+    let charged = false;
+    const chargedParse: typeof parse = (received) => {
+      if (!charged && received.byteLength > 0) {
+        charged = true;
+        if (!limiter.take(source, performance.now())) return { kind: "invalid", error: new HandshakeRejected("rate-limited") };
+      }
+      return parse(received);
+    };
+    readHandshake(pipe, chargedParse, { deadlineMs: left, initial }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
         authenticated(pipe, k, source, acceptedAt, r);
@@ -294,13 +307,6 @@ export function startServer(opts: ServerOptions): StriperServer {
         pipe.remote = formatAddress(client);
       }
       const source = sourceKey(pipe.remoteHost);
-      if (!limiter.take(source, performance.now())) {
-        rejections.note("rate-limited", source);
-        pending.delete(pipe);
-        gate.leave(pipe);
-        pipe.close(SILENCE_OVER);
-        return;
-      }
       pipe.resume(); // readHandshake left it paused
       readFirstMessage(pipe, source, acceptedAt, r.leftover);
     });
@@ -309,14 +315,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   const onStripe = (pipe: TcpPipe): void => {
     const acceptedAt = performance.now();
     const source = sourceKey(pipe.remoteHost || pipe.remote);
-    // A balancer's connections are limited by their clients' addresses, once the PROXY header names them.
+    // A balancer's connections are charged to their clients' addresses, once the PROXY header names them.
     const viaBalancer = balancers !== undefined && balancers.has(pipe.remoteHost);
-    // Step 2: limits at accept, before a byte is read. Over either: closed at once, silently.
-    if (!viaBalancer && !limiter.take(source, acceptedAt)) {
-      rejections.note("rate-limited", source);
-      pipe.close(SILENCE_OVER);
-      return;
-    }
+    // Step 2: the unauthenticated gate at accept, before a byte is read. Over it: closed at once, silently.
     const g = gate.enter(pipe, acceptedAt);
     if (!g.admitted) {
       rejections.note("busy", source);
