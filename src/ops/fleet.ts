@@ -16,7 +16,7 @@ import type { RunConfig, Values } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { formatAddress, type Address } from "../pipe/tcp.ts";
 import type { WorkerRole } from "../proxy/join.ts";
-import type { LogSink } from "../proxy/log.ts";
+import type { LogEvent, LogSink } from "../proxy/log.ts";
 import { BalancerSet } from "../proxy/proxyproto.ts";
 import { Fleet, fleetSource, joinPortsFor, workerCommand, type WorkerSpec } from "../proxy/workers.ts";
 import { runDaemon } from "./daemon.ts";
@@ -28,9 +28,14 @@ export function workerCount(cmd: RunConfig): number {
   return cmd.global.workers ?? Math.max(1, navigator.hardwareConcurrency || 1);
 }
 
-/** A worker's log: every line prefixed with "worker k: ". */
+/** A worker's log: every line prefixed with "worker k: "; structured events also carry the field `worker`. */
 export function workerLog(log: LogSink, index: number): LogSink {
-  return (line) => log(`worker ${index}: ${line}`);
+  const sink = (line: string): void => log(`worker ${index}: ${line}`);
+  const emit = log.emit;
+  if (emit === undefined) return sink;
+  return Object.assign(sink, {
+    emit: (ev: LogEvent) => emit({ ...ev, msg: `worker ${index}: ${ev.msg}`, fields: { ...ev.fields, worker: index } }),
+  });
 }
 
 /** The load balancers of a listener (`--proxy-protocol-from`), if any. */
@@ -113,7 +118,13 @@ export async function runFleet(o: FleetRunOptions): Promise<void> {
       argv: o.argv,
       units: [unit],
       source,
-      statsLines: () => [`${fleet.ready} of ${workers} workers ready (pids ${fleet.pids.join(", ")}), ${fleet.liveSessions} session(s); each worker lists its own`],
+      stats: () => [
+        {
+          event: "stats.fleet",
+          msg: `${fleet.ready} of ${workers} workers ready (pids ${fleet.pids.join(", ")}), ${fleet.liveSessions} session(s); each worker lists its own`,
+          fields: { workers, ready: fleet.ready, sessions: fleet.liveSessions },
+        },
+      ],
       log,
       apply: () => fleet.reload(),
       signals: forwarding,

@@ -103,7 +103,7 @@ export class TcpPipe implements Pipe {
       return;
     }
     this.socket = socket;
-    this.remote = this.remote || `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+    this.remote = this.remote || remoteOf(socket);
     this.state = "open";
     if (this.paused) socket.pause();
     this.handler.ready?.();
@@ -252,6 +252,16 @@ export interface Address {
   port: number;
 }
 
+/**
+ * A socket's peer for logs: "203.0.113.7:443", "[2001:db8::1]:443" (brackets, so the port is not read as
+ * part of the address), IPv4-mapped IPv6 as plain IPv4, "unknown" when the socket could not say.
+ */
+export function remoteOf(socket: { remoteAddress?: string; remotePort?: number }): string {
+  const raw = socket.remoteAddress || "unknown";
+  const host = raw.toLowerCase().startsWith("::ffff:") && raw.includes(".") ? raw.slice(7) : raw;
+  return `${host.includes(":") ? `[${host}]` : host}:${socket.remotePort ?? ""}`;
+}
+
 /** Formats an address for logs, bracketing IPv6 hosts. */
 export function formatAddress(a: Address): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
@@ -291,7 +301,7 @@ export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void, option
       const pipe = new TcpPipe();
       socket.data = pipe;
       pipe.remoteHost = socket.remoteAddress ?? "";
-      pipe.remote = `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+      pipe.remote = remoteOf(socket);
       try {
         onAccept(pipe);
       } catch (err) {

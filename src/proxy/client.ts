@@ -46,8 +46,10 @@ import {
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
 import { JOIN_CONNECT_MS, JoinMemory, JoinRoute, type DialTarget, type RouteCounts } from "./join.ts";
-import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { hexId, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { OutageNotice } from "./outage.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats } from "./stats.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
 export interface ClientSettings {
@@ -84,8 +86,31 @@ export interface StriperClient {
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now. */
+  readonly liveSessions: number;
+  /**
+   * Drain: stops accepting app connections at once (the listener closes: a new connection is refused by
+   * the system), while live sessions go on, re-dials included. Resolves when the last one has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
+}
+
+/** The sessions-refused reason of a session that could not open (its opening stripe failed). */
+function openFailure(err: StriperError): string {
+  switch (err.code) {
+    case "E_REFUSED":
+      return "refused";
+    case "E_AUTH":
+      return "auth";
+    case "E_SESSION_LOST":
+      return "session-lost";
+    default:
+      return "unreachable";
+  }
 }
 
 /** What the client sends on one stripe connection: its first message, and how to read the reply. */
@@ -106,6 +131,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   const sessions = new Set<StripedPipe>();
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   const damage = new DamageLog(log);
+  const stats = new ProxyStats({ role: "client", budget: factory.budget });
   // What the client learned about reaching servers' join ports, and how its JOINs were routed.
   const joinMemory = new JoinMemory();
   const routing = { viaJoinPort: 0, viaMain: 0, wrongWorker: 0, fallbacks: 0 };
@@ -156,6 +182,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           route.attached(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
+          outage.back();
           return undefined;
         case "retry":
           return verdict.error;
@@ -247,6 +274,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           const err = r.code === "E_HANDSHAKE_REJECTED" ? replyNotAuthentic() : r.code === "E_HANDSHAKE_TIMEOUT" ? noAuthenticReply(handshakeTimeout) : r;
           pipe.close(err);
           awaitingReply.delete(a.index);
+          outage.failed(err);
           dialer.failed(a.index, err);
           return;
         }
@@ -257,9 +285,11 @@ export function startClient(opts: ClientOptions): StriperClient {
           if (session.closed) return;
           if (refusal.code === "E_WRONG_WORKER") {
             routing.wrongWorker++;
-            // Another source port hashes to another worker: dial again at once, within the bound.
+            // Another source port hashes to another worker: dial again at once, within the bound. Not an
+            // outage: the server answered.
             if (route.wrongWorker(a.index)) return dialStripe(a);
           }
+          outage.failed(refusal);
           dialer.failed(a.index, refusal);
           return;
         }
@@ -275,6 +305,7 @@ export function startClient(opts: ClientOptions): StriperClient {
 
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
+      if (a.generation !== 1) stats.redialed();
       const t = route.target(a.kind);
       if (a.kind !== KIND_OPEN) {
         if (t.joinPort) routing.viaJoinPort++;
@@ -291,35 +322,50 @@ export function startClient(opts: ClientOptions): StriperClient {
     const dialer = new StripeDialer({
       stripes: n,
       dial: dialStripe,
-      unreachable: (err) =>
+      unreachable: (err) => {
+        stats.refused(openFailure(err));
         session.close(
           err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST"
             ? err
             : new ConnectError(err.code, `server proxy ${peerName} unreachable: ${err.message}`),
-        ),
+        );
+      },
     });
+    const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
     session.redial = (index) => dialer.redial(index);
     session.stripeDied = (index, err) => {
       // The opening stripe failed before its reply authenticated: the session cannot open.
       if (awaitingReply.has(index)) {
         awaitingReply.delete(index);
+        outage.failed(err);
         dialer.failed(index, err);
         return;
       }
       if (err instanceof RecordError) damage.note(id, index, err);
+      outage.lost(session.usableStripes);
     };
 
-    log(`session ${id} start app ${app.remote} stripes ${n} peer ${peerName}`);
+    stats.opened(session, { id, remote: app.remote });
+    logEvent(log, {
+      event: "session.start",
+      session: id,
+      remote: app.remote,
+      msg: `session ${id} start app ${app.remote} stripes ${n} peer ${peerName}`,
+      fields: { stripes: n, peer: peerName },
+    });
     new Bridge(app.pipe, session, (r) => {
       dialer.stop();
+      outage.stop();
       sessions.delete(session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      stats.closed(session);
+      logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
     });
     dialer.start();
   };
 
   const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
+  stats.listener = listener.address;
   log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
@@ -327,16 +373,25 @@ export function startClient(opts: ClientOptions): StriperClient {
     sessions,
     budget: factory.budget,
     routing,
+    stats,
+    get liveSessions() {
+      return sessions.size;
+    },
     setKeys(next) {
       if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
       keys = handshakeAuth(next);
       if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
     },
-    stop() {
+    drain() {
+      listener.stop();
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "client proxy shutting down")) {
       factory.stop();
       listener.stop();
       damage.close();
-      for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
+      stats.close();
+      for (const s of [...sessions]) s.close(reason);
     },
   };
 }

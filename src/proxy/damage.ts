@@ -7,7 +7,7 @@
  */
 
 import type { StriperError } from "../errors.ts";
-import { LogAggregator, type LogSink } from "./log.ts";
+import { LogAggregator, logEvent, type LogSink } from "./log.ts";
 
 /** Aggregated lines for damaged stripes, one kind per error code. */
 export class DamageLog {
@@ -17,7 +17,7 @@ export class DamageLog {
 
   constructor(log: LogSink, opts: { intervalMs?: number; now?: () => number } = {}) {
     this.intervalMs = opts.intervalMs ?? 10_000;
-    this.agg = new LogAggregator((ev) => log(ev.msg), { intervalMs: this.intervalMs, now: opts.now, maxKeys: 16 });
+    this.agg = new LogAggregator((ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: 16 });
   }
 
   /** Stripe `index` of session `session` was dropped because of `err` (a RecordError). */

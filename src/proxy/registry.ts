@@ -38,7 +38,8 @@ export function sessionKey(id: Uint8Array): string {
 /** Live sessions of one server by key, at most `maxSessions` of them. */
 export class SessionRegistry<S extends RegisteredSession> implements SessionLookup<S> {
   private readonly byKey = new Map<string, S>();
-  private opening = true;
+  /** Why new sessions are refused from now on (draining, shutting down); undefined while opening. */
+  private closedBy: OpenBlocker | undefined;
 
   constructor(readonly maxSessions: number) {
     if (!Number.isInteger(maxSessions) || maxSessions < 1) {
@@ -62,7 +63,7 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
   }
 
   openBlocker(): OpenBlocker | undefined {
-    if (!this.opening) return { code: "E_SHUTDOWN", reason: "shutting down" };
+    if (this.closedBy !== undefined) return this.closedBy;
     if (this.byKey.size >= this.maxSessions) return { code: "E_SESSION_LIMIT", reason: `session limit ${this.maxSessions}` };
     return undefined;
   }
@@ -74,7 +75,7 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
   add(key: string, session: S): void {
     if (this.live(key) !== undefined) throw new StriperError("E_INTERNAL", `a live session already has key ${key.slice(0, 12)}`);
     // An ended session with this key gives its slot to the new one, so only a new key can break the limit.
-    const blocker = this.byKey.has(key) && this.opening ? undefined : this.openBlocker();
+    const blocker = this.byKey.has(key) && this.closedBy === undefined ? undefined : this.openBlocker();
     if (blocker !== undefined) throw new StriperError("E_INTERNAL", `session registered against the rules: ${blocker.reason}`);
     this.byKey.set(key, session);
   }
@@ -89,8 +90,11 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
     return true;
   }
 
-  /** No new sessions from now on (the proxy is shutting down); live ones carry on until closed. */
-  stopOpening(): void {
-    this.opening = false;
+  /**
+   * No new sessions from now on, refused for `why` (the first reason given stays: a drain that ends in a
+   * stop still says "draining"); live ones carry on until closed, and their stripes may still join.
+   */
+  stopOpening(why: OpenBlocker = { code: "E_SHUTDOWN", reason: "shutting down" }): void {
+    this.closedBy ??= why;
   }
 }

@@ -12,7 +12,7 @@ import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, STATUS_OK } from "../secure/constants.ts";
+import { FIRST_FRAME_COUNTER, KIND_OPEN, STATUS_OK } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason, type Tlv } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
@@ -34,11 +34,12 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats, reasonLabel } from "./stats.ts";
 import { joinOption, type WorkerRole } from "./join.ts";
 import { proxyHeaderParser, type BalancerSet } from "./proxyproto.ts";
 
@@ -101,8 +102,18 @@ export interface StriperServer {
    * mode cannot change (keyed ↔ --no-auth needs a restart): E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now (registered, not yet ended). */
+  readonly liveSessions: number;
+  /**
+   * Drain: new sessions are refused from now on (an authenticated REFUSED reply to every OPEN, counted
+   * as refused "draining"), while live sessions go on and their stripes may still join (re-dials).
+   * Resolves when the last live session has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
 }
 
 /** How long a refused stripe stays open after the refusal, so the reply reaches the client. */
@@ -152,13 +163,14 @@ export function startServer(opts: ServerOptions): StriperServer {
   const gate = new UnauthGate<TcpPipe>(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED);
   const rejections = new Rejections({ log });
   const damage = new DamageLog(log);
+  const stats = new ProxyStats({ role: "server", budget: factory.budget, rejections: () => rejections.counts });
   const membership = new WeakMap<StripedPipe, Membership>();
   const noMember: Membership = { secret: new Uint8Array(32), keyId: "-" }; // matches no stripe
   // Accepted, not authenticated: reading their first message or held silent. For stop().
   const pending = new Set<TcpPipe>();
   const evicted = new WeakSet<TcpPipe>();
 
-  const openSession = (key: string, peerWindow: number, to: Address, member: Membership): StripedPipe => {
+  const openSession = (key: string, peerWindow: number, to: Address, member: Membership, from: string): StripedPipe => {
     const session = factory.open(registry.size, peerWindow);
     membership.set(session, member);
     registry.add(key, session);
@@ -169,11 +181,13 @@ export function startServer(opts: ServerOptions): StriperServer {
     };
     const target = connectTcp(to);
     const started = performance.now();
-    log(`session ${id} start target ${formatAddress(to)}`);
+    stats.opened(session, { id, remote: from, target: formatAddress(to) });
+    logEvent(log, { event: "session.start", session: id, remote: from, msg: `session ${id} start from ${from} target ${formatAddress(to)}`, fields: { target: formatAddress(to) } });
     // A target that cannot be reached ends the session at once; the client sees a reset.
     new Bridge(session, target, (r) => {
       registry.remove(key, session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      stats.closed(session);
+      logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, from));
     });
     return session;
   };
@@ -231,13 +245,15 @@ export function startServer(opts: ServerOptions): StriperServer {
         // Wrong-worker answers are routine when clients cannot reach join ports: counted, not logged.
         if (a.code === "E_WRONG_WORKER") wrongWorker++;
         else log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
+        if (hello.header.kind === KIND_OPEN) stats.refused(a.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(a.code));
         refuse(pipe, k, hello, a.status);
         return;
       case "open":
-        session = openSession(a.key, hello.header.window, a.target, a.membership);
+        session = openSession(a.key, hello.header.window, a.target, a.membership, pipe.remote);
         break;
       case "attach":
         session = a.session;
+        if (hello.header.generation !== 1) stats.redialed();
         break;
       default: {
         const unknown: never = a;
@@ -345,7 +361,8 @@ export function startServer(opts: ServerOptions): StriperServer {
     joinPort = joinListener.port;
   }
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}`);
+  stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
+  log(`server listening on ${stats.listener} target ${formatAddress(opts.target)}${ids}`);
   if (joinListener !== undefined) {
     const told = worker!.advertise ? "told to clients" : "not told to clients (--advertise-join off)";
     log(`join port ${formatAddress({ host: worker!.join.host, port: joinListener.port })} (worker ${worker!.index} of ${worker!.workers}), ${told}`);
@@ -357,6 +374,10 @@ export function startServer(opts: ServerOptions): StriperServer {
     sessions: registry.sessions,
     budget: factory.budget,
     rejections: rejections.counts,
+    stats,
+    get liveSessions() {
+      return registry.size;
+    },
     get unauthenticated() {
       return gate.active;
     },
@@ -369,15 +390,21 @@ export function startServer(opts: ServerOptions): StriperServer {
       keys = keysOf(auth);
       if (auth.mode === "keyed") log(`keys now ${keys.ids.join(",")}`);
     },
-    stop() {
+    drain() {
+      // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
+      registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
       registry.stopOpening();
       factory.stop();
       listener.stop();
       joinListener?.stop();
       rejections.close();
       damage.close();
+      stats.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
-      for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
+      for (const s of [...registry.sessions.values()]) s.close(reason);
     },
   };
 }
