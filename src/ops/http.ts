@@ -110,7 +110,8 @@ export function startOpsServer(o: OpsServerOptions): OpsServer {
     reusePort: false,
     async fetch(req) {
       if (req.method !== "GET" && req.method !== "HEAD") return text("method not allowed\n", 405);
-      const path = new URL(req.url).pathname;
+      // An HTTP/1.0 request without Host (HAProxy's plain `option httpchk`) comes as a bare path.
+      const path = new URL(req.url, "http://localhost").pathname;
       const extra = path.startsWith("/api/") ? o.api?.[path.slice(5)] : undefined;
       if (extra !== undefined) return Response.json(await extra(), { headers: { "cache-control": "no-store" } });
       // A source fed from elsewhere (a server's workers) is brought up to date first.
