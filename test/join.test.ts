@@ -103,7 +103,7 @@ describe("a session's routing on the client", () => {
 describe("admission on a worker", () => {
   const hello = (kind: number, options = [workerOption(1)]): ClientHello =>
     ({ sid: new Uint8Array(16).fill(7), header: { kind, stripeIndex: 1, options } }) as unknown as ClientHello;
-  const noMember = (): Membership | undefined => undefined;
+  const noMember = (): Membership => ({ secret: new Uint8Array(32), keyId: "" });
   const policy = (worker?: number): AdmissionPolicy => ({ maxStripes: 64, target: MAIN, worker });
   const registry = new SessionRegistry<{ closed: boolean }>(4);
 

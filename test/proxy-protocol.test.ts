@@ -61,7 +61,7 @@ describe("the PROXY v2 parser", () => {
     for (const c of cases) {
       const r = parse(c);
       expect(r.kind).toBe("invalid");
-      expect((r as { error: HandshakeRejected }).error.reason).toBe("bad-proxy");
+      expect((r as unknown as { error: HandshakeRejected }).error.reason).toBe("bad-proxy");
     }
     expect(parse(PROXY_V2_SIGNATURE.subarray(0, 3).map((x, i) => (i === 2 ? x ^ 1 : x))).kind).toBe("invalid");
   });
@@ -123,7 +123,7 @@ function balancer(port: number, header: Uint8Array | undefined): number {
               inbound.data.peer = out;
             },
             data: (_out, d) => void inbound.write(d),
-            close: () => inbound.end(),
+            close: () => void inbound.end(),
           },
         });
       },
@@ -131,7 +131,7 @@ function balancer(port: number, header: Uint8Array | undefined): number {
         if (inbound.data.peer) inbound.data.peer.write(d);
         else inbound.data.queued.push(new Uint8Array(d));
       },
-      close: (inbound) => inbound.data.peer?.end(),
+      close: (inbound) => void inbound.data.peer?.end(),
     },
   });
   cleanup.push(() => l.stop(true));
