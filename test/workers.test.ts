@@ -142,6 +142,22 @@ describe("server --workers", () => {
     (await Promise.all(again.results)).forEach((r, i) => expect(sha256(r.received)).toBe(sha256(again.data[i]!)));
   }, 180_000);
 
+  test("a primary killed with SIGKILL does not leave its workers running", async () => {
+    const f = await fleet(2);
+    const pids = (await workers(f.metrics)).map((w) => w.pid);
+    expect(pids.length).toBe(2);
+    f.server.kill("SIGKILL");
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    await until(() => pids.every((p) => !alive(p)), () => `workers still running: ${pids.filter(alive).join(", ")}`, 30_000);
+  }, 60_000);
+
   test("a client that cannot reach the join ports joins through the main address (wrong-worker answers), exact", async () => {
     // The client reaches the server only through a relay on 127.0.0.5; the join ports the reply names are
     // on 127.0.0.1, so the client's dial to 127.0.0.5:<join port> is refused — a firewall that rejects.
