@@ -7,6 +7,9 @@
 
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { appExchange, randomData, sha256, startTarget, type AppResult } from "./helpers/net.ts";
 import { Proc } from "./helpers/proc.ts";
 import { cleanups, until } from "./helpers/util.ts";
@@ -141,6 +144,32 @@ describe("server --workers", () => {
     const again = sessions(cport, 16, 9000);
     (await Promise.all(again.results)).forEach((r, i) => expect(sha256(r.received)).toBe(sha256(again.data[i]!)));
   }, 180_000);
+
+  test("SIGHUP re-reads the key file in every worker before the primary says it reloaded", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "striper-workers-"));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const serverKeys = join(dir, "server.key");
+    const clientKey = join(dir, "client.key");
+    const fresh = randomBytes(32).toString("base64");
+    writeFileSync(serverKeys, `${KEY}\n`, { mode: 0o600 });
+    writeFileSync(clientKey, `${fresh}\n`, { mode: 0o600 });
+    const f = await fleet(2, "127.0.0.1", ["--key-file", serverKeys]);
+    f.release();
+    appendFileSync(serverKeys, `${fresh}\n`);
+    const from = f.server.text.length;
+    f.server.kill("SIGHUP");
+    await f.server.waitFor(/\d+Z SIGHUP: config reloaded/, 30_000, from);
+    const reloadAt = f.server.text.slice(from).search(/\d+Z SIGHUP: config reloaded/);
+    for (const k of [0, 1]) {
+      const at = f.server.text.slice(from).search(new RegExp(`worker ${k}: keys now \\w+,\\w+`));
+      expect(at).toBeGreaterThanOrEqual(0);
+      expect(at).toBeLessThan(reloadAt);
+    }
+    // A client holding only the new key: its sessions open on either worker.
+    const c = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${f.port}`, "--stripes", "2", "--key-file", clientKey]);
+    const s = sessions(await c.listeningPort("client"), 8, 11_000);
+    (await Promise.all(s.results)).forEach((r, i) => expect(sha256(r.received)).toBe(sha256(s.data[i]!)));
+  }, 120_000);
 
   test("a primary killed with SIGKILL does not leave its workers running", async () => {
     const f = await fleet(2);
