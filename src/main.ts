@@ -7,7 +7,7 @@
 import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig, type Values } from "./cli/args.ts";
 import { resolveAuth } from "./cli/auth.ts";
 import { loadCommand } from "./cli/config.ts";
-import { UsageError } from "./errors.ts";
+import { StriperError, UsageError } from "./errors.ts";
 import type { StripeAuth } from "./proxy/handshake.ts";
 import { KeyError } from "./secure/errors.ts";
 import { generateKey } from "./secure/keys.ts";
@@ -17,6 +17,7 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
+import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
 import { serveAsWorker, workerSpecOf, type WorkerServer, type WorkerSpec } from "./proxy/workers.ts";
@@ -69,6 +70,19 @@ function authOf(cmd: RunConfig, warn = true): Map<Values, StripeAuth> {
   return out;
 }
 
+/** The SOCKS users of a client listener (`--socks-users`), loaded before it starts; a bad file exits 2. */
+function usersOf(l: Values): SocksUsers | undefined {
+  const path = l["socks-users"];
+  if (path === undefined) return undefined;
+  try {
+    const r = loadUsers(path);
+    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    return r.users;
+  } catch (err) {
+    throw err instanceof StriperError ? new ConfigFileError(err.message) : err;
+  }
+}
+
 /**
  * Starts the listeners of `cmd`. In a worker of a server (`spec`), each server shares its port with the
  * other workers and opens a join port of its own (src/ops/fleet.ts).
@@ -84,7 +98,10 @@ function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
           startServer({
             ...scaling,
             balancers: balancersOf(l),
-            target: l.target!,
+            target: l.target,
+            allow: l.allow,
+            connectTimeoutMs: l["connect-timeout"],
+            maxStandby: g["max-standby"],
             auth: auth.get(l)!,
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
@@ -101,15 +118,23 @@ function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
           source: s.stats,
           stats: () => statsEvents(s.stats.sessions()),
           stop: () => s.stop(),
-          reload: (_l, a) => s.setKeys(a),
+          reload: (next, a) => {
+            s.setKeys(a);
+            s.setAllow(next.allow ?? []); // the rules were checked when the file was read
+          },
           server: s,
         };
       });
     case "client":
       return startAll(cmd, (l) => {
-        const c = listenOrFail(l.listen!, "", () =>
+        const users = usersOf(l);
+        const c = listenOrFail((l.listen ?? l.socks)!, "", () =>
           startClient({
-            listen: l.listen!,
+            listen: l.listen,
+            target: l.target,
+            socks: l.socks === undefined ? undefined : { listen: l.socks, users, waits: l["socks-reply"] !== "immediate" },
+            pool: l.pool,
+            growAfter: l["grow-after"],
             peer: l.peer!,
             auth: auth.get(l)!,
             stripes: l.stripes,

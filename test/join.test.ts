@@ -104,7 +104,7 @@ describe("admission on a worker", () => {
   const hello = (kind: number, options = [workerOption(1)]): ClientHello =>
     ({ sid: new Uint8Array(16).fill(7), header: { kind, stripeIndex: 1, options } }) as unknown as ClientHello;
   const noMember = (): Membership => ({ secret: new Uint8Array(32), keyId: "" });
-  const policy = (worker?: number): AdmissionPolicy => ({ maxStripes: 64, target: MAIN, worker });
+  const policy = (worker?: number): AdmissionPolicy => ({ maxStripes: 64, worker });
   const registry = new SessionRegistry<{ closed: boolean }>(4);
 
   test("a JOIN for a session held elsewhere, naming another worker: WRONG_WORKER; the client redials", () => {

@@ -93,7 +93,8 @@ export async function runFleet(o: FleetRunOptions): Promise<void> {
   await fleet.start();
   cmd.listeners.forEach((l, i) => {
     const at = formatAddress({ host: l.listen!.host, port: fleet.listenPorts[i]! });
-    log(`server listening on ${at} target ${formatAddress(l.target!)} with ${workers} workers (pids ${fleet.pids.join(", ")})`);
+    const serves = [l.target !== undefined ? `target ${formatAddress(l.target)}` : "", l.allow?.length ? `allow ${l.allow.join(" ")}` : ""].filter((x) => x !== "");
+    log(`server listening on ${at} ${serves.join(" ")} with ${workers} workers (pids ${fleet.pids.join(", ")})`);
   });
   const source = fleetSource(fleet);
   const unit: Drainable = {

@@ -1,5 +1,5 @@
 /**
- * Keeping a session's stripes on the worker process that holds it (docs/protocol.md §3.15). A server
+ * Keeping a session's stripes on the worker process that holds it (docs/protocol.md §3.16). A server
  * run with `--workers N` has N processes on one listening port (SO_REUSEPORT): the kernel spreads new
  * connections over them by a hash of the 4-tuple, so the stripes of one session would land on different
  * workers, and a worker cannot hand a socket to another (Bun cannot pass descriptors). Instead:

@@ -7,18 +7,23 @@
  */
 
 import { BrokenError, StriperError } from "../errors.ts";
-import { Bridge } from "../pipe/bridge.ts";
+import { Bridge, type BridgeResult } from "../pipe/bridge.ts";
+import type { Pipe } from "../pipe/pipe.ts";
 import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import type { BufferBudget } from "../stripe/budget.ts";
-import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, KIND_OPEN, STATUS_OK } from "../secure/constants.ts";
+import { formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
+import { FIRST_FRAME_COUNTER, HEADER_FLAG_STANDBY, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason, type Tlv } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
-import { RecordOpener } from "../secure/record.ts";
+import { RecordOpener, type RecordSealer } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
+import { encodeFrame, encodeResetReason } from "../wire/codec.ts";
+import { FRAME_RESET, ResetCode } from "../wire/constants.ts";
 import { HandshakeRejected, clientHelloParser } from "../wire/handshake.ts";
+import { parseAllowRules } from "./allow.ts";
+import { destinationFromOptions, formatDestination, type Destination } from "./destination.ts";
 import {
   DEFAULT_HANDSHAKE_BURST,
   DEFAULT_HANDSHAKE_RATE,
@@ -34,8 +39,10 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
-import { SessionRegistry } from "./registry.ts";
+import { escapeText, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { SessionRegistry, sessionKey } from "./registry.ts";
+import { DEFAULT_MAX_STANDBY, DEFAULT_STANDBY_IDLE_MS, DEFAULT_STANDBY_PER_SOURCE, StandbyTable, holdStandby } from "./standby.ts";
+import { TargetOpener, type RefusalReason, type TargetOpenerOptions } from "./target.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
@@ -46,7 +53,27 @@ import { proxyHeaderParser, type BalancerSet } from "./proxyproto.ts";
 /** Options of the server-side proxy. */
 export interface ServerOptions {
   listen: Address;
-  target: Address;
+  /** Where sessions that name no destination go (`--target`). A server needs this, `allow`, or both. */
+  target?: Address;
+  /**
+   * `--allow` rules (src/proxy/allow.ts): client-chosen destinations they allow are served; without
+   * any, only `target` is. Special addresses need a rule that names them (SSRF defaults).
+   */
+  allow?: readonly string[];
+  /** Deadline for the TCP connect to a target, ms (default 10 000). */
+  connectTimeoutMs?: number;
+  /** Deadline for resolving a destination's name, ms (default 5000). */
+  dnsTimeoutMs?: number;
+  /** Resolves names (default getaddrinfo); tests inject one. */
+  lookup?: TargetOpenerOptions["lookup"];
+  /** Opens target connections (default connectTcp); tests inject one. */
+  connect?: TargetOpenerOptions["connect"];
+  /** The server's own addresses, refused like loopback (default: its interfaces'). */
+  ownAddresses?: TargetOpenerOptions["ownAddresses"];
+  /** Standby stripes held in all (default 256), per source (default 16), and for how long (default 60 s). */
+  maxStandby?: number;
+  standbyPerSource?: number;
+  standbyIdleMs?: number;
   /** Pre-shared keys (any of them opens a session) or plain mode. Required: there is no silent default. */
   auth: StripeAuth;
   session?: Partial<Omit<SessionOptions, "role">>;
@@ -96,6 +123,15 @@ export interface StriperServer {
   readonly joinPort: number | undefined;
   /** JOINs answered WRONG_WORKER since start (they reached a worker that does not hold their session). */
   readonly wrongWorker: number;
+  /** Standby stripes held now (opened ahead of need, not taken yet). */
+  readonly standby: number;
+  /** Sessions whose destination was refused or not reached since start, by reason (src/proxy/target.ts). */
+  readonly destinationRefusals: Readonly<Partial<Record<RefusalReason, number>>>;
+  /**
+   * Replaces the allowlist (a config re-read on SIGHUP): sessions opened from now on are judged by it;
+   * live ones keep their connection. Throws E_CONFIG for a bad rule, leaving the old list in force.
+   */
+  setAllow(rules: readonly string[]): void;
   /**
    * Replaces the keys new stripes are checked against (a key file re-read on SIGHUP). Sessions keep the
    * key they were opened with: their stripes are still accepted while the server holds that key. The
@@ -148,10 +184,26 @@ export function startServer(opts: ServerOptions): StriperServer {
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
   const worker = opts.worker;
-  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target, worker: worker?.index };
+  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, worker: worker?.index };
   const balancers = opts.balancers;
   let wrongWorker = 0;
   let joinPort: number | undefined;
+  if (opts.target === undefined && (opts.allow === undefined || opts.allow.length === 0)) {
+    throw new StriperError("E_CONFIG", "a server needs a target (--target), an allowlist (--allow), or both");
+  }
+  const targets = new TargetOpener({
+    policy: { defaultTarget: opts.target, rules: parseAllowRules(opts.allow ?? []) },
+    connectTimeoutMs: opts.connectTimeoutMs,
+    dnsTimeoutMs: opts.dnsTimeoutMs,
+    lookup: opts.lookup,
+    connect: opts.connect,
+    ownAddresses: opts.ownAddresses,
+  });
+  const destinationRefusals: Partial<Record<RefusalReason, number>> = {};
+  const standbys = new StandbyTable({ max: opts.maxStandby ?? DEFAULT_MAX_STANDBY, perSource: opts.standbyPerSource ?? DEFAULT_STANDBY_PER_SOURCE });
+  const standbyIdleMs = opts.standbyIdleMs ?? DEFAULT_STANDBY_IDLE_MS;
+  // Standby stripes held, to close at stop().
+  const held = new Set<Pipe>();
   const registry = new SessionRegistry<StripedPipe>(opts.maxSessions ?? 1024);
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
@@ -170,8 +222,14 @@ export function startServer(opts: ServerOptions): StriperServer {
   const pending = new Set<TcpPipe>();
   const evicted = new WeakSet<TcpPipe>();
 
-  const openSession = (key: string, peerWindow: number, to: Address, member: Membership, from: string): StripedPipe => {
-    const session = factory.open(registry.size, peerWindow);
+  /**
+   * Registers a new session and connects it to `to`. Until the target is connected the session is paused
+   * (0-RTT bytes wait in it); then it is bridged to the target and the client is told (OPENED). A
+   * destination that is refused or cannot be reached ends the session with a RESET saying why; one log
+   * line names the destination and the client's address.
+   */
+  const openSession = (key: string, peerWindow: number, to: Destination, member: Membership, from: string, window?: number): StripedPipe => {
+    const session = factory.open(registry.size, peerWindow, window);
     membership.set(session, member);
     registry.add(key, session);
     const id = key.slice(0, 12);
@@ -179,15 +237,52 @@ export function startServer(opts: ServerOptions): StriperServer {
     session.stripeDied = (index, err) => {
       if (err instanceof RecordError) damage.note(id, index, err);
     };
-    const target = connectTcp(to);
     const started = performance.now();
-    stats.opened(session, { id, remote: from, target: formatAddress(to) });
-    logEvent(log, { event: "session.start", session: id, remote: from, msg: `session ${id} start from ${from} target ${formatAddress(to)}`, fields: { target: formatAddress(to) } });
-    // A target that cannot be reached ends the session at once; the client sees a reset.
-    new Bridge(session, target, (r) => {
+    const where = escapeText(formatDestination(to));
+    const client = escapeText(from, 80);
+    // Counted as opened now (drain and /api/sessions see it while its destination is judged and
+    // connected); a destination refused or not reached is also counted under sessionsRefused by reason.
+    stats.opened(session, { id, remote: from, target: formatDestination(to) });
+    const ended = (r: BridgeResult): void => {
       registry.remove(key, session);
       stats.closed(session);
       logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, from));
+    };
+    session.pause(); // the app's first bytes wait here until the target is connected
+    let cancel = (): void => {};
+    session.setHandler({
+      data() {},
+      drain() {},
+      end() {},
+      close: (err) => {
+        cancel();
+        ended({ aToB: { bytes: 0, congestions: 0, finished: false }, bToA: { bytes: 0, congestions: 0, finished: false }, error: err, durationMs: 0 });
+      },
+    });
+    cancel = targets.open(to, (r) => {
+      if (!r.ok) {
+        destinationRefusals[r.reason] = (destinationRefusals[r.reason] ?? 0) + 1;
+        stats.refused(r.reason);
+        logEvent(log, {
+          event: "session.refused",
+          session: id,
+          remote: from,
+          msg: `session ${id} from ${client} to ${where} failed: ${r.error.code} ${escapeText(r.error.message)}`,
+          fields: { destination: formatDestination(to), reason: r.reason, code: r.error.code },
+        });
+        session.close(r.error); // RESET with the error's code: the client answers its app with it
+        return;
+      }
+      logEvent(log, {
+        event: "session.start",
+        session: id,
+        remote: from,
+        msg: `session ${id} start from ${client} to ${where} (${r.address})${r.rule !== undefined ? ` by rule ${escapeText(r.rule)}` : ""}`,
+        fields: { destination: formatDestination(to), target: r.address, ...(r.rule !== undefined ? { rule: r.rule } : {}) },
+      });
+      new Bridge(session, r.pipe, ended);
+      session.signalOpened();
+      session.resume();
     });
     return session;
   };
@@ -234,6 +329,8 @@ export function startServer(opts: ServerOptions): StriperServer {
     // A fresh hello from a key holder: its attempt does not count against its source.
     limiter.refund(source);
     const keyId = hello.keyIndex >= 0 ? k.ids[hello.keyIndex]! : "";
+    // A standby stripe's session id is spoken for until it is taken: no other stripe may use it.
+    if (standbys.has(sessionKey(hello.sid))) return silence(pipe, source, acceptedAt, "bad-member");
     const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember);
     let session: StripedPipe;
     switch (a.kind) {
@@ -245,11 +342,13 @@ export function startServer(opts: ServerOptions): StriperServer {
         // Wrong-worker answers are routine when clients cannot reach join ports: counted, not logged.
         if (a.code === "E_WRONG_WORKER") wrongWorker++;
         else log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
-        if (hello.header.kind === KIND_OPEN) stats.refused(a.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(a.code));
+        // A session refused (a standby stripe's OPEN is no session yet: its TARGET is counted when refused).
+        if (hello.header.kind === KIND_OPEN && (hello.header.flags & HEADER_FLAG_STANDBY) === 0) stats.refused(a.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(a.code));
         refuse(pipe, k, hello, a.status);
         return;
       case "open":
-        session = openSession(a.key, hello.header.window, a.target, a.membership, pipe.remote);
+        if (a.standby) return standby(pipe, k, source, hello, r.leftover, a.key, a.membership);
+        session = openSession(a.key, hello.header.window, a.destination, a.membership, pipe.remote);
         break;
       case "attach":
         session = a.session;
@@ -263,17 +362,68 @@ export function startServer(opts: ServerOptions): StriperServer {
     pending.delete(pipe);
     gate.leave(pipe);
     // The first reply of a session on a server of several workers says where its other stripes go.
-    const hint = a.kind === "open" && worker !== undefined ? [joinOption({ worker: worker.index, workers: worker.workers, port: worker.advertise ? joinPort ?? 0 : 0 })] : [];
-    const out = reply(k, hello, STATUS_OK, session.opts.window, hint);
+    const out = reply(k, hello, STATUS_OK, session.opts.window, a.kind === "open" ? joinHint() : []);
     pipe.send(out.bytes);
     const h = hello.header;
-    if (out.sealer !== undefined && hello.key !== undefined) {
-      // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
-      const sealed = new SealedPipe(pipe, { sealer: out.sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover: r.leftover });
-      session.attach(h.stripeIndex, h.generation, sealed);
-    } else {
-      session.attach(h.stripeIndex, h.generation, pipe, r.leftover);
+    // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
+    const c = carrierOf(pipe, out.sealer, hello, r.leftover);
+    session.attach(h.stripeIndex, h.generation, c.carrier, c.leftover);
+    pipe.resume();
+  };
+
+  /**
+   * The reply option that opens a session on a server of several workers: which worker holds it, and
+   * its join port (0 with --advertise-join off). None on a single process.
+   */
+  const joinHint = (): Tlv[] =>
+    worker === undefined ? [] : [joinOption({ worker: worker.index, workers: worker.workers, port: worker.advertise ? (joinPort ?? 0) : 0 })];
+
+  /** The carrier of an accepted stripe: sealed records (keyed) or the connection itself (plain). */
+  const carrierOf = (pipe: TcpPipe, sealer: RecordSealer | undefined, hello: ClientHello, leftover: Uint8Array): { carrier: Pipe; leftover: Uint8Array | undefined } =>
+    sealer !== undefined && hello.key !== undefined
+      ? { carrier: new SealedPipe(pipe, { sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover }), leftover: undefined }
+      : { carrier: pipe, leftover };
+
+  /**
+   * An OPEN with HEADER_FLAG_STANDBY: reply OK with the window the session will have, and hold the stripe
+   * (src/proxy/standby.ts) until its TARGET frame opens the session — or until it expires or goes.
+   */
+  const standby = (pipe: TcpPipe, k: Keys, source: string, hello: ClientHello, leftover: Uint8Array, key: string, member: Membership): void => {
+    pending.delete(pipe);
+    gate.leave(pipe);
+    const blocked = standbys.blocker(source);
+    if (blocked !== undefined) {
+      log(`stripe from ${pipe.remote} refused: E_STANDBY_LIMIT ${blocked}`);
+      refuse(pipe, k, hello, STATUS_REFUSED);
+      return;
     }
+    const window = factory.window(registry.size);
+    // The session a standby stripe starts lives on this worker: its reply says so, as an OPEN's does.
+    const out = reply(k, hello, STATUS_OK, window, joinHint());
+    pipe.send(out.bytes);
+    const c = carrierOf(pipe, out.sealer, hello, leftover);
+    standbys.add(key, source);
+    held.add(c.carrier);
+    const h = hello.header;
+    holdStandby(c.carrier, standbyIdleMs, (end) => {
+      standbys.remove(key, source);
+      held.delete(c.carrier);
+      if (end.kind !== "taken") return;
+      const to = destinationFromOptions(end.frame.options);
+      const blocker = to instanceof StriperError ? undefined : registry.live(key) !== undefined ? { code: "E_INTERNAL", reason: "session id in use" } : registry.openBlocker();
+      const problem = to instanceof StriperError ? { code: to.code, reason: to.message } : blocker;
+      if (problem !== undefined) {
+        // Before any session exists: a RESET as the first frame ends the client's session with the reason.
+        log(`standby stripe from ${pipe.remote} not opened: ${problem.code} ${escapeText(problem.reason)}`);
+        stats.refused(problem.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(problem.code));
+        c.carrier.send(encodeFrame(FRAME_RESET, 0, ResetCode.PeerFailed, encodeResetReason(`${problem.code} ${problem.reason}`)));
+        c.carrier.shutdown();
+        setTimeout(() => c.carrier.close(), REFUSE_LINGER_MS).unref();
+        return;
+      }
+      const session = openSession(key, end.frame.window, to as Destination, member, pipe.remote, window);
+      session.attach(h.stripeIndex, h.generation, c.carrier, end.rest);
+    });
     pipe.resume();
   };
 
@@ -295,7 +445,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       }
       return parse(received);
     };
-    readHandshake(pipe, chargedParse, { deadlineMs: left, initial }, (r) => {
+    readHandshake(pipe, chargedParse, { deadlineMs: left, prefix: initial }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
         authenticated(pipe, k, source, acceptedAt, r);
@@ -362,7 +512,8 @@ export function startServer(opts: ServerOptions): StriperServer {
   }
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
   stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
-  log(`server listening on ${stats.listener} target ${formatAddress(opts.target)}${ids}`);
+  const serves = [opts.target !== undefined ? `target ${formatAddress(opts.target)}` : "", opts.allow?.length ? `allow ${opts.allow.map((a) => escapeText(a)).join(" ")}` : ""];
+  log(`server listening on ${stats.listener} ${serves.filter((x) => x !== "").join(" ")}${ids}`);
   if (joinListener !== undefined) {
     const told = worker!.advertise ? "told to clients" : "not told to clients (--advertise-join off)";
     log(`join port ${formatAddress({ host: worker!.join.host, port: joinListener.port })} (worker ${worker!.index} of ${worker!.workers}), ${told}`);
@@ -385,6 +536,15 @@ export function startServer(opts: ServerOptions): StriperServer {
     get wrongWorker() {
       return wrongWorker;
     },
+    destinationRefusals,
+    get standby() {
+      return standbys.size;
+    },
+    setAllow(rules) {
+      const parsed = parseAllowRules(rules);
+      targets.setPolicy({ defaultTarget: targets.current.defaultTarget, rules: parsed });
+      log(`allowlist now ${parsed.length === 0 ? "empty" : parsed.map((r) => escapeText(r.text)).join(" ")}`);
+    },
     setKeys(auth) {
       if (auth.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${auth.mode} stripes without a restart`);
       keys = keysOf(auth);
@@ -393,6 +553,12 @@ export function startServer(opts: ServerOptions): StriperServer {
     drain() {
       // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
       registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      // Standby stripes would only open sessions to be refused: end them cleanly (the clients' pools
+      // drop them; their refills are refused), so new sessions get the OPEN's REFUSED reply instead.
+      for (const p of [...held]) {
+        p.shutdown();
+        setTimeout(() => p.close(), REFUSE_LINGER_MS).unref();
+      }
       return stats.idle();
     },
     stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
@@ -404,6 +570,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       damage.close();
       stats.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
+      for (const p of [...held]) p.close(reason);
       for (const s of [...registry.sessions.values()]) s.close(reason);
     },
   };

@@ -28,11 +28,16 @@ export class SessionFactory {
 
   /**
    * A new session when `live` sessions already exist: under load it gets a smaller receive window
-   * (see sessionWindow). `peerWindow` is the far side's, when already known.
+   * (see sessionWindow). `peerWindow` is the far side's, when already known. `window`: one promised to
+   * the peer earlier (a standby stripe's reply), used as it is.
    */
-  open(live: number, peerWindow = this.opts.window): StripedPipe {
-    const window = sessionWindow(this.opts.window, this.budget, live);
+  open(live: number, peerWindow = this.opts.window, window = this.window(live)): StripedPipe {
     return new StripedPipe({ ...this.opts, window }, peerWindow, this.budget);
+  }
+
+  /** The receive window a session opened now, with `live` others, would get. */
+  window(live: number): number {
+    return sessionWindow(this.opts.window, this.budget, live);
   }
 
   /** Stops the governor (the proxy is shutting down). */
