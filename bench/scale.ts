@@ -101,7 +101,7 @@ async function server(targetPort: number, extra: string[]) {
 }
 
 async function client(peer: string, stripes = 8) {
-  const c = start([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", peer, "--stripes", String(stripes)]);
+  const c = start([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", peer, "--stripes", String(stripes), "--grow-after", "0"]);
   const port = Number((await c.wait(/client listening on 127\.0\.0\.1:(\d+)/))[1]);
   return { port, pid: c.p.pid, stop: () => c.p.kill("SIGKILL") };
 }

@@ -187,7 +187,7 @@ describe("behind HAProxy", () => {
       states = await serverStates(hp.socket);
       await Bun.sleep(50);
     }
-    const client = spawn([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${hp.port}`, "--stripes", String(STRIPES), "--grace", "3s"]);
+    const client = spawn([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${hp.port}`, "--stripes", String(STRIPES), "--grow-after", "0", "--grace", "3s"]);
     const cport = await client.listeningPort("client");
 
     // 100 sessions, held open: every session's 8 stripes on one relay (and on one of its workers).
@@ -230,7 +230,7 @@ describe("behind HAProxy", () => {
       if (i === 200) throw new Error("haproxy servers not all UP");
       await Bun.sleep(50);
     }
-    const client = spawn([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${hp.port}`, "--stripes", String(STRIPES), "--grace", "3s"]);
+    const client = spawn([process.execPath, MAIN, "client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${hp.port}`, "--stripes", String(STRIPES), "--grow-after", "0", "--grace", "3s"]);
     const cport = await client.listeningPort("client");
     const s = sessions(cport, 60, 600);
     const placed = await waitPlaced(relays, 60);
