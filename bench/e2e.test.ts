@@ -245,7 +245,7 @@ describe("process plans", () => {
     expect(p.entry).toBe(1004);
     expect(p.procs.map((x) => [x.name, x.argv.join(" ")])).toEqual([
       ["target", "bench/tools/target.ts --port 1001 --hash 1 --seed 1 --mode sink"],
-      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001 --key-file bench.key"],
+      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001 --key-file bench.key --workers 1"],
       ["link", "src/main.ts link --listen 127.0.0.1:1002 --target 127.0.0.1:1003 --rate 4,0.4 --delay 10"],
       ["client", "src/main.ts client --listen 127.0.0.1:1004 --peer 127.0.0.1:1002 --stripes 8 --key-file bench.key"],
     ]);

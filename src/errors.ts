@@ -53,6 +53,9 @@ export const ERROR_CODES = [
   "E_SESSION_LIMIT",
   "E_REFUSED",
   "E_SESSION_LOST",
+  "E_WRONG_WORKER", // a JOIN reached a worker process that does not hold its session (src/proxy/join.ts)
+  "E_JOIN_UNREACHABLE", // the join port a server advertised did not answer: the client uses the main address
+  "E_WORKER", // a worker process could not start or stopped unexpectedly (src/proxy/workers.ts)
   "E_SHUTDOWN",
   "E_DRAINING", // a new session refused while the proxy drains (SIGTERM): live ones go on
   "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)

@@ -20,6 +20,8 @@ import { startServer } from "./proxy/server.ts";
 import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
+import { serveAsWorker, workerSpecOf, type WorkerServer, type WorkerSpec } from "./proxy/workers.ts";
+import { balancersOf, runFleet, workerCount, workerLog, workerOptions } from "./ops/fleet.ts";
 import { VERSION } from "./version.ts";
 import { writeSync } from "node:fs";
 
@@ -38,6 +40,8 @@ interface Started {
    * theirs. The place for further live settings (issue 13: the allowlist).
    */
   reload?: (values: Values, auth: StripeAuth) => void;
+  /** The server, in a worker process (for its reports to the primary). */
+  server?: WorkerServer;
 }
 
 /** Starts every listener of `cmd`; if one cannot bind, stops those already started and throws. */
@@ -56,12 +60,12 @@ function startAll(cmd: RunConfig, start: (l: RunConfig["listeners"][number]) => 
  * The stripe authentication of every listener, loaded before any starts: a missing or malformed key is a
  * one-line KeyError (exit 2), a key file others may read a warning line.
  */
-function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
+function authOf(cmd: RunConfig, warn = true): Map<Values, StripeAuth> {
   const out = new Map<Values, StripeAuth>();
   if (cmd.mode !== "server" && cmd.mode !== "client") return out;
   for (const l of cmd.listeners) {
     const r = resolveAuth({ keyFile: l["key-file"], noAuth: l["no-auth"] }, process.env);
-    for (const w of r.warnings) log(`warning: ${w}`);
+    if (warn) for (const w of r.warnings) log(`warning: ${w}`);
     out.set(l, r.auth);
   }
   return out;
@@ -80,15 +84,21 @@ function usersOf(l: Values): SocksUsers | undefined {
   }
 }
 
-function startMode(cmd: RunConfig): Started[] {
+/**
+ * Starts the listeners of `cmd`. In a worker of a server (`spec`), each server shares its port with the
+ * other workers and opens a join port of its own (src/ops/fleet.ts).
+ */
+function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
   const g = cmd.global;
-  const auth = authOf(cmd);
+  const auth = authOf(cmd, spec === undefined); // a worker's primary has warned already
   switch (cmd.mode) {
     case "server":
       return startAll(cmd, (l) => {
-        const s = listenOrFail(l.listen!, "", () =>
+        const scaling = workerOptions(l, cmd.listeners.indexOf(l), spec);
+        const s = listenOrFail(scaling.listen, "", () =>
           startServer({
-            listen: l.listen!,
+            ...scaling,
+            balancers: balancersOf(l),
             target: l.target,
             allow: l.allow,
             connectTimeoutMs: l["connect-timeout"],
@@ -113,6 +123,7 @@ function startMode(cmd: RunConfig): Started[] {
             s.setKeys(a);
             s.setAllow(next.allow ?? []); // the rules were checked when the file was read
           },
+          server: s,
         };
       });
     case "client":
@@ -197,17 +208,26 @@ async function run(argv: string[]): Promise<void> {
       process.exit(0);
     }
   }
+  // A server of several worker processes: this is their primary (src/ops/fleet.ts).
+  const spec = workerSpecOf(process.env);
+  if (spec === undefined && workerCount(cmd) > 1) {
+    await runFleet({ cmd, argv, workers: workerCount(cmd), checkKeys: (c) => authOf(c), log });
+    return;
+  }
+  if (spec !== undefined) log = workerLog(log, spec.index);
   const signals = processSignals(); // before any listener: no signal may find the default action
-  const started = startMode(cmd);
+  const started = startMode(cmd, spec);
   const sources = started.map((s) => s.source);
+  const source = sources.every((s) => s !== undefined) ? combineSources(sources) : undefined;
   // Keys loaded by a reload's check, applied when the reload is (see runDaemon's prepare and apply).
   const reloaded = new WeakMap<RunConfig, Map<Values, StripeAuth>>();
-  runDaemon({
+  const daemon = runDaemon({
     cmd,
     argv,
     units: started.map((s) => s.unit),
-    source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
+    source,
     stats: () => started.flatMap((s) => s.stats()),
+    serveOps: spec === undefined, // a worker's figures are served by its primary
     log,
     // On SIGHUP the key files are read again (a key added or removed without a restart); a key file that
     // cannot be read or parsed refuses the reload.
@@ -228,6 +248,26 @@ async function run(argv: string[]): Promise<void> {
     },
     signals,
   });
+  if (spec !== undefined) {
+    serveAsWorker(
+      spec,
+      started.map((s) => s.server!),
+      {
+        stats: () => source && { sessions: [...source.sessions()], counters: source.counters(), budget: source.budget() },
+        reload: () => {
+          daemon.lifecycle.signal("SIGHUP");
+          return daemon.lifecycle.reloading;
+        },
+        // The primary died: this worker must not outlive it. Its sessions are reset, never cut clean.
+        orphaned: () => {
+          if (daemon.lifecycle.state() !== "accepting") return;
+          log("primary process gone: stopping");
+          daemon.lifecycle.signal("SIGTERM");
+          if (daemon.lifecycle.state() === "draining") daemon.lifecycle.signal("SIGTERM");
+        },
+      },
+    );
+  }
 }
 
 /**

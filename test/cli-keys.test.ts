@@ -211,6 +211,8 @@ describe("SIGHUP re-reads the key files", () => {
     const mark = server.text.length;
     server.kill("SIGHUP");
     await server.waitFor(/keys now [0-9a-f]{8},[0-9a-f]{8}/, 10_000, mark);
+    // The process's own line (not a worker's: a server of several workers logs it once all have reloaded).
+    await server.waitFor(/\dZ SIGHUP: config reloaded/, 10_000, mark);
     await roundTrip(clientPort, 8);
     // A file that no longer parses: the running keys stay, one line says why.
     writeFileSync(keys, "not a key\n");

@@ -284,11 +284,17 @@ export interface TcpListener {
   stop(): void;
 }
 
+/** Options of listenTcp. */
+export interface ListenOptions {
+  /** SO_REUSEPORT: other processes may listen on the same address (the kernel spreads connections). */
+  reusePort?: boolean;
+}
+
 /**
  * Listens on `at`; `onAccept` must install a handler synchronously. The pipe is still "opening" inside
  * `onAccept`; it opens (and `ready` fires) right after.
  */
-export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
+export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void, options: ListenOptions = {}): TcpListener {
   const listener: TCPSocketListener<TcpPipe> = listenHalfOpen<TcpPipe>(at.host, at.port, {
     ...tcpHandlers,
     open(socket) {
@@ -304,7 +310,7 @@ export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpLi
       }
       pipe.onOpen(socket);
     },
-  });
+  }, options.reusePort === true);
   return {
     host: at.host,
     port: listener.port,

@@ -48,6 +48,7 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
+import { JOIN_CONNECT_MS, JoinMemory, JoinRoute, type DialTarget, type RouteCounts } from "./join.ts";
 import { escapeText, hexId, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { OutageNotice } from "./outage.ts";
 import { SessionFactory } from "./sessions.ts";
@@ -103,6 +104,8 @@ export interface StriperClient {
   readonly sessions: Set<StripedPipe>;
   /** The memory budget all sessions share (for statistics and tests). */
   readonly budget: BufferBudget;
+  /** How JOINs were routed since start, all sessions together (src/proxy/join.ts). */
+  readonly routing: Readonly<RouteCounts & { fallbacks: number }>;
   /** Standby stripes: ready now, dialled and taken since start (zeros without a pool). */
   readonly pool: { readonly ready: number; readonly dialled: number; readonly taken: number };
   /**
@@ -202,6 +205,9 @@ export function startClient(opts: ClientOptions): StriperClient {
   const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
   const damage = new DamageLog(log);
   const stats = new ProxyStats({ role: "client", budget: factory.budget });
+  // What the client learned about reaching servers' join ports, and how its JOINs were routed.
+  const joinMemory = new JoinMemory();
+  const routing = { viaJoinPort: 0, viaMain: 0, wrongWorker: 0, fallbacks: 0 };
 
   const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
   const poolSize = opts.pool ?? 0;
@@ -228,6 +234,9 @@ export function startClient(opts: ClientOptions): StriperClient {
     const started = performance.now();
     // Per stripe index: the dial whose reply has not authenticated yet (its failure goes to the dialer).
     const awaitingReply = new Map<number, DialAttempt>();
+    // Where this session's stripes go: a server of several workers names the one that holds it.
+    const route = new JoinRoute(opts.peer, joinMemory);
+    if (pooled !== undefined) route.learn(pooled.replyOptions); // a standby stripe's reply named the worker
 
     /** The first message of one stripe connection: fresh salt, so fresh keys (re-dials included). */
     const hello = (a: DialAttempt): StripeHello => {
@@ -244,8 +253,9 @@ export function startClient(opts: ClientOptions): StriperClient {
           timestampMs: Math.floor(wall()),
           window: session.opts.window,
           secret: a.kind === KIND_OPEN ? secret : joinProof(secret, cs),
-          // The destination rides in the OPEN's sealed header, never in clear (keyed mode).
-          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : [],
+          // The destination rides in the OPEN's sealed header, never in clear (keyed mode); a JOIN names the
+          // worker that holds the session on a server of several.
+          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : route.headerOptions(a.kind),
         },
         cs,
       );
@@ -257,6 +267,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       switch (verdict.kind) {
         case "attach":
           awaitingReply.delete(a.index);
+          route.attached(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
           outage.back();
@@ -280,6 +291,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       deadline.unref();
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
+        route.learn(r.reply.options); // before the JOINs that an OK sets off
         return onReply(a, judgeReply(r.reply));
       };
       if (h.out.sealer !== undefined) {
@@ -308,11 +320,42 @@ export function startClient(opts: ClientOptions): StriperClient {
       session.attach(a.index, a.generation, carrier);
     };
 
-    /** A joining stripe: attached once its reply has authenticated and said OK. */
-    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
-      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout }, (r) => {
+    /**
+     * A joining stripe: attached once its reply has authenticated and said OK. A JOIN to a worker's join
+     * port that cannot connect sends this session's JOINs to the main address instead; a JOIN that
+     * reached the wrong worker is dialled again at once, up to a bound (src/proxy/join.ts).
+     */
+    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, t: DialTarget): void => {
+      let opened = false;
+      let timedOut = false;
+      const connectTimer = t.joinPort
+        ? setTimeout(() => {
+            timedOut = true;
+            pipe.close(new ConnectError("E_JOIN_UNREACHABLE", `no connection to join port ${formatAddress(t.to)} within ${JOIN_CONNECT_MS} ms`));
+          }, JOIN_CONNECT_MS)
+        : undefined;
+      connectTimer?.unref();
+      const onReady = (): void => {
+        opened = true;
+        clearTimeout(connectTimer);
+        if (t.joinPort) route.joinReached();
+      };
+      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout, onReady }, (r) => {
+        clearTimeout(connectTimer);
         if (session.closed) {
           pipe.close();
+          return;
+        }
+        if (r instanceof StriperError && t.joinPort && !opened) {
+          // The join port cannot be reached (a firewall): from now on the main address, at once.
+          pipe.close(r);
+          awaitingReply.delete(a.index);
+          if (!route.fallback) {
+            routing.fallbacks++;
+            log(`session ${id} join port ${t.to.port} unreachable (${r.code}): its stripes join through ${peerName}`);
+          }
+          route.joinUnreachable(timedOut);
+          dialStripe(a);
           return;
         }
         if (r instanceof StriperError) {
@@ -327,8 +370,15 @@ export function startClient(opts: ClientOptions): StriperClient {
         if (refusal !== undefined) {
           pipe.close(refusal);
           awaitingReply.delete(a.index);
+          if (session.closed) return;
+          if (refusal.code === "E_WRONG_WORKER") {
+            routing.wrongWorker++;
+            // Another source port hashes to another worker: dial again at once, within the bound. Not an
+            // outage: the server answered.
+            if (route.wrongWorker(a.index)) return dialStripe(a);
+          }
           outage.failed(refusal);
-          if (!session.closed) dialer.failed(a.index, refusal);
+          dialer.failed(a.index, refusal);
           return;
         }
         if (h.out.sealer !== undefined && r.value.key !== undefined) {
@@ -344,12 +394,17 @@ export function startClient(opts: ClientOptions): StriperClient {
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
       if (a.generation !== 1) stats.redialed();
-      const pipe = connectTcp(opts.peer);
+      const t = route.target(a.kind);
+      if (a.kind !== KIND_OPEN) {
+        if (t.joinPort) routing.viaJoinPort++;
+        else routing.viaMain++;
+      }
+      const pipe = connectTcp(t.to);
       const h = hello(a);
       awaitingReply.set(a.index, a);
       pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
       if (a.kind === KIND_OPEN) dialOpen(a, pipe, h);
-      else dialJoin(a, pipe, h);
+      else dialJoin(a, pipe, h, t);
     };
 
     const dialer = new StripeDialer({
@@ -427,6 +482,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    routing,
     stats,
     get liveSessions() {
       return sessions.size;

@@ -15,7 +15,7 @@ import type { BufferBudget } from "../stripe/budget.ts";
 import { formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, HEADER_FLAG_STANDBY, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
-import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
+import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason, type Tlv } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
 import { RecordOpener, type RecordSealer } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
@@ -47,6 +47,8 @@ import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionFactory } from "./sessions.ts";
 import { ProxyStats, reasonLabel } from "./stats.ts";
+import { joinOption, type WorkerRole } from "./join.ts";
+import { proxyHeaderParser, type BalancerSet } from "./proxyproto.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -95,6 +97,15 @@ export interface ServerOptions {
   /** Wall clock for the timestamp check, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
+  /** Share `listen` with other processes (SO_REUSEPORT): the workers of `--workers N`. */
+  reusePort?: boolean;
+  /** This process is one of several workers, with a join port of its own (src/proxy/join.ts). */
+  worker?: WorkerRole;
+  /**
+   * Load balancers (`--proxy-protocol-from`): a connection from one must open with a PROXY v2 header,
+   * whose client address then counts for logs and per-source limits (src/proxy/proxyproto.ts).
+   */
+  balancers?: BalancerSet;
 }
 
 /** A running server-side proxy. */
@@ -108,6 +119,10 @@ export interface StriperServer {
   readonly rejections: Readonly<Record<SilentReason, number>>;
   /** Connections accepted that have not authenticated (reading their first message, or held silent). */
   readonly unauthenticated: number;
+  /** The join port a worker listens on (undefined for a single process). */
+  readonly joinPort: number | undefined;
+  /** JOINs answered WRONG_WORKER since start (they reached a worker that does not hold their session). */
+  readonly wrongWorker: number;
   /** Standby stripes held now (opened ahead of need, not taken yet). */
   readonly standby: number;
   /** Sessions whose destination was refused or not reached since start, by reason (src/proxy/target.ts). */
@@ -168,7 +183,11 @@ export function startServer(opts: ServerOptions): StriperServer {
   const deadlineMs = positive("handshake deadline", opts.handshakeTimeoutMs ?? HANDSHAKE_DEADLINE_MS, HANDSHAKE_DEADLINE_MS);
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
-  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64 };
+  const worker = opts.worker;
+  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, worker: worker?.index };
+  const balancers = opts.balancers;
+  let wrongWorker = 0;
+  let joinPort: number | undefined;
   if (opts.target === undefined && (opts.allow === undefined || opts.allow.length === 0)) {
     throw new StriperError("E_CONFIG", "a server needs a target (--target), an allowlist (--allow), or both");
   }
@@ -291,9 +310,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   };
 
   /** The authenticated reply to `hello`, under the key of `k` that opened it (plain mode: unsealed). */
-  const reply = (k: Keys, hello: ClientHello, status: number, window: number) => {
+  const reply = (k: Keys, hello: ClientHello, status: number, window: number, options: Tlv[] = []) => {
     const psk = k.auth.mode === "keyed" && hello.keyIndex >= 0 ? k.auth.keys[hello.keyIndex] : undefined;
-    return encodeServerReply(psk, hello, { status, flags: 0, window, options: [] });
+    return encodeServerReply(psk, hello, { status, flags: 0, window, options });
   };
 
   const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus): void => {
@@ -320,7 +339,9 @@ export function startServer(opts: ServerOptions): StriperServer {
       case "refuse":
         pending.delete(pipe);
         gate.leave(pipe);
-        log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
+        // Wrong-worker answers are routine when clients cannot reach join ports: counted, not logged.
+        if (a.code === "E_WRONG_WORKER") wrongWorker++;
+        else log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
         // A session refused (a standby stripe's OPEN is no session yet: its TARGET is counted when refused).
         if (hello.header.kind === KIND_OPEN && (hello.header.flags & HEADER_FLAG_STANDBY) === 0) stats.refused(a.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(a.code));
         refuse(pipe, k, hello, a.status);
@@ -340,7 +361,8 @@ export function startServer(opts: ServerOptions): StriperServer {
     }
     pending.delete(pipe);
     gate.leave(pipe);
-    const out = reply(k, hello, STATUS_OK, session.opts.window);
+    // The first reply of a session on a server of several workers says where its other stripes go.
+    const out = reply(k, hello, STATUS_OK, session.opts.window, a.kind === "open" ? joinHint() : []);
     pipe.send(out.bytes);
     const h = hello.header;
     // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
@@ -348,6 +370,13 @@ export function startServer(opts: ServerOptions): StriperServer {
     session.attach(h.stripeIndex, h.generation, c.carrier, c.leftover);
     pipe.resume();
   };
+
+  /**
+   * The reply option that opens a session on a server of several workers: which worker holds it, and
+   * its join port (0 with --advertise-join off). None on a single process.
+   */
+  const joinHint = (): Tlv[] =>
+    worker === undefined ? [] : [joinOption({ worker: worker.index, workers: worker.workers, port: worker.advertise ? (joinPort ?? 0) : 0 })];
 
   /** The carrier of an accepted stripe: sealed records (keyed) or the connection itself (plain). */
   const carrierOf = (pipe: TcpPipe, sealer: RecordSealer | undefined, hello: ClientHello, leftover: Uint8Array): { carrier: Pipe; leftover: Uint8Array | undefined } =>
@@ -369,7 +398,8 @@ export function startServer(opts: ServerOptions): StriperServer {
       return;
     }
     const window = factory.window(registry.size);
-    const out = reply(k, hello, STATUS_OK, window);
+    // The session a standby stripe starts lives on this worker: its reply says so, as an OPEN's does.
+    const out = reply(k, hello, STATUS_OK, window, joinHint());
     pipe.send(out.bytes);
     const c = carrierOf(pipe, out.sealer, hello, leftover);
     standbys.add(key, source);
@@ -397,25 +427,12 @@ export function startServer(opts: ServerOptions): StriperServer {
     pipe.resume();
   };
 
-  const onStripe = (pipe: TcpPipe): void => {
-    const acceptedAt = performance.now();
-    const source = sourceKey(pipe.remoteHost || pipe.remote);
-    // Step 2: the unauthenticated gate at accept, before a byte is read. Over it: closed at once, silently.
-    const g = gate.enter(pipe, acceptedAt);
-    if (!g.admitted) {
-      rejections.note("busy", source);
-      pipe.close(SILENCE_OVER);
-      return;
-    }
-    if (g.evicted !== undefined) {
-      evicted.add(g.evicted);
-      g.evicted.close(SILENCE_OVER);
-    }
-    pending.add(pipe);
+  /** Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed. */
+  const readFirstMessage = (pipe: TcpPipe, source: string, acceptedAt: number, initial?: Uint8Array): void => {
     // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
     const k = keys;
-    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed. The
-    // source's token is taken when the key trial is about to run, not at accept: a client opening a
+    const left = Math.max(1, acceptedAt + deadlineMs - performance.now());
+    // The source's token is taken when the key trial is about to run, not at accept: a client opening a
     // hundred stripes at once has a hundred accepts before any hello is read, and each authenticated
     // hello gives its token back, so only failures (and replays) drain the bucket. Idle connections are
     // bounded by the gate instead.
@@ -428,7 +445,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       }
       return parse(received);
     };
-    readHandshake(pipe, chargedParse, { deadlineMs }, (r) => {
+    readHandshake(pipe, chargedParse, { deadlineMs: left, prefix: initial }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
         authenticated(pipe, k, source, acceptedAt, r);
@@ -442,11 +459,66 @@ export function startServer(opts: ServerOptions): StriperServer {
     });
   };
 
-  const listener: TcpListener = listenTcp(opts.listen, onStripe);
+  /**
+   * A load balancer's connection: first its PROXY v2 header (within the same deadline), which names the
+   * client; from then on the client's address is the source, for the logs and its token bucket. A missing
+   * or malformed header is a failed first message like any other (silence, `bad-proxy`).
+   */
+  const readProxyHeader = (pipe: TcpPipe, balancer: string, acceptedAt: number): void => {
+    readHandshake(pipe, proxyHeaderParser(), { deadlineMs }, (r) => {
+      if (r instanceof StriperError) return silence(pipe, balancer, acceptedAt, reasonOf(r));
+      const client = r.value.source;
+      if (client !== undefined) {
+        pipe.remoteHost = client.host;
+        pipe.remote = formatAddress(client);
+      }
+      const source = sourceKey(pipe.remoteHost);
+      pipe.resume(); // readHandshake left it paused
+      readFirstMessage(pipe, source, acceptedAt, r.leftover);
+    });
+  };
+
+  const onStripe = (pipe: TcpPipe): void => {
+    const acceptedAt = performance.now();
+    const source = sourceKey(pipe.remoteHost || pipe.remote);
+    // A balancer's connections are charged to their clients' addresses, once the PROXY header names them.
+    const viaBalancer = balancers !== undefined && balancers.has(pipe.remoteHost);
+    // Step 2: the unauthenticated gate at accept, before a byte is read. Over it: closed at once, silently.
+    const g = gate.enter(pipe, acceptedAt);
+    if (!g.admitted) {
+      rejections.note("busy", source);
+      pipe.close(SILENCE_OVER);
+      return;
+    }
+    if (g.evicted !== undefined) {
+      evicted.add(g.evicted);
+      g.evicted.close(SILENCE_OVER);
+    }
+    pending.add(pipe);
+    if (viaBalancer) readProxyHeader(pipe, source, acceptedAt);
+    else readFirstMessage(pipe, source, acceptedAt);
+  };
+
+  const listener: TcpListener = listenTcp(opts.listen, onStripe, { reusePort: opts.reusePort });
+  let joinListener: TcpListener | undefined;
+  if (worker !== undefined) {
+    try {
+      joinListener = listenTcp(worker.join, onStripe);
+    } catch (err) {
+      listener.stop();
+      throw err;
+    }
+    joinPort = joinListener.port;
+  }
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
   stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
   const serves = [opts.target !== undefined ? `target ${formatAddress(opts.target)}` : "", opts.allow?.length ? `allow ${opts.allow.map((a) => escapeText(a)).join(" ")}` : ""];
   log(`server listening on ${stats.listener} ${serves.filter((x) => x !== "").join(" ")}${ids}`);
+  if (joinListener !== undefined) {
+    const told = worker!.advertise ? "told to clients" : "not told to clients (--advertise-join off)";
+    log(`join port ${formatAddress({ host: worker!.join.host, port: joinListener.port })} (worker ${worker!.index} of ${worker!.workers}), ${told}`);
+  }
+  if (balancers !== undefined) log(`PROXY protocol v2 headers required from ${balancers.text.join(", ")}`);
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
@@ -459,6 +531,10 @@ export function startServer(opts: ServerOptions): StriperServer {
     },
     get unauthenticated() {
       return gate.active;
+    },
+    joinPort,
+    get wrongWorker() {
+      return wrongWorker;
     },
     destinationRefusals,
     get standby() {
@@ -489,6 +565,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       registry.stopOpening();
       factory.stop();
       listener.stop();
+      joinListener?.stop();
       rejections.close();
       damage.close();
       stats.close();
