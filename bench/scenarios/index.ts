@@ -4,6 +4,7 @@
  */
 
 import type { Scenario } from "../lib/types.ts";
+import { attacks } from "./attacks.ts";
 import { auth } from "./auth.ts";
 import { caps } from "./caps.ts";
 import { faults } from "./faults.ts";
@@ -14,7 +15,7 @@ import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, attacks];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {
