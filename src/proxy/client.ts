@@ -22,7 +22,10 @@ import type { Pipe } from "../pipe/pipe.ts";
 import { PrefacePipe } from "../pipe/preface.ts";
 import { SealedPipe, type PrefaceStep } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
-import type { BufferBudget } from "../stripe/budget.ts";
+import type { SendBudget } from "../stripe/budget.ts";
+import { ControlFloodError } from "../stripe/guard.ts";
+import { connectionGate, describeLimits } from "../util/fdlimit.ts";
+import { guardedTimeout } from "../util/guard.ts";
 import { connectTcp, formatAddress, type Address, type TcpPipe } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, KIND_OPEN, SALT_SIZE, SECRET_SIZE, SID_SIZE } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
@@ -45,7 +48,8 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { hexId, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { formatBytes, hexId, hostOfRemote, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
@@ -61,6 +65,11 @@ export interface ClientSettings {
   handshakeTimeoutMs?: number;
   /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
   maxBuffer?: number;
+  /**
+   * Memory all reorder buffers may use together (default 512 MiB): each session's receive window is
+   * granted against it; an app connection for which not even the smallest fits is reset.
+   */
+  maxReceiveBuffer?: number;
   /** Wall clock for the timestamp in first messages, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
@@ -74,8 +83,8 @@ export interface StriperClient {
   readonly port: number;
   /** Live sessions. */
   readonly sessions: Set<StripedPipe>;
-  /** The memory budget all sessions share (for statistics and tests). */
-  readonly budget: BufferBudget;
+  /** The send budget all sessions share (for statistics and tests). */
+  readonly budget: SendBudget;
   /**
    * Replaces the keys (a key file re-read on SIGHUP): new sessions use the new first key; live sessions
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
@@ -101,8 +110,9 @@ export function startClient(opts: ClientOptions): StriperClient {
   const wall = opts.wallClock ?? Date.now;
   const peerName = formatAddress(opts.peer);
   const sessions = new Set<StripedPipe>();
-  const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
+  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer });
   const damage = new DamageLog(log);
+  const lines = new SessionLines(log);
 
   // The destination is not used yet: v2 carries none, the server connects every session to its target.
   const onApp = (app: AppConnection): void => {
@@ -111,7 +121,15 @@ export function startClient(opts: ClientOptions): StriperClient {
     const sessionId = new Uint8Array(randomBytes(SID_SIZE));
     const secret = new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
     const id = hexId(sessionId);
-    const session = factory.open(sessions.size, INITIAL_WINDOW);
+    const appHost = hostOfRemote(app.remote);
+    const opened = factory.open(INITIAL_WINDOW);
+    if (opened === undefined) {
+      const err = new StriperError("E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}: app connection reset`);
+      lines.end(appHost, err.code, `session ${id} refused: app ${app.remote} ${err.code} ${err.message}`);
+      app.pipe.close(err);
+      return;
+    }
+    const session = opened;
     session.id = id;
     sessions.add(session);
     const started = performance.now();
@@ -163,7 +181,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     /** The opening stripe: attached at once, so the app's first bytes ride with the first message. */
     const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
       let carrier: Pipe;
-      const deadline = setTimeout(() => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
+      const deadline = guardedTimeout("stripe reply deadline", () => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
       deadline.unref();
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
@@ -226,9 +244,12 @@ export function startClient(opts: ClientOptions): StriperClient {
       });
     };
 
+    /** Per stripe index, the local end's view of the current connection to the server (for log lines). */
+    const stripeRemote: string[] = [];
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
       const pipe = connectTcp(opts.peer);
+      stripeRemote[a.index] = pipe.remote;
       const h = hello(a);
       awaitingReply.set(a.index, a);
       pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
@@ -254,21 +275,25 @@ export function startClient(opts: ClientOptions): StriperClient {
         dialer.failed(index, err);
         return;
       }
-      if (err instanceof RecordError) damage.note(id, index, err);
+      if (err instanceof RecordError || err instanceof ControlFloodError) damage.note(id, index, err, stripeRemote[index]);
     };
 
-    log(`session ${id} start app ${app.remote} stripes ${n} peer ${peerName}`);
+    lines.start(appHost, `session ${id} start app ${app.remote} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}`);
     new Bridge(app.pipe, session, (r) => {
       dialer.stop();
       sessions.delete(session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      factory.release(session);
+      lines.end(appHost, r.error?.code ?? "ok", sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
     });
     dialer.start();
   };
 
   const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
-  log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
+  log(
+    `client listening on ${listener.address} peer ${peerName} stripes ${n}${key}; ${describeLimits(connectionGate().limits)}; ` +
+      `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
+  );
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
@@ -283,6 +308,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       factory.stop();
       listener.stop();
       damage.close();
+      lines.close();
       for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
     },
   };

@@ -209,7 +209,8 @@ export interface AdmissionPolicy {
  * Decides what happens to a stripe whose first message authenticated (under the key `keyId`) and passed
  * the time and replay checks, in the order of docs/protocol.md §3.10 step 8: kind and stripe index, stripe
  * count, session lookup; for a live session the key that opened it and the secret (OPEN) or the join
- * proof (JOIN), compared in constant time; then the open limits. `memberOf` says how a live session was
+ * proof (JOIN), compared in constant time; a session that ended stays ended; then the open limits, in
+ * all and for `source` (the stripe's address; IPv6: its /64). `memberOf` says how a live session was
  * opened. Pure: it reads `sessions` and changes nothing.
  */
 export function admit<S>(
@@ -218,6 +219,7 @@ export function admit<S>(
   sessions: SessionLookup<S>,
   policy: AdmissionPolicy,
   memberOf: (session: S) => Membership,
+  source?: string,
 ): Admission<S> {
   const refuse = (status: RefuseStatus, code: string, reason: string): Admission<S> => ({ kind: "refuse", status, code, reason });
   const h = hello.header;
@@ -242,8 +244,10 @@ export function admit<S>(
     if (!proven || m.keyId !== keyId) return { kind: "silent", reason: "bad-member" };
     return { kind: "attach", key, session: live };
   }
+  // An ended session is not opened again under its id: a late OPEN would start its stream over.
+  if (sessions.ended(key)) return refuse(STATUS_UNKNOWN_SESSION, "E_SESSION_ENDED", `session ${key.slice(0, 12)} has ended`);
   if (h.kind === KIND_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
-  const blocker = sessions.openBlocker();
+  const blocker = sessions.openBlocker(source);
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
   return { kind: "open", key, target: policy.target, membership: { secret: new Uint8Array(h.secret), keyId } };
 }

@@ -10,9 +10,12 @@ import { BrokenError, StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
-import type { BufferBudget } from "../stripe/budget.ts";
+import { MIN_WINDOW, windowCost, type SendBudget } from "../stripe/budget.ts";
+import { ControlFloodError } from "../stripe/guard.ts";
+import { connectionGate, describeLimits } from "../util/fdlimit.ts";
+import { guardedTimeout } from "../util/guard.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, STATUS_OK } from "../secure/constants.ts";
+import { FIRST_FRAME_COUNTER, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
@@ -34,10 +37,11 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { formatBytes, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
+import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
 
 /** Options of the server-side proxy. */
@@ -60,6 +64,10 @@ export interface ServerOptions {
   handshakeBurst?: number;
   /** Sessions at once; more are refused. */
   maxSessions?: number;
+  /** Sessions one source address (IPv6: one /64) may hold at once (default 256); more are refused. */
+  maxSessionsPerSource?: number;
+  /** Memory all reorder buffers may use together (default 512 MiB): receive windows are granted against it. */
+  maxReceiveBuffer?: number;
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes?: number;
   /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
@@ -74,8 +82,8 @@ export interface StriperServer {
   readonly port: number;
   /** Registered sessions by hex id. */
   readonly sessions: ReadonlyMap<string, StripedPipe>;
-  /** The memory budget all sessions share (for statistics and tests). */
-  readonly budget: BufferBudget;
+  /** The send budget all sessions share (for statistics and tests). */
+  readonly budget: SendBudget;
   /** Stripes refused silently since start, per reason (docs/protocol.md §3.11). */
   readonly rejections: Readonly<Record<SilentReason, number>>;
   /** Connections accepted that have not authenticated (reading their first message, or held silent). */
@@ -90,6 +98,12 @@ export interface StriperServer {
   stop(): void;
 }
 
+/**
+ * Connections not yet authenticated may take at most this share of the accept limit (src/util/fdlimit.ts),
+ * so idle or slow first messages can never hold every descriptor: the rest is for stripes that
+ * authenticated, and the unauthenticated gate makes room by evicting its oldest.
+ */
+const UNAUTH_SHARE = 0.5;
 /** How long a refused stripe stays open after the refusal, so the reply reaches the client. */
 const REFUSE_LINGER_MS = 1000;
 /** The close at the end of silence (a reset, the same for every reason). */
@@ -122,39 +136,54 @@ export function startServer(opts: ServerOptions): StriperServer {
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
   const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target };
-  const registry = new SessionRegistry<StripedPipe>(opts.maxSessions ?? 1024);
-  const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
+  const maxSessions = opts.maxSessions ?? 1024;
+  const registry = new SessionRegistry<StripedPipe>(maxSessions, { maxPerSource: opts.maxSessionsPerSource });
+  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer, maxSessions });
+  const fds = connectionGate();
   // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
   const replay = new ReplaySet({ sinceMs: wall() });
   const limiter = new SourceLimiter({
     ratePerSec: positive("handshake rate", opts.handshakeRate ?? DEFAULT_HANDSHAKE_RATE),
     burst: positive("handshake burst", opts.handshakeBurst ?? DEFAULT_HANDSHAKE_BURST),
   });
-  const gate = new UnauthGate<TcpPipe>(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED);
+  const maxUnauth = Math.max(1, Math.min(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED, Math.floor(fds.limits.accept * UNAUTH_SHARE)));
+  const gate = new UnauthGate<TcpPipe>(maxUnauth);
   const rejections = new Rejections({ log });
   const damage = new DamageLog(log);
+  const lines = new SessionLines(log);
   const membership = new WeakMap<StripedPipe, Membership>();
+  /** Per session, the remote address of each stripe index's current connection (for its log lines). */
+  const remotes = new WeakMap<StripedPipe, string[]>();
   const noMember: Membership = { secret: new Uint8Array(32), keyId: "-" }; // matches no stripe
   // Accepted, not authenticated: reading their first message or held silent. For stop().
   const pending = new Set<TcpPipe>();
   const evicted = new WeakSet<TcpPipe>();
 
-  const openSession = (key: string, peerWindow: number, to: Address, member: Membership): StripedPipe => {
-    const session = factory.open(registry.size, peerWindow);
+  /** A new session from `source` (`remote`: the opening stripe), or undefined when no receive window fits. */
+  const openSession = (key: string, peerWindow: number, to: Address, member: Membership, source: string, remote: string): StripedPipe | undefined => {
+    const session = factory.open(peerWindow);
+    if (session === undefined) return undefined;
     membership.set(session, member);
-    registry.add(key, session);
+    remotes.set(session, []);
+    registry.add(key, session, source);
     const id = key.slice(0, 12);
     session.id = id;
     session.stripeDied = (index, err) => {
-      if (err instanceof RecordError) damage.note(id, index, err);
+      if (err instanceof RecordError || err instanceof ControlFloodError) damage.note(id, index, err, remotes.get(session)?.[index]);
+      // Every stripe gone and nothing ever got through: nobody is waiting for this session (a slot
+      // flood, or a client that gave up at once). Release its slot now rather than after the grace.
+      if (session.usableStripes === 0 && !session.progressed) {
+        session.close(new BrokenError("E_ABANDONED", "every stripe gone before anything was delivered: slot released"));
+      }
     };
     const target = connectTcp(to);
     const started = performance.now();
-    log(`session ${id} start target ${formatAddress(to)}`);
+    lines.start(source, `session ${id} start from ${remote} target ${formatAddress(to)} window ${formatBytes(session.opts.window)}`);
     // A target that cannot be reached ends the session at once; the client sees a reset.
     new Bridge(session, target, (r) => {
       registry.remove(key, session);
-      log(sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error));
+      factory.release(session);
+      lines.end(source, r.error?.code ?? "ok", sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, remote));
     });
     return session;
   };
@@ -167,7 +196,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       gate.leave(pipe);
     };
     if (pipe.state === "closed") return forget();
-    const timer = setTimeout(() => pipe.close(SILENCE_OVER), Math.max(0, acceptedAt + deadlineMs - performance.now()));
+    const timer = guardedTimeout("silence deadline", () => pipe.close(SILENCE_OVER), Math.max(0, acceptedAt + deadlineMs - performance.now()));
     timer.unref();
     pipe.setHandler({
       data() {}, // discarded: how much was read tells a prober nothing
@@ -187,10 +216,14 @@ export function startServer(opts: ServerOptions): StriperServer {
     return encodeServerReply(psk, hello, { status, flags: 0, window, options: [] });
   };
 
-  const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus): void => {
+  /** An authenticated refusal: the status in a reply, a half-close, a close after the linger; logged aggregated. */
+  const refuse = (pipe: TcpPipe, k: Keys, hello: ClientHello, status: RefuseStatus, code: string, reason: string): void => {
+    pending.delete(pipe);
+    gate.leave(pipe);
+    damage.refused(pipe.remote, code, reason);
     pipe.send(reply(k, hello, status, 0).bytes);
     pipe.shutdown();
-    setTimeout(() => pipe.close(), REFUSE_LINGER_MS).unref();
+    guardedTimeout("refusal linger", () => pipe.close(), REFUSE_LINGER_MS).unref();
   };
 
   /** The first message authenticated: time, replay, admission, then the reply and the stripe's carrier. */
@@ -201,20 +234,21 @@ export function startServer(opts: ServerOptions): StriperServer {
     // A fresh hello from a key holder: its attempt does not count against its source.
     limiter.refund(source);
     const keyId = hello.keyIndex >= 0 ? k.ids[hello.keyIndex]! : "";
-    const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember);
+    const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember, source);
     let session: StripedPipe;
     switch (a.kind) {
       case "silent":
         return silence(pipe, source, acceptedAt, a.reason);
       case "refuse":
-        pending.delete(pipe);
-        gate.leave(pipe);
-        log(`stripe from ${pipe.remote} refused: ${a.code} ${a.reason}`);
-        refuse(pipe, k, hello, a.status);
-        return;
-      case "open":
-        session = openSession(a.key, hello.header.window, a.target, a.membership);
+        return refuse(pipe, k, hello, a.status, a.code, a.reason);
+      case "open": {
+        const opened = openSession(a.key, hello.header.window, a.target, a.membership, source, pipe.remote);
+        if (opened === undefined) {
+          return refuse(pipe, k, hello, STATUS_REFUSED, "E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}`);
+        }
+        session = opened;
         break;
+      }
       case "attach":
         session = a.session;
         break;
@@ -228,6 +262,8 @@ export function startServer(opts: ServerOptions): StriperServer {
     const out = reply(k, hello, STATUS_OK, session.opts.window);
     pipe.send(out.bytes);
     const h = hello.header;
+    const where = remotes.get(session);
+    if (where !== undefined && h.stripeIndex < policy.maxStripes) where[h.stripeIndex] = pipe.remote;
     if (out.sealer !== undefined && hello.key !== undefined) {
       // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
       const sealed = new SealedPipe(pipe, { sealer: out.sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover: r.leftover });
@@ -277,7 +313,15 @@ export function startServer(opts: ServerOptions): StriperServer {
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
-  log(`server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}`);
+  log(
+    `server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}; ` +
+      `${describeLimits(fds.limits)}; ${maxUnauth} unauthenticated at most; ${maxSessions} sessions, ${registry.maxPerSource} per source; ` +
+      `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
+  );
+  const floors = Math.floor(factory.windows.limit / windowCost(MIN_WINDOW));
+  if (floors < maxSessions) {
+    log(`warning: the receive memory (${formatBytes(factory.windows.limit)}) holds the smallest window for only ${floors} sessions; more are refused (E_RECEIVE_MEMORY)`);
+  }
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
@@ -298,6 +342,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       listener.stop();
       rejections.close();
       damage.close();
+      lines.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
       for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
     },
