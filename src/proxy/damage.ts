@@ -13,7 +13,7 @@
 
 import type { StriperError } from "../errors.ts";
 import { guardedInterval } from "../util/guard.ts";
-import { LogAggregator, hostOfRemote, type LogSink } from "./log.ts";
+import { LogAggregator, escapeText, hostOfRemote, type LogSink } from "./log.ts";
 
 /** Kinds (code × source) tracked at once; beyond, events are counted together. */
 const MAX_KINDS = 256;
@@ -42,9 +42,10 @@ export class DamageLog {
   }
 
   /** Stripe `index` of session `session`, from `remote`, was dropped because of `err` (a RecordError or ControlFloodError). */
-  note(session: string, index: number, err: StriperError, remote = "unknown"): void {
+  note(session: string, index: number, err: StriperError, peer = "unknown"): void {
     const every = Math.round(this.intervalMs / 1000);
-    const host = hostOfRemote(remote);
+    const remote = escapeText(peer, 80); // formatRemote escaped it already; this keeps the line safe whatever the caller passes
+    const host = hostOfRemote(peer);
     this.agg.note(
       `drop ${err.code} ${host}`,
       {
@@ -66,9 +67,10 @@ export class DamageLog {
   }
 
   /** An authenticated stripe from `remote` was refused with `code` (E_SESSION_LIMIT, E_SOURCE_LIMIT…). */
-  refused(remote: string, code: string, reason: string): void {
+  refused(peer: string, code: string, reason: string): void {
     const every = Math.round(this.intervalMs / 1000);
-    const host = hostOfRemote(remote);
+    const remote = escapeText(peer, 80);
+    const host = hostOfRemote(peer);
     this.agg.note(
       `refuse ${code} ${host}`,
       { level: "warn", event: "stripe.refused", remote, msg: `stripe from ${remote} refused: ${code} ${reason} (repeats are summarised every ${every} s)` },
