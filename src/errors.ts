@@ -59,6 +59,7 @@ export const ERROR_CODES = [
   "E_REFUSED",
   "E_SESSION_LOST",
   "E_SHUTDOWN",
+  "E_DRAINING", // a new session refused while the proxy drains (SIGTERM): live ones go on
   "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
   "E_CONFIG", // a proxy option out of range
   // Session and stripes.

@@ -17,38 +17,26 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
-import { sessionStatsLine, stderrLog } from "./proxy/log.ts";
+import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
+import { statsEvents } from "./proxy/stats.ts";
 import { VERSION } from "./version.ts";
+
+/** Where lines go: text on stderr until the command line has said otherwise (--log-format). */
+let log: LogSink = stderrLog;
 
 /** What main needs of a started listener. */
 interface Started {
   unit: Drainable;
   source: StatsSource | undefined;
-  statsLines: () => string[];
+  /** SIGUSR1: what to log. */
+  stats: () => LogEvent[];
   stop: () => void;
-  /** Takes keys re-read on SIGHUP (server and client). */
-  rekey?: (auth: StripeAuth) => void;
+  /**
+   * Takes a reloaded listener's values and its keys (SIGHUP): new sessions use them, live ones keep
+   * theirs. The place for further live settings (issue 13: the allowlist).
+   */
+  reload?: (values: Values, auth: StripeAuth) => void;
 }
-
-/**
- * Adapts a proxy of today's interface (stop() resets everything) to the lifecycle. The proxies of
- * issue 8 implement Drainable (and `stats: StatsSource`) themselves; until then a drain resets at once.
- */
-function legacyUnit(name: string, p: { stop(): void; readonly live: number }): Drainable {
-  return {
-    get liveSessions() {
-      return p.live;
-    },
-    async drain() {
-      if (p.live > 0) stderrLog(`${name}: this build's proxy cannot drain yet; resetting ${p.live} session(s)`);
-      p.stop();
-    },
-    stop: () => p.stop(),
-  };
-}
-
-/** The StatsSource a proxy exposes, when it does. */
-const statsOf = (p: object): StatsSource | undefined => ("stats" in p ? (p.stats as StatsSource) : undefined);
 
 /** Starts every listener of `cmd`; if one cannot bind, stops those already started and throws. */
 function startAll(cmd: RunConfig, start: (l: RunConfig["listeners"][number]) => Started): Started[] {
@@ -71,7 +59,7 @@ function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
   if (cmd.mode !== "server" && cmd.mode !== "client") return out;
   for (const l of cmd.listeners) {
     const r = resolveAuth({ keyFile: l["key-file"], noAuth: l["no-auth"] }, process.env);
-    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    for (const w of r.warnings) log(`warning: ${w}`);
     out.set(l, r.auth);
   }
   return out;
@@ -95,14 +83,15 @@ function startMode(cmd: RunConfig): Started[] {
             handshakeBurst: g["handshake-burst"],
             maxSessions: g["max-sessions"],
             maxBuffer: g["max-buffer"],
+            log,
           }),
         );
         return {
-          unit: legacyUnit("server", { stop: () => s.stop(), get live() { return s.sessions.size; } }),
-          source: statsOf(s),
-          statsLines: () => [...s.sessions].map(([id, x]) => sessionStatsLine(id.slice(0, 12), x.metrics())),
+          unit: s,
+          source: s.stats,
+          stats: () => statsEvents(s.stats.sessions()),
           stop: () => s.stop(),
-          rekey: (a) => s.setKeys(a),
+          reload: (_l, a) => s.setKeys(a),
         };
       });
     case "client":
@@ -116,23 +105,24 @@ function startMode(cmd: RunConfig): Started[] {
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
             maxBuffer: g["max-buffer"],
+            log,
           }),
         );
         return {
-          unit: legacyUnit("client", { stop: () => c.stop(), get live() { return c.sessions.size; } }),
-          source: statsOf(c),
-          statsLines: () => [...c.sessions].map((x) => sessionStatsLine(x.id, x.metrics())),
+          unit: c,
+          source: c.stats,
+          stats: () => statsEvents(c.stats.sessions()),
           stop: () => c.stop(),
-          rekey: (a) => c.setKeys(a),
+          reload: (_l, a) => c.setKeys(a),
         };
       });
     case "relay":
       return startAll(cmd, (l) => {
-        const r = listenOrFail(l.listen!, "", () => startRelay({ listen: l.listen!, target: l.target! }));
+        const r = listenOrFail(l.listen!, "", () => startRelay({ listen: l.listen!, target: l.target!, log }));
         return {
-          unit: legacyUnit("relay", { stop: () => r.stop(), get live() { return r.active.size; } }),
+          unit: r,
           source: undefined,
-          statsLines: () => [`relay on port ${r.port}: ${r.active.size} connection(s) open`],
+          stats: () => [{ event: "stats.relay", msg: `relay on port ${r.port}: ${r.active.size} connection(s) open`, fields: { connections: r.active.size } }],
           stop: () => r.stop(),
         };
       });
@@ -159,6 +149,7 @@ async function run(argv: string[]): Promise<void> {
       process.stdout.write(`${generateKey()}\n`);
       return;
   }
+  if (cmd.global["log-format"] === "json") log = new Logger({ format: "json" }).sink;
   if (cmd.check) {
     authOf(cmd); // the keys are part of what is checked
     const n = cmd.listeners.length;
@@ -167,11 +158,8 @@ async function run(argv: string[]): Promise<void> {
   }
   switch (cmd.mode) {
     case "link": {
-      // The link has no sessions to report or config to reload: these signals must not kill it.
-      process.on("SIGUSR1", () => stderrLog("link: connection totals are logged as each connection closes"));
-      process.on("SIGHUP", () => stderrLog("link: SIGHUP ignored (nothing to reload)"));
       const { runLinkCli } = await import("./cli/link.ts");
-      await runLinkCli(toArgv("link", cmd.listeners[0]!));
+      await runLinkCli(toArgv("link", cmd.listeners[0]!), log);
       return;
     }
     case "demo": {
@@ -186,26 +174,30 @@ async function run(argv: string[]): Promise<void> {
   const signals = processSignals(); // before any listener: no signal may find the default action
   const started = startMode(cmd);
   const sources = started.map((s) => s.source);
+  // Keys loaded by a reload's check, applied when the reload is (see runDaemon's prepare and apply).
+  const reloaded = new WeakMap<RunConfig, Map<Values, StripeAuth>>();
   runDaemon({
     cmd,
     argv,
     units: started.map((s) => s.unit),
     source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
-    statsLines: () => started.flatMap((s) => s.statsLines()),
-    log: stderrLog,
-    // On SIGHUP the key files are read again (a key added or removed without a restart).
-    apply: (next) => {
-      let auth: Map<Values, StripeAuth>;
+    stats: () => started.flatMap((s) => s.stats()),
+    log,
+    // On SIGHUP the key files are read again (a key added or removed without a restart); a key file that
+    // cannot be read or parsed refuses the reload.
+    prepare: (next) => {
       try {
-        auth = authOf(next);
+        reloaded.set(next, authOf(next));
       } catch (err) {
-        if (!(err instanceof KeyError)) throw err;
-        stderrLog(`SIGHUP: keys not reloaded, keeping the running ones: ${err.code} ${err.message}`);
-        return;
+        if (err instanceof KeyError) throw new Error(`${err.code} ${err.message}`);
+        throw err;
       }
+    },
+    apply: (next) => {
+      const auth = reloaded.get(next);
       next.listeners.forEach((l, i) => {
-        const a = auth.get(l);
-        if (a !== undefined) started[i]?.rekey?.(a);
+        const a = auth?.get(l);
+        if (a !== undefined) started[i]?.reload?.(l, a);
       });
     },
     signals,
@@ -230,6 +222,6 @@ try {
     process.exit(2);
   }
   const e = err as { code?: string; message?: string };
-  stderrLog(`fatal: ${e.code ?? "E_START"} ${e.message ?? String(err)}`);
+  log(`fatal: ${e.code ?? "E_START"} ${e.message ?? String(err)}`);
   process.exit(1);
 }

@@ -1,16 +1,16 @@
 /**
  * The single binary (`npm run build` = bun build --compile): built here into a temporary directory,
  * copied alone into another, and run there with no Bun, no node_modules and no PATH: --help,
- * --version, --check-config, and a transfer through relay → client → server → target, all three
- * modes being the compiled binary.
+ * --version, --check-config, keygen, and a keyed transfer (the key from its own keygen) through
+ * relay → client → server → target, all three modes being the compiled binary.
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VERSION } from "../src/version.ts";
-import { generateKey } from "../src/secure/keys.ts";
+import { loadKeys } from "../src/secure/keys.ts";
 import { appExchange, randomData, sha256, startTarget } from "./helpers/net.ts";
 import { Proc } from "./helpers/proc.ts";
 import { cleanups } from "./helpers/util.ts";
@@ -42,12 +42,21 @@ afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-/** The key server and client share, in their environment. */
-const KEY = generateKey();
-
-/** Runs the binary in its lonely directory with an empty environment (no PATH to a Bun) but the key. */
+/** Runs the binary in its lonely directory with an empty environment (no PATH to a Bun). */
 function run(args: string[]): Proc {
-  return Proc.spawn([bin, ...args], cleanup, { cwd: dir, env: { PATH: "/nonexistent", HOME: dir, STRIPER_KEY: KEY } });
+  return Proc.spawn([bin, ...args], cleanup, { cwd: dir, env: { PATH: "/nonexistent", HOME: dir } });
+}
+
+/** A key made by the binary's own keygen, in a file readable by its owner only (outside its directory). */
+async function keygen(name: string): Promise<string> {
+  const p = run(["keygen"]);
+  expect(await p.exited).toBe(0);
+  const key = await p.stdout;
+  expect(key).toMatch(/^[A-Za-z0-9+/]{43}=\n$/);
+  const file = join(work, name);
+  writeFileSync(file, key);
+  chmodSync(file, 0o600);
+  return file;
 }
 
 test("the binary is one file and answers --help, --version and --check-config with nothing beside it", async () => {
@@ -62,19 +71,23 @@ test("the binary is one file and answers --help, --version and --check-config wi
   const version = run(["--version"]);
   expect(await version.exited).toBe(0);
   expect(await version.stdout).toBe(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
-  const check = run(["--config", join(ROOT, "deploy/client.toml"), "--check-config"]);
+  const check = run(["--config", join(ROOT, "deploy/client.toml"), "--key-file", await keygen("check.key"), "--check-config"]);
   expect(await check.exited).toBe(0);
   expect(await check.stdout).toContain("config ok: client mode, 1 listener");
   const bad = run(["server", "--listen", "nope"]);
   expect(await bad.exited).toBe(2);
 });
 
-test("a transfer through relay, client and server, every one of them the compiled binary", async () => {
+test("keygen, then a keyed transfer through relay, client and server, every one of them the compiled binary", async () => {
+  const keyFile = await keygen("transfer.key");
+  const id = loadKeys({ keyFile, env: {} }).keys[0]!.id;
+
   const target = startTarget({ mode: "echo" });
   cleanup.push(() => target.stop());
-  const server = run(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`]);
+  const server = run(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--key-file", keyFile]);
   const serverPort = await server.listeningPort("server");
-  const client = run(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
+  await server.waitFor(new RegExp(`keys ${id}`));
+  const client = run(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3", "--key-file", keyFile]);
   const clientPort = await client.listeningPort("client");
   const relay = run(["relay", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${clientPort}`]);
   const relayPort = await relay.listeningPort("relay");

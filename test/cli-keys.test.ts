@@ -206,7 +206,7 @@ describe("SIGHUP re-reads the key files", () => {
     writeFileSync(keys, "not a key\n");
     const mark2 = server.text.length;
     server.kill("SIGHUP");
-    await server.waitFor(/SIGHUP: keys not reloaded, keeping the running ones: E_KEY_BASE64/, 10_000, mark2);
+    await server.waitFor(/SIGHUP: reload refused, keeping the running config: E_KEY_BASE64/, 10_000, mark2);
     await roundTrip(clientPort, 9);
   });
 });

@@ -123,28 +123,68 @@ describe("processes", () => {
     const end = await client.waitFor(/session \w+ end .* reason ok/);
     expect(client.text).toMatch(/session \w+ start app/);
     expect(end[0]).toMatch(/up 8\.0 MiB down 8\.0 MiB/);
-    // SIGUSR1: live statistics, one line per session, every stripe listed. Asked again until the held
+    // SIGUSR1: live statistics, a line per session and one per stripe. Asked again until the held
     // session shows its 3 stripes up: a condition on its state, not a 300 ms sleep for it to get there
-    // (on a busy machine its stripes may not all be up yet, and a single signal's line then never matches).
+    // (on a busy machine its stripes may not all be up yet, and a single signal's lines then never match).
     const held = appExchange(clientPort, randomData(1000, 78), { shutdown: false, timeoutMs: 120_000 });
-    const full = /session \w+ stats stripes 3\/3 .*#0 .*#1 .*#2 .*/;
+    const full = /session (\w+) 127\.0\.0\.1:\d+ age [\d.]+ s up 1000 B down 1000 B stripes 3\/3 [^\n]*\n(?:\S+ session \1 stripe \d: [\d.]+ MB\/s in flight \d+ B rtt [\d.]+ ms stalls 0 resent 0 B sent [^\n]*\n){3}/;
     let stats: RegExpExecArray | null = null;
     for (let asked = 0; stats === null; asked++) {
-      if (asked === 1000) throw new Error(`no statistics line with 3 of 3 stripes after ${asked} SIGUSR1:\n${client.text}`);
+      if (asked === 1000) throw new Error(`no statistics of 3 of 3 stripes after ${asked} SIGUSR1:\n${client.text}`);
       const from = client.text.length;
       client.kill("SIGUSR1");
-      await client.waitFor(/session \w+ stats .*\n|no live sessions/, undefined, from);
+      const m = await client.waitFor(/stripes \d+\/(\d+) .*\n|no live sessions/, undefined, from);
+      if (m[1] !== undefined) await client.waitFor(new RegExp(`session \\w+ stripe ${Number(m[1]) - 1}: .*\\n`), undefined, from);
       stats = full.exec(client.text.slice(from));
     }
-    expect(stats[0]).toMatch(/rtt \d+ms/);
+    // SIGTERM drains: the held session goes on, the listener is closed; a second SIGTERM ends it at once,
+    // as a reset, never a clean EOF.
+    client.kill("SIGTERM");
+    await client.waitFor(/SIGTERM: draining 1 session\(s\)/);
+    await expect(appExchange(clientPort, randomData(10, 1))).rejects.toThrow();
     client.kill("SIGTERM");
     const heldResult = await held;
-    expect(heldResult.cleanEnd).toBe(false); // today's proxies cannot drain: a reset, never a clean EOF
+    expect(heldResult.cleanEnd).toBe(false);
+    expect(heldResult.received.byteLength).toBe(1000);
     server.kill("SIGINT");
     expect(await client.exited).toBe(0);
     expect(await server.exited).toBe(0);
-    expect(client.text).toMatch(/SIGTERM: draining 1 session\(s\)/);
-    expect(client.text).toMatch(/stopped: /);
+    expect(client.text).toMatch(/stopped: second signal, 1 session\(s\) reset \(E_SHUTDOWN\)/);
+    expect(client.text).toMatch(/session \w+ end up 1000 B down 1000 B .* reason E_SHUTDOWN stopped by a second signal/);
+  });
+
+  test("--log-format json: every line is one JSON object with ts, level, event; session lines carry the id, the remote and fields", async () => {
+    const t = target();
+    const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`, "--log-format", "json"]);
+    const serverPort = Number((await server.waitFor(/"msg":"server listening on 127\.0\.0\.1:(\d+)/))[1]);
+    const client = spawn(["client", "--listen", "[::1]:0", "--peer", `127.0.0.1:${serverPort}`, "--log-format", "json"]);
+    const clientPort = Number((await client.waitFor(/"msg":"client listening on \[::1\]:(\d+)/))[1]);
+    const data = randomData(100_000, 3);
+    const r = await appExchange(clientPort, data, { host: "::1" });
+    expect(sha256(r.received)).toBe(sha256(data));
+    await client.waitFor(/"event":"session\.end"/);
+    await server.waitFor(/"event":"session\.end"/);
+    client.kill("SIGUSR1");
+    await client.waitFor(/"msg":"no live sessions"/);
+    for (const p of [client, server]) p.kill("SIGTERM");
+    expect(await Promise.all([client.exited, server.exited])).toEqual([0, 0]);
+    for (const p of [client, server]) {
+      const lines = p.text.trim().split("\n").map((l) => JSON.parse(l) as { ts: string; level: string; event: string; session?: string; remote?: string; msg: string; fields?: Record<string, unknown> });
+      for (const l of lines) {
+        expect(new Date(l.ts).toISOString()).toBe(l.ts);
+        expect(["info", "warn", "error", "debug"]).toContain(l.level);
+        expect(l.event).toMatch(/^[a-z.-]+$/);
+      }
+      const start = lines.find((l) => l.event === "session.start")!;
+      const end = lines.find((l) => l.event === "session.end")!;
+      expect(start.session).toMatch(/^[0-9a-f]{12}$/);
+      expect(end.session).toBe(start.session);
+      expect(end.fields).toMatchObject({ up: 100_000, down: 100_000, code: "ok" });
+    }
+    // The client's app came from IPv6 loopback: its address is bracketed.
+    const clientStart = client.text.split("\n").map((l) => l && JSON.parse(l)).find((l) => l && l.event === "session.start");
+    expect(clientStart.remote).toMatch(/^\[::1\]:\d+$/);
+    expect(clientStart.msg).toMatch(/start app \[::1\]:\d+ stripes 4/);
   });
 
   test("a port already in use: one fatal line naming the address, the port and the reason, exit 1", async () => {
@@ -174,9 +214,9 @@ describe("processes", () => {
       link.kill(sig);
     }
     await relay.waitFor(/relay on port \d+: 0 connection\(s\) open/);
-    await relay.waitFor(/SIGHUP: no --config file to re-read; nothing changed/);
-    await link.waitFor(/link: connection totals are logged as each connection closes/);
-    await link.waitFor(/link: SIGHUP ignored \(nothing to reload\)/);
+    await relay.waitFor(/SIGHUP: config reloaded \(no option changed\)/);
+    await link.waitFor(/^\S+Z link: 0 connection\(s\) open, 0 B held in the link$/m);
+    await link.waitFor(/^\S+Z link: SIGHUP ignored \(nothing to reload\)$/m);
     await roundTrip(linkPort, 1024 * 1024, 5);
     relay.kill("SIGTERM");
     link.kill("SIGTERM");

@@ -1,16 +1,23 @@
 /**
  * The live dashboard in a real browser (headless Chromium): the figures it shows follow the source
- * by themselves and equal /api/sessions; charts are drawn; sessions come and go; draining shows.
+ * by themselves and equal /api/sessions; charts are drawn; sessions come and go; draining shows. First
+ * over a fake source (every figure moves at each step), then over a real client proxy during a striped
+ * transfer through a capped path.
  *
- * DASHBOARD_SCREENSHOT=docs/dashboard.png bun test --timeout 60000 test/dashboard.test.ts  keeps a
- * screenshot (of the fake source: two sessions, four stripes, a minute of history).
+ * DASHBOARD_SCREENSHOT=docs/dashboard.png bun test --timeout 120000 test/dashboard.test.ts  keeps a
+ * screenshot taken during a real transfer (two sessions of four capped stripes, 40 s of history).
  */
 
 import { expect, test } from "bun:test";
+import { startFaultProxy } from "../src/link/fault.ts";
 import { startOpsServer, type ApiSessions } from "../src/ops/http.ts";
 import type { HealthState } from "../src/ops/metrics.ts";
+import { startClient } from "../src/proxy/client.ts";
+import { startServer } from "../src/proxy/server.ts";
 import { Page } from "./helpers/chromium.ts";
 import { FakeStats } from "./helpers/fake-stats.ts";
+import { KEYED } from "./helpers/keys.ts";
+import { converse, randomData, sha256, startTarget, type Conversation } from "./helpers/net.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const cleanup = cleanups();
@@ -124,15 +131,107 @@ test("the dashboard follows the source by itself and agrees with /api/sessions",
 
   const png = await page.screenshot();
   expect([...png.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+});
+
+/**
+ * target ← server ← fault proxy (each stripe capped at `rate` B/s) ← client, in this process, and the
+ * operations endpoint over the client's statistics. No keepalive pings (60 s): an idle session's figures
+ * then stay still, so the page and a separate /api/sessions can be compared exactly.
+ */
+async function realPair(rate: number | number[], stripes = 4) {
+  const target = startTarget({ mode: "echo" });
+  cleanup.push(() => target.stop());
+  const session = { keepaliveMs: 60_000, deadMs: 120_000 };
+  const server = startServer({ listen: { host: "127.0.0.1", port: 0 }, target: { host: "127.0.0.1", port: target.port }, auth: KEYED, session, log: () => {} });
+  cleanup.push(() => server.stop());
+  const fault = await startFaultProxy({ targetHost: "127.0.0.1", targetPort: server.port, rate });
+  cleanup.push(() => fault.stop());
+  const client = startClient({ listen: { host: "127.0.0.1", port: 0 }, peer: { host: "127.0.0.1", port: fault.port }, auth: KEYED, stripes, session, log: () => {} });
+  cleanup.push(() => client.stop());
+  const ops = startOpsServer({ listen: { host: "127.0.0.1", port: 0 }, source: client.stats, info: { version: "0.1.0", mode: "client", startedAt: Date.now() }, health: () => "accepting" });
+  cleanup.push(() => ops.stop());
+  return { client, ops };
+}
+
+/** /api/sessions once two reads 300 ms apart agree on every byte count (nothing moving). */
+async function settled(url: string): Promise<ApiSessions> {
+  const key = (a: ApiSessions) => JSON.stringify([a.totals, a.budget, a.sessions.map((s) => [s.bytesUp, s.bytesDown, s.stripes])]);
+  let prev = (await (await fetch(`${url}api/sessions`)).json()) as ApiSessions;
+  for (let i = 0; i < 200; i++) {
+    await Bun.sleep(300);
+    const next = (await (await fetch(`${url}api/sessions`)).json()) as ApiSessions;
+    if (key(next) === key(prev)) return next;
+    prev = next;
+  }
+  throw new Error("the session's figures never settled");
+}
+
+test("during a real striped transfer the dashboard's numbers change by themselves and agree with /api/sessions", async () => {
+  // 4 stripes × 2 MB/s: each 4 MiB round takes about half a second each way: several page polls.
+  const { client, ops } = await realPair(2e6);
+  await using page = await Page.open(`${ops.url}?interval=100`);
+  const read = () => page.evaluate<PageFigures>(READ);
+  const conv = await converse(client.port);
+  const sent: Uint8Array[] = [];
+  let previous: PageFigures | undefined;
+  for (let round = 1; round <= 3; round++) {
+    const chunk = randomData(4 * 1024 * 1024, round);
+    sent.push(chunk);
+    const total = sent.reduce((t, c) => t + c.byteLength, 0);
+    const done = conv.received(total);
+    conv.send(chunk);
+    // While the bytes flow, the page shows what came back so far growing, without being reloaded.
+    // (Bytes down on the client count what it delivered to the app; bytes up, what it took from it,
+    // which the window lets in at once.)
+    const seen = new Set<string>();
+    let finished = false;
+    void done.then(() => (finished = true));
+    while (!finished) {
+      const v = (await read()).figures["t:bytesDown"]?.v;
+      if (v !== undefined && Number(v) > total - chunk.byteLength && Number(v) < total) seen.add(v);
+      await Bun.sleep(30);
+    }
+    expect(seen.size).toBeGreaterThanOrEqual(2);
+    // Once the round is through and the session idle, every figure shown equals /api/sessions.
+    const want = await settled(ops.url);
+    expect(want.totals.bytesUp).toBe(total);
+    expect(want.totals.bytesDown).toBe(total);
+    const p = await eventually(read, (x) => x.figures["t:bytesUp"]?.v === String(total) && x.figures["t:ackBytes"]?.v === String(want.totals.ackBytes), `show bytesUp ${total} (round ${round})`);
+    expectAgreement(p, want);
+    expect(p.sessions.length).toBe(1);
+    const id = p.sessions[0]!;
+    expect(Number(p.figures[`s:${id}:usableStripes`]!.v)).toBe(4);
+    // Some stripe measured a rate and an RTT; the byte counts moved since the last round.
+    const stripes = want.sessions[0]!.stripes;
+    expect(stripes.some((x) => x.rateBytesPerSecond > 0 && x.rttSeconds > 0)).toBe(true);
+    if (previous) {
+      expect(Number(p.figures["t:bytesDown"]!.v)).toBeGreaterThan(Number(previous.figures["t:bytesDown"]!.v));
+      expect(stripes.some((x) => p.figures[`s:${id}:${x.index}:sent`]!.v !== previous!.figures[`s:${id}:${x.index}:sent`]?.v)).toBe(true);
+    }
+    previous = p;
+  }
+  const r = await conv.end();
+  expect(r.cleanEnd).toBe(true);
+  expect(sha256(r.received)).toBe(sha256(Buffer.concat(sent)));
+  await eventually(read, (x) => x.sessions.length === 0 && x.figures["t:sessionsOpen"]?.v === "0", "drop the ended session");
+
   if (process.env.DASHBOARD_SCREENSHOT) {
-    // A fuller picture for the README: two sessions of four stripes with a minute of history.
-    const rich = new FakeStats(2, 4);
-    const ops2 = startOpsServer({ listen: { host: "127.0.0.1", port: 0 }, source: rich, info: { version: "0.1.0", mode: "server", startedAt: Date.now() - 3_600_000 }, health: () => "accepting" });
-    cleanup.push(() => ops2.stop());
-    await using shot = await Page.open(`${ops2.url}?interval=100`);
-    for (let i = 0; i < 60; i++) {
-      rich.step();
-      await Bun.sleep(110);
+    // For the README: two sessions over four uneven capped stripes each, 40 s of a real transfer.
+    const rich = await realPair([4e6, 4e6, 3e6, 1e6]);
+    await using shot = await Page.open(`${rich.ops.url}?interval=500`);
+    const convs = await Promise.all([converse(rich.client.port, { keep: false }), converse(rich.client.port, { keep: false })]);
+    const until = performance.now() + 40_000;
+    const out = convs.map(() => 0);
+    const block = randomData(1024 * 1024, 9);
+    while (performance.now() < until) {
+      // Keep about 8 MiB in flight on each session.
+      convs.forEach((c, i) => {
+        while (out[i]! - c.receivedBytes < 8 * 1024 * 1024) {
+          c.send(block);
+          out[i]! += block.byteLength;
+        }
+      });
+      await Bun.sleep(100);
     }
     await Bun.write(process.env.DASHBOARD_SCREENSHOT, await shot.screenshot());
   }

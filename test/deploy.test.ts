@@ -91,16 +91,19 @@ describe("systemd units", () => {
       expect(cfg.mode).toBe(role);
       expect(Number(unit.get("TimeoutStopSec")![0]) * 1000).toBeGreaterThan(cfg.global["drain-timeout"]! + 5000);
 
-      // The key comes in as a credential (%d: the credentials directory); here, a key file of our own.
-      expect(unit.get("LoadCredential")).toEqual([`key:/etc/tcp-striper/${role}.key`]);
+      // The key is read from a file in /etc/tcp-striper that the config names (re-read on SIGHUP), never
+      // a credential copied once at start. The service runs as the static user that owns it.
+      expect(unit.has("LoadCredential")).toBe(false);
+      expect(unit.get("User")).toEqual(["tcp-striper"]);
+      expect(cfg.listeners[0]!["key-file"]).toBe(`/etc/tcp-striper/${role}.key`);
+      // The unit's commands are valid command lines; here the key file is one of our own.
       const key = join(root, `${role}.key`);
       writeFileSync(key, `${generateKey()}\n`, { mode: 0o600 });
       for (const cmd of [unit.get("ExecStart")![0]!, unit.get("ExecReload")![0]!]) {
         const argv = cmd.split(" ");
         expect(argv[0]).toBe("/usr/local/bin/tcp-striper");
-        expect(argv).toContain("%d/key");
-        const args = argv.slice(1).map((a) => (a === `/etc/tcp-striper/${role}.toml` ? example : a === "%d/key" ? key : a));
-        const p = Bun.spawn([process.execPath, MAIN, ...args.filter((a) => a !== "--check-config"), "--check-config"], { stdout: "pipe", stderr: "pipe" });
+        const args = argv.slice(1).map((a) => (a === `/etc/tcp-striper/${role}.toml` ? example : a));
+        const p = Bun.spawn([process.execPath, MAIN, ...args.filter((a) => a !== "--check-config"), "--key-file", key, "--check-config"], { stdout: "pipe", stderr: "pipe" });
         const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
         expect(err).toBe("");
         expect(out).toBe(`config ok: ${role} mode, 1 listener (${example})\n`);

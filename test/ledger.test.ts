@@ -155,7 +155,8 @@ describe("what is unconfirmed", () => {
     l.record(100, 100, 464, 0); // a resend, out of offset order
     l.confirm(116, 1);
     const q = new ResendQueue();
-    l.requeue(250, q); // [200, 300) is partly acknowledged: kept whole, trimmed when sent
+    // [200, 300) is partly acknowledged: kept whole, trimmed when sent; counted from the ack (50 + 100).
+    expect(l.requeue(250, q)).toBe(150);
     expect(ranges(q)).toEqual([[200, 300], [400, 500]]);
     expect(l.unconfirmedFrames).toBe(3);
     expect(l.inflight).toBe(300);

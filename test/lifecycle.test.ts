@@ -57,6 +57,8 @@ describe("diffConfig", () => {
 /** Timers that run when the test moves time on. */
 class FakeClock implements Clock {
   t = 0;
+  /** Timers fire this many ms before their time (real timers do, by the monotonic clock). */
+  constructor(private readonly early = 0) {}
   private timers: { at: number; fn: () => void; id: number }[] = [];
   private seq = 0;
   now(): number {
@@ -72,7 +74,7 @@ class FakeClock implements Clock {
   }
   advance(ms: number): void {
     this.t += ms;
-    for (const x of this.timers.filter((y) => y.at <= this.t)) {
+    for (const x of this.timers.filter((y) => y.at - this.early <= this.t)) {
       this.clearTimeout(x.id);
       x.fn();
     }
@@ -101,8 +103,8 @@ class FakeUnit implements Drainable {
   }
 }
 
-function harness(opts: { drainTimeoutMs?: number; config?: RunConfig; reread?: () => Promise<RunConfig> } = {}) {
-  const clock = new FakeClock();
+function harness(opts: { drainTimeoutMs?: number; config?: RunConfig; reread?: () => Promise<RunConfig>; early?: number } = {}) {
+  const clock = new FakeClock(opts.early);
   const units = [new FakeUnit(2), new FakeUnit(1)];
   const log: string[] = [];
   const exits: number[] = [];
@@ -161,6 +163,17 @@ describe("runLifecycle", () => {
     t.units[0]!.endAll();
     await tick();
     expect(t.exits).toEqual([0]);
+  });
+
+  test("a deadline timer that fires early is armed again: the drain still ends at the deadline", () => {
+    const t = harness({ drainTimeoutMs: 2000, early: 1 });
+    t.send("SIGTERM");
+    t.clock.advance(1999); // the timer fires at 1999: before the deadline, so ignored and re-armed
+    expect(t.exits).toEqual([]);
+    expect(t.h.state()).toBe("draining");
+    t.clock.advance(1);
+    expect(t.exits).toEqual([0]);
+    expect(t.log.at(-1)).toBe("stopped: drain deadline of 2000 ms passed, 3 session(s) reset (E_DRAIN_TIMEOUT)");
   });
 
   test("a second SIGTERM stops at once", () => {

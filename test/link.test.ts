@@ -439,7 +439,8 @@ describe("link CLI", () => {
       }
       return re.exec(err);
     };
-    const m = await readUntil(/link listening on 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:(\d+)\n/);
+    // Timestamped like every mode's lines; the start line says the rates and the delay.
+    const m = await readUntil(/^\S+Z link listening on 127\.0\.0\.1:(\d+) -> 127\.0\.0\.1:(\d+) rate 4,uncapped MB\/s per connection \(in turn\) delay 1 ms each way\n/m);
     expect(m?.[2]).toBe(String(target.port));
     const c = await connect(Number(m![1]));
     c.write(Buffer.from("ping"));

@@ -11,11 +11,12 @@ import { faults } from "./faults.ts";
 import { firstreply } from "./firstreply.ts";
 import { handshake } from "./handshake.ts";
 import { nocap } from "./nocap.ts";
+import { ops } from "./ops.ts";
 import { sessions } from "./sessions.ts";
 import { uneven } from "./uneven.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, attacks];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, attacks];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

@@ -116,6 +116,7 @@ export const OPTIONS = [
 
   // Operations.
   { name: "metrics", modes: SESSION_MODES, type: { kind: "address" }, arg: "HOST:PORT", scope: "process", help: "serve /metrics, /healthz, /api/sessions and the dashboard here (off by default)" },
+  { name: "log-format", modes: ["server", "client", "relay", "link"], type: { kind: "enum", values: ["text", "json"] }, arg: "FORMAT", scope: "process", default: "text", help: "log lines as text, or as JSON objects one per line (ts, level, event, session, remote, msg, fields) for journald and log shippers" },
   { name: "drain-timeout", modes: PROXY_MODES, type: { kind: "duration", min: 0, max: 86_400_000 }, arg: "MS", scope: "process", default: 30_000, help: "on SIGTERM/SIGINT, how long live sessions may go on before they are reset" },
 
   // link: a capped route for tests and benchmarks.

@@ -9,6 +9,7 @@
 import { flags, parseAddress, parseNumber } from "./args.ts";
 import { UsageError } from "../errors.ts";
 import { type CappedLinkOptions, type LinkConnStats, startCappedLink } from "../link/capped.ts";
+import { stderrLog, type LogSink } from "../proxy/log.ts";
 
 /**
  * Parses `link` arguments into capped-link options with the same helpers as the other modes;
@@ -32,16 +33,38 @@ export function parseLinkArgs(argv: string[]): CappedLinkOptions {
 
 function describe(c: LinkConnStats): string {
   const cap = c.rate > 0 ? `${c.rate / 1e6} MB/s` : "uncapped";
-  const how = c.error === undefined ? "closed" : `reset (${c.error})`;
+  const how = c.open ? "open" : c.error === undefined ? "closed" : `reset (${c.error})`;
   return `link conn ${c.index} [${cap}]: up ${c.bytesUp} B, down ${c.bytesDown} B, ${how}`;
 }
 
-/** Runs the link until SIGINT/SIGTERM, then stops it and resolves (the caller exits 0). Bad arguments throw UsageError. */
-export async function runLinkCli(argv: string[]): Promise<void> {
+/** "4 MB/s", "4,4,4,0.4 MB/s (in turn)", "uncapped". */
+function describeRates(rates: readonly number[] | undefined): string {
+  const r = rates?.length ? rates : [0];
+  if (r.every((x) => x === 0)) return "uncapped";
+  const list = r.map((x) => (x === 0 ? "uncapped" : String(x / 1e6))).join(",");
+  return r.length === 1 ? `${list} MB/s per connection` : `${list} MB/s per connection (in turn)`;
+}
+
+/**
+ * Runs the link until SIGINT/SIGTERM, then stops it and resolves (the caller exits 0). Bad arguments
+ * throw UsageError. Lines go to `log` (timestamped, like the other modes). SIGUSR1 logs every open
+ * connection's counters; SIGHUP is ignored with a line (nothing to reload): neither kills the link.
+ */
+export async function runLinkCli(argv: string[], log: LogSink = stderrLog): Promise<void> {
   const opts = parseLinkArgs(argv);
-  opts.onConnectionClosed = (c) => console.error(describe(c));
-  const link = await startCappedLink(opts);
-  console.error(`link listening on ${link.hostname}:${link.port} -> ${opts.targetHost}:${opts.targetPort}`);
+  opts.onConnectionClosed = (c) => log(describe(c));
+  // Caught before the listener starts, so that no signal finds the default action (which kills).
+  let link: Awaited<ReturnType<typeof startCappedLink>> | undefined;
+  process.on("SIGUSR1", () => {
+    if (!link) return;
+    const open = link.connections().filter((c) => c.open);
+    log(`link: ${open.length} connection(s) open, ${link.queuedBytes()} B held in the link`);
+    for (const c of open) log(describe(c));
+  });
+  process.on("SIGHUP", () => log("link: SIGHUP ignored (nothing to reload)"));
+  link = await startCappedLink(opts);
+  const burst = opts.burst !== undefined ? ` burst ${opts.burst} B` : "";
+  log(`link listening on ${link.hostname}:${link.port} -> ${opts.targetHost}:${opts.targetPort} rate ${describeRates(opts.rates)} delay ${opts.delayMs ?? 0} ms each way${burst}`);
   await new Promise<void>((resolve) => {
     const done = () => {
       process.off("SIGINT", done);

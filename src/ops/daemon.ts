@@ -8,6 +8,7 @@ import type { RunConfig } from "../cli/args.ts";
 import { loadCommand } from "../cli/config.ts";
 import { StriperError, type SystemErrorCode } from "../errors.ts";
 import { formatAddress, type Address } from "../pipe/tcp.ts";
+import { logEvent, type LogEvent, type LogSink } from "../proxy/log.ts";
 import { VERSION } from "../version.ts";
 import { startOpsServer, type OpsServer } from "./http.ts";
 import { runLifecycle, type Drainable, type LifecycleHandle, type SignalSource } from "./lifecycle.ts";
@@ -44,14 +45,19 @@ export function listenOrFail<T>(address: Address, what: string, start: () => T):
 /** Options of runDaemon. */
 export interface DaemonOptions {
   cmd: RunConfig;
-  /** The original arguments (re-read with the config file on SIGHUP). */
+  /** The original arguments (re-read, with the config file if any, on SIGHUP). */
   argv: string[];
   units: readonly Drainable[];
   /** The proxies' statistics, when they expose them. */
   source: StatsSource | undefined;
-  /** SIGUSR1: the lines to log. */
-  statsLines: () => string[];
-  log: (line: string) => void;
+  /** SIGUSR1: the events to log (a line per session and per stripe). */
+  stats: () => LogEvent[];
+  log: LogSink;
+  /**
+   * Checks what a reloaded config needs beyond its options (the key files) and throws, with a one-line
+   * message, when it cannot apply: the reload is then refused and the running config kept.
+   */
+  prepare?: (next: RunConfig) => void;
   /** Applies a reloaded config whose changes are all live (see OptionSpec.reload). */
   apply?: (next: RunConfig, changed: string[]) => void;
   /** From processSignals(), taken before the listeners started. */
@@ -73,7 +79,7 @@ export function runDaemon(o: DaemonOptions): Daemon {
   let ops: OpsServer | undefined;
   if (metrics) {
     ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health }));
-    o.log(`metrics on ${ops.url} (/metrics, /healthz, /api/sessions)${o.source ? "" : "; this proxy exposes no session statistics yet"}`);
+    o.log(`metrics on ${ops.url} (/metrics, /healthz, /api/sessions, dashboard at /)${o.source ? "" : "; this mode has no session statistics"}`);
   }
   lifecycle = runLifecycle({
     units: o.units,
@@ -82,18 +88,19 @@ export function runDaemon(o: DaemonOptions): Daemon {
     // Give reset frames a moment to leave before the process ends.
     exit: (code) => setTimeout(() => process.exit(code), 200).unref(),
     stats: () => {
-      const lines = o.statsLines();
-      if (lines.length === 0) o.log("no live sessions");
-      for (const l of lines) o.log(l);
+      const events = o.stats();
+      if (events.length === 0) o.log("no live sessions");
+      for (const ev of events) logEvent(o.log, ev);
     },
     config: o.cmd,
-    reread: o.cmd.configPath
-      ? async () => {
-          const next = await loadCommand(o.argv);
-          if (!("listeners" in next)) throw new Error("the command line no longer names a run");
-          return next;
-        }
-      : undefined,
+    // The config file when there is one, else the command line again: either way the key files are
+    // read anew, so SIGHUP applies a key added or removed without a restart.
+    reread: async () => {
+      const next = await loadCommand(o.argv);
+      if (!("listeners" in next)) throw new Error("the command line no longer names a run");
+      o.prepare?.(next);
+      return next;
+    },
     apply: o.apply,
     signals: o.signals,
   });

@@ -154,14 +154,14 @@ function render(d) {
       box.appendChild(h);
       const table = el("table");
       const head = el("tr");
-      for (const c of ["stripe", "rate", "in flight", "RTT", "stalls", "re-sent", "sent", "received", "rate / RTT"]) head.appendChild(el("th", {}, c));
+      for (const c of ["stripe", "rate", "in flight", "cap", "RTT", "stalls", "re-sent", "sent", "received", "rate / RTT"]) head.appendChild(el("th", {}, c));
       table.appendChild(head);
       box.appendChild(table);
       list.appendChild(box);
     }
     const h = box.querySelector("h2");
     h.querySelector(".h-id").textContent = "session " + s.id;
-    h.querySelector(".h-remote").textContent = s.remote;
+    h.querySelector(".h-remote").textContent = s.remote + (s.target ? " \u2192 " + s.target : "");
     h.querySelector(".h-age").textContent = dur(s.ageSeconds);
     fig(h.querySelector(".h-up"), "s:" + s.id + ":bytesUp", s.bytesUp, (v) => "up " + bytes(v));
     fig(h.querySelector(".h-down"), "s:" + s.id + ":bytesDown", s.bytesDown, (v) => "down " + bytes(v));
@@ -173,7 +173,7 @@ function render(d) {
       let row = table.querySelector('tr[data-stripe="' + st.index + '"]');
       if (!row) {
         row = el("tr", { "data-stripe": String(st.index) });
-        for (let i = 0; i < 8; i++) row.appendChild(el("td"));
+        for (let i = 0; i < 9; i++) row.appendChild(el("td"));
         const cell = el("td"); cell.appendChild(el("canvas")); row.appendChild(cell);
         table.appendChild(row);
       }
@@ -181,11 +181,13 @@ function render(d) {
       td[0].textContent = "#" + st.index; td[0].className = st.usable ? "" : "down";
       fig(td[1], key + ":rate", st.rateBytesPerSecond, rate);
       fig(td[2], key + ":inflight", st.inflightBytes, bytes);
-      fig(td[3], key + ":rtt", st.rttSeconds, ms);
-      fig(td[4], key + ":stalls", st.stalls, int);
-      fig(td[5], key + ":resent", st.resentBytes, bytes);
-      fig(td[6], key + ":sent", st.sentBytes, bytes);
-      fig(td[7], key + ":received", st.receivedBytes, bytes);
+      // The scheduler's in-flight cap, when it reports one (issue 11); "\u2014" otherwise.
+      fig(td[3], key + ":cap", st.capBytes, bytes);
+      fig(td[4], key + ":rtt", st.rttSeconds, ms);
+      fig(td[5], key + ":stalls", st.stalls, int);
+      fig(td[6], key + ":resent", st.resentBytes, bytes);
+      fig(td[7], key + ":sent", st.sentBytes, bytes);
+      fig(td[8], key + ":received", st.receivedBytes, bytes);
       spark(row.querySelector("canvas"), [[push(key + ":rate", st.rateBytesPerSecond), "#4aa3ff"], [push(key + ":rtt", st.rttSeconds), "#ffb454"]], false);
     }
   }

@@ -264,7 +264,7 @@ export function striperMetrics(
   const stripesOpen = r.add(new Gauge("striper_stripes_open", "Stripes carrying traffic now, over all sessions"));
   const sessionsTotal = r.add(new Counter("striper_sessions_total", "Sessions opened"));
   const refused = r.add(new Counter("striper_sessions_refused_total", "Sessions refused, by reason", ["reason"]));
-  const bytes = r.add(new Counter("striper_bytes_total", "App bytes carried, by direction (up: client to server)", ["direction"], 2));
+  const bytes = r.add(new Counter("striper_bytes_total", "App bytes carried, by direction (up: client to server); counted as the client takes them from apps and as the server delivers them to targets, and the other way for down", ["direction"], 2));
   const resent = r.add(new Counter("striper_resent_bytes_total", "Bytes sent again after a stripe died or stalled"));
   const acks = r.add(new Counter("striper_ack_bytes_total", "Bytes of ACK frames sent"));
   const deaths = r.add(new Counter("striper_stripe_deaths_total", "Stripes lost, by reason", ["reason"]));

@@ -18,12 +18,17 @@ export interface StripeSnapshot {
   inflightBytes: number;
   /** Smoothed round-trip time in seconds (0 until measured). */
   rttSeconds: number;
-  /** Times the stripe's socket was full when the scheduler wanted it. */
+  /** Times the stripe held up in-order delivery and had what it carried re-sent on the others. */
   stalls: number;
-  /** Bytes first sent on this stripe that had to be sent again elsewhere. */
+  /** Bytes it carried that were queued to be sent again on the others at those stalls. */
   resentBytes: number;
+  /** Bytes written to it and received from it (frames, after the handshake). */
   sentBytes: number;
   receivedBytes: number;
+  /** The scheduler's view, when it reports one (issue 11): minimum RTT, queue (smoothed − minimum), in-flight cap. */
+  minRttSeconds?: number;
+  queueSeconds?: number;
+  capBytes?: number;
 }
 
 /** One live session. */
@@ -32,8 +37,10 @@ export interface SessionSnapshot {
   id: string;
   /** The listener it arrived on ("0.0.0.0:7000"). */
   listener: string;
-  /** The app's address (client side) or the target's (server side). */
+  /** The app's address (client side) or the client proxy's (server side). */
   remote: string;
+  /** Where the server connected the session (server side). */
+  target?: string;
   /** When it opened, ms since the epoch. */
   startedAt: number;
   /** App bytes client → server so far. */

@@ -538,7 +538,7 @@ export class StripedPipe implements Pipe {
     if (stalled >= 0) {
       // Re-send what the stalling stripe holds on the others; the stripe itself stays up.
       const s = this.stripes[stalled]!;
-      this.sender.requeue(s);
+      s.resent += this.sender.requeue(s);
       this.scheduler.penalize(s);
       s.stalls++;
       this.hol.progressed(now);

@@ -16,7 +16,6 @@
 
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
-import { formatRemote } from "../proxy/log.ts";
 import { connectionGate, type ConnectionGate } from "../util/fdlimit.ts";
 import { guardedTimeout, reportContained } from "../util/guard.ts";
 import { connectHalfOpen, listenHalfOpen } from "./bun-socket.ts";
@@ -133,7 +132,7 @@ export class TcpPipe implements Pipe {
       return;
     }
     this.socket = socket;
-    this.remote = this.remote || `${socket.remoteAddress}:${socket.remotePort ?? ""}`;
+    this.remote = this.remote || remoteOf(socket);
     this.state = "open";
     if (this.paused) socket.pause();
     this.handler.ready?.();
@@ -296,6 +295,16 @@ export interface Address {
   port: number;
 }
 
+/**
+ * A socket's peer for logs: "203.0.113.7:443", "[2001:db8::1]:443" (brackets, so the port is not read as
+ * part of the address), IPv4-mapped IPv6 as plain IPv4, "unknown" when the socket could not say.
+ */
+export function remoteOf(socket: { remoteAddress?: string; remotePort?: number }): string {
+  const raw = socket.remoteAddress || "unknown";
+  const host = raw.toLowerCase().startsWith("::ffff:") && raw.includes(".") ? raw.slice(7) : raw;
+  return `${host.includes(":") ? `[${host}]` : host}:${socket.remotePort ?? ""}`;
+}
+
 /** Formats an address for logs, bracketing IPv6 hosts. */
 export function formatAddress(a: Address): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
@@ -351,7 +360,7 @@ export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpLi
       pipe.countIn(gate, "accepted");
       pipe.remoteHost = socket.remoteAddress ?? "";
       // The peer may be gone already (no address): "unknown", never "undefined:".
-      pipe.remote = formatRemote(socket.remoteAddress, socket.remotePort);
+      pipe.remote = remoteOf(socket);
       pipe.opening = true;
       try {
         onAccept(pipe);

@@ -48,9 +48,11 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { formatBytes, hexId, hostOfRemote, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { formatBytes, hexId, hostOfRemote, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { OutageNotice } from "./outage.ts";
 import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats, reasonLabel } from "./stats.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
 export interface ClientSettings {
@@ -90,8 +92,31 @@ export interface StriperClient {
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now. */
+  readonly liveSessions: number;
+  /**
+   * Drain: stops accepting app connections at once (the listener closes: a new connection is refused by
+   * the system), while live sessions go on, re-dials included. Resolves when the last one has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
+}
+
+/** The sessions-refused reason of a session that could not open (its opening stripe failed). */
+function openFailure(err: StriperError): string {
+  switch (err.code) {
+    case "E_REFUSED":
+      return "refused";
+    case "E_AUTH":
+      return "auth";
+    case "E_SESSION_LOST":
+      return "session-lost";
+    default:
+      return "unreachable";
+  }
 }
 
 /** What the client sends on one stripe connection: its first message, and how to read the reply. */
@@ -113,6 +138,7 @@ export function startClient(opts: ClientOptions): StriperClient {
   const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer });
   const damage = new DamageLog(log);
   const lines = new SessionLines(log);
+  const stats = new ProxyStats({ role: "client", budget: factory.budget });
 
   // The destination is not used yet: v2 carries none, the server connects every session to its target.
   const onApp = (app: AppConnection): void => {
@@ -125,7 +151,8 @@ export function startClient(opts: ClientOptions): StriperClient {
     const opened = factory.open(INITIAL_WINDOW);
     if (opened === undefined) {
       const err = new StriperError("E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}: app connection reset`);
-      lines.end(appHost, err.code, `session ${id} refused: app ${app.remote} ${err.code} ${err.message}`);
+      stats.refused(reasonLabel(err.code));
+      lines.end(appHost, err.code, { level: "warn", event: "session.refused", session: id, remote: app.remote, msg: `session ${id} refused: app ${app.remote} ${err.code} ${err.message}` });
       app.pipe.close(err);
       return;
     }
@@ -165,6 +192,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           awaitingReply.delete(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
+          outage.back();
           return undefined;
         case "retry":
           return verdict.error;
@@ -224,6 +252,7 @@ export function startClient(opts: ClientOptions): StriperClient {
           const err = r.code === "E_HANDSHAKE_REJECTED" ? replyNotAuthentic() : r.code === "E_HANDSHAKE_TIMEOUT" ? noAuthenticReply(handshakeTimeout) : r;
           pipe.close(err);
           awaitingReply.delete(a.index);
+          outage.failed(err);
           dialer.failed(a.index, err);
           return;
         }
@@ -231,6 +260,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         if (refusal !== undefined) {
           pipe.close(refusal);
           awaitingReply.delete(a.index);
+          outage.failed(refusal);
           if (!session.closed) dialer.failed(a.index, refusal);
           return;
         }
@@ -248,6 +278,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     const stripeRemote: string[] = [];
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
+      if (a.generation !== 1) stats.redialed();
       const pipe = connectTcp(opts.peer);
       stripeRemote[a.index] = pipe.remote;
       const h = hello(a);
@@ -260,36 +291,51 @@ export function startClient(opts: ClientOptions): StriperClient {
     const dialer = new StripeDialer({
       stripes: n,
       dial: dialStripe,
-      unreachable: (err) =>
+      unreachable: (err) => {
+        stats.refused(openFailure(err));
         session.close(
           err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST"
             ? err
             : new ConnectError(err.code, `server proxy ${peerName} unreachable: ${err.message}`),
-        ),
+        );
+      },
     });
+    const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
     session.redial = (index) => dialer.redial(index);
     session.stripeDied = (index, err) => {
       // The opening stripe failed before its reply authenticated: the session cannot open.
       if (awaitingReply.has(index)) {
         awaitingReply.delete(index);
+        outage.failed(err);
         dialer.failed(index, err);
         return;
       }
       if (err instanceof RecordError || err instanceof ControlFloodError) damage.note(id, index, err, stripeRemote[index]);
+      outage.lost(session.usableStripes);
     };
 
-    lines.start(appHost, `session ${id} start app ${app.remote} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}`);
+    stats.opened(session, { id, remote: app.remote });
+    lines.start(appHost, {
+      event: "session.start",
+      session: id,
+      remote: app.remote,
+      msg: `session ${id} start app ${app.remote} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}`,
+      fields: { stripes: n, peer: peerName, window: session.opts.window },
+    });
     new Bridge(app.pipe, session, (r) => {
       dialer.stop();
+      outage.stop();
       sessions.delete(session);
       factory.release(session);
-      lines.end(appHost, r.error?.code ?? "ok", sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
+      stats.closed(session);
+      lines.end(appHost, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
     });
     dialer.start();
   };
 
   const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
+  stats.listener = listener.address;
   log(
     `client listening on ${listener.address} peer ${peerName} stripes ${n}${key}; ${describeLimits(connectionGate().limits)}; ` +
       `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
@@ -299,17 +345,26 @@ export function startClient(opts: ClientOptions): StriperClient {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    stats,
+    get liveSessions() {
+      return sessions.size;
+    },
     setKeys(next) {
       if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
       keys = handshakeAuth(next);
       if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
     },
-    stop() {
+    drain() {
+      listener.stop();
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "client proxy shutting down")) {
       factory.stop();
       listener.stop();
       damage.close();
       lines.close();
-      for (const s of sessions) s.close(new BrokenError("E_SHUTDOWN", "client proxy shutting down"));
+      stats.close();
+      for (const s of [...sessions]) s.close(reason);
     },
   };
 }

@@ -13,7 +13,7 @@
 
 import type { StriperError } from "../errors.ts";
 import { guardedInterval } from "../util/guard.ts";
-import { LogAggregator, escapeText, hostOfRemote, type LogSink } from "./log.ts";
+import { LogAggregator, escapeText, hostOfRemote, logEvent, type LogSink } from "./log.ts";
 
 /** Kinds (code × source) tracked at once; beyond, events are counted together. */
 const MAX_KINDS = 256;
@@ -38,7 +38,7 @@ export class DamageLog {
 
   constructor(log: LogSink, opts: { intervalMs?: number; now?: () => number } = {}) {
     this.intervalMs = opts.intervalMs ?? 10_000;
-    this.agg = new LogAggregator((ev) => log(ev.msg), { intervalMs: this.intervalMs, now: opts.now, maxKeys: MAX_KINDS });
+    this.agg = new LogAggregator((ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: MAX_KINDS });
   }
 
   /** Stripe `index` of session `session`, from `remote`, was dropped because of `err` (a RecordError or ControlFloodError). */

@@ -82,8 +82,11 @@ export function formatRemote(host: string | undefined | null, port?: number | nu
 
 // --- sinks and the structured logger ----------------------------------------------------------------
 
-/** Where plain log lines go (code that logs preformatted text lines). */
-export type LogSink = (line: string) => void;
+/**
+ * Where log lines go. A plain function takes text lines; a Logger's sink also has `emit`, which takes
+ * structured events (logEvent() uses it when there, so `--log-format json` gets the fields).
+ */
+export type LogSink = ((line: string) => void) & { readonly emit?: (ev: LogEvent) => void };
 
 /** Severity of a structured event. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -152,8 +155,14 @@ export class Logger {
     this.write(this.format === "json" ? renderJson(ev, ts) : renderText(ev, ts));
   }
 
-  /** A LogSink: each plain line becomes an "info" event named "log". */
-  readonly sink: LogSink = (line) => this.emit({ event: "log", msg: line });
+  /** A LogSink: each plain line becomes an "info" event named "log"; `sink.emit` takes structured events. */
+  readonly sink: LogSink = Object.assign((line: string) => this.emit({ event: "log", msg: line }), { emit: (ev: LogEvent) => this.emit(ev) });
+}
+
+/** Logs `ev` through `sink`: as a structured event when the sink takes them, else as its text line. */
+export function logEvent(sink: LogSink, ev: LogEvent): void {
+  if (sink.emit) sink.emit(ev);
+  else sink(ev.msg);
 }
 
 const stderrLogger = new Logger();

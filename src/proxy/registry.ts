@@ -77,7 +77,8 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
   private readonly endedMs: number;
   private readonly maxEnded: number;
   private readonly now: () => number;
-  private opening = true;
+  /** Why new sessions are refused from now on (draining, shutting down); undefined while opening. */
+  private closedBy: OpenBlocker | undefined;
 
   constructor(
     readonly maxSessions: number,
@@ -123,7 +124,7 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
   }
 
   openBlocker(source?: string): OpenBlocker | undefined {
-    if (!this.opening) return { code: "E_SHUTDOWN", reason: "shutting down" };
+    if (this.closedBy !== undefined) return this.closedBy;
     if (this.byKey.size >= this.maxSessions) return { code: "E_SESSION_LIMIT", reason: `session limit ${this.maxSessions}` };
     if (source !== undefined && this.sourceCount(source) >= this.maxPerSource) {
       return { code: "E_SOURCE_LIMIT", reason: `limit of ${this.maxPerSource} sessions per source address` };
@@ -163,9 +164,12 @@ export class SessionRegistry<S extends RegisteredSession> implements SessionLook
     return true;
   }
 
-  /** No new sessions from now on (the proxy is shutting down); live ones carry on until closed. */
-  stopOpening(): void {
-    this.opening = false;
+  /**
+   * No new sessions from now on, refused for `why` (the first reason given stays: a drain that ends in a
+   * stop still says "draining"); live ones carry on until closed, and their stripes may still join.
+   */
+  stopOpening(why: OpenBlocker = { code: "E_SHUTDOWN", reason: "shutting down" }): void {
+    this.closedBy ??= why;
   }
 
   /** Drops ended ids older than endedMs, and the oldest beyond maxEnded. */

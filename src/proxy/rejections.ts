@@ -8,7 +8,7 @@
  */
 
 import { SILENT_REASONS, type SilentReason } from "../secure/messages.ts";
-import { LogAggregator, type LogEvent, type LogSink } from "./log.ts";
+import { LogAggregator, logEvent, type LogEvent, type LogSink } from "./log.ts";
 
 /** Sources tallied per reason and interval; refusals from further ones are only counted. */
 export const MAX_SOURCES = 64;
@@ -53,7 +53,7 @@ export class Rejections {
     this.agg = new LogAggregator(
       (ev) => {
         if (ev.event === "handshake.refused") this.firstLogged = true;
-        opts.log(ev.msg);
+        logEvent(opts.log, ev);
       },
       { intervalMs: this.intervalMs, now: this.now, maxKeys: SILENT_REASONS.length },
     );

@@ -1,6 +1,6 @@
 /** Plain relay: each accepted connection is bridged to a new connection to the target. */
 
-import { BrokenError } from "../errors.ts";
+import { BrokenError, type StriperError } from "../errors.ts";
 import { Bridge } from "../pipe/bridge.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpPipe } from "../pipe/tcp.ts";
 import { formatBytes, stderrLog, type LogSink } from "./log.ts";
@@ -17,14 +17,19 @@ export interface Relay {
   readonly port: number;
   /** Connections being relayed. */
   readonly active: Set<Bridge>;
-  /** Stops accepting and closes every connection. */
-  stop(): void;
+  /** Connections live now. */
+  readonly liveSessions: number;
+  /** Stops accepting (the listener closes); resolves when the last live connection has ended. */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every connection left with `reason` (default E_SHUTDOWN). */
+  stop(reason?: StriperError): void;
 }
 
 /** Starts a relay. */
 export function startRelay(opts: RelayOptions): Relay {
   const log = opts.log ?? stderrLog;
   const active = new Set<Bridge>();
+  let idle: (() => void)[] = [];
   let seq = 0;
   const listener = listenTcp(opts.listen, (app: TcpPipe) => {
     const id = ++seq;
@@ -32,6 +37,11 @@ export function startRelay(opts: RelayOptions): Relay {
     log(`relay ${id} start ${app.remote} -> ${formatAddress(opts.target)}`);
     const bridge = new Bridge(app, target, (r) => {
       active.delete(bridge);
+      if (active.size === 0) {
+        const waiters = idle;
+        idle = [];
+        for (const w of waiters) w();
+      }
       const reason = r.error ? `${r.error.code} ${r.error.message}` : "ok";
       log(
         `relay ${id} end up ${formatBytes(r.aToB.bytes)} down ${formatBytes(r.bToA.bytes)} ` +
@@ -44,11 +54,17 @@ export function startRelay(opts: RelayOptions): Relay {
   return {
     port: listener.port,
     active,
-    stop() {
+    get liveSessions() {
+      return active.size;
+    },
+    drain() {
+      listener.stop();
+      return active.size === 0 ? Promise.resolve() : new Promise((resolve) => idle.push(resolve));
+    },
+    stop(err = new BrokenError("E_SHUTDOWN", "relay stopped")) {
       listener.stop();
       // A connection cut by shutdown must look like a reset to both peers, never like a clean EOF.
-      const err = new BrokenError("E_SHUTDOWN", "relay stopped");
-      for (const b of active) {
+      for (const b of [...active]) {
         b.a.close(err);
         b.b.close(err);
       }

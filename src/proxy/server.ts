@@ -15,7 +15,7 @@ import { ControlFloodError } from "../stripe/guard.ts";
 import { connectionGate, describeLimits } from "../util/fdlimit.ts";
 import { guardedTimeout } from "../util/guard.ts";
 import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
+import { FIRST_FRAME_COUNTER, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
@@ -37,12 +37,13 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { formatBytes, sessionEndLine, stderrLog, type LogSink } from "./log.ts";
+import { formatBytes, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { SessionRegistry } from "./registry.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
+import { ProxyStats, reasonLabel } from "./stats.ts";
 
 /** Options of the server-side proxy. */
 export interface ServerOptions {
@@ -94,8 +95,18 @@ export interface StriperServer {
    * mode cannot change (keyed ↔ --no-auth needs a restart): E_CONFIG.
    */
   setKeys(auth: StripeAuth): void;
-  /** Stops accepting and resets every session. */
-  stop(): void;
+  /** Statistics for the operations endpoints (a StatsSource). */
+  readonly stats: ProxyStats;
+  /** Sessions live now (registered, not yet ended). */
+  readonly liveSessions: number;
+  /**
+   * Drain: new sessions are refused from now on (an authenticated REFUSED reply to every OPEN, counted
+   * as refused "draining"), while live sessions go on and their stripes may still join (re-dials).
+   * Resolves when the last live session has ended.
+   */
+  drain(): Promise<void>;
+  /** Stops accepting and resets every session left with `reason` (default E_SHUTDOWN): never a clean EOF. */
+  stop(reason?: StriperError): void;
 }
 
 /**
@@ -151,6 +162,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const rejections = new Rejections({ log });
   const damage = new DamageLog(log);
   const lines = new SessionLines(log);
+  const stats = new ProxyStats({ role: "server", budget: factory.budget, rejections: () => rejections.counts });
   const membership = new WeakMap<StripedPipe, Membership>();
   /** Per session, the remote address of each stripe index's current connection (for its log lines). */
   const remotes = new WeakMap<StripedPipe, string[]>();
@@ -178,12 +190,20 @@ export function startServer(opts: ServerOptions): StriperServer {
     };
     const target = connectTcp(to);
     const started = performance.now();
-    lines.start(source, `session ${id} start from ${remote} target ${formatAddress(to)} window ${formatBytes(session.opts.window)}`);
+    stats.opened(session, { id, remote, target: formatAddress(to) });
+    lines.start(source, {
+      event: "session.start",
+      session: id,
+      remote,
+      msg: `session ${id} start from ${remote} target ${formatAddress(to)} window ${formatBytes(session.opts.window)}`,
+      fields: { target: formatAddress(to), window: session.opts.window },
+    });
     // A target that cannot be reached ends the session at once; the client sees a reset.
     new Bridge(session, target, (r) => {
       registry.remove(key, session);
       factory.release(session);
-      lines.end(source, r.error?.code ?? "ok", sessionEndLine(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, remote));
+      stats.closed(session);
+      lines.end(source, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, remote));
     });
     return session;
   };
@@ -221,6 +241,7 @@ export function startServer(opts: ServerOptions): StriperServer {
     pending.delete(pipe);
     gate.leave(pipe);
     damage.refused(pipe.remote, code, reason);
+    if (hello.header.kind === KIND_OPEN) stats.refused(code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(code));
     pipe.send(reply(k, hello, status, 0).bytes);
     pipe.shutdown();
     guardedTimeout("refusal linger", () => pipe.close(), REFUSE_LINGER_MS).unref();
@@ -251,6 +272,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       }
       case "attach":
         session = a.session;
+        if (hello.header.generation !== 1) stats.redialed();
         break;
       default: {
         const unknown: never = a;
@@ -277,12 +299,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   const onStripe = (pipe: TcpPipe): void => {
     const acceptedAt = performance.now();
     const source = sourceKey(pipe.remoteHost || pipe.remote);
-    // Step 2: limits at accept, before a byte is read. Over either: closed at once, silently.
-    if (!limiter.take(source, acceptedAt)) {
-      rejections.note("rate-limited", source);
-      pipe.close(SILENCE_OVER);
-      return;
-    }
+    // Step 2: the unauthenticated gate at accept, before a byte is read. Over it: closed at once, silently.
     const g = gate.enter(pipe, acceptedAt);
     if (!g.admitted) {
       rejections.note("busy", source);
@@ -296,8 +313,21 @@ export function startServer(opts: ServerOptions): StriperServer {
     pending.add(pipe);
     // The keys at accept check this connection, even if setKeys() replaces them meanwhile.
     const k = keys;
-    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed.
-    readHandshake(pipe, clientHelloParser(k.auth), { deadlineMs }, (r) => {
+    // Steps 1, 3, 4, 5: the whole first message within the deadline, authenticated, well formed. The
+    // source's token is taken when the key trial is about to run, not at accept: a client opening a
+    // hundred stripes at once has a hundred accepts before any hello is read, and each authenticated
+    // hello gives its token back, so only failures (and replays) drain the bucket. Idle connections are
+    // bounded by the gate instead.
+    const parse = clientHelloParser(k.auth);
+    let charged = false;
+    const chargedParse: typeof parse = (received) => {
+      if (!charged && received.byteLength > 0) {
+        charged = true;
+        if (!limiter.take(source, performance.now())) return { kind: "invalid", error: new HandshakeRejected("rate-limited") };
+      }
+      return parse(received);
+    };
+    readHandshake(pipe, chargedParse, { deadlineMs }, (r) => {
       if (r instanceof StriperError) return silence(pipe, source, acceptedAt, reasonOf(r));
       try {
         authenticated(pipe, k, source, acceptedAt, r);
@@ -313,8 +343,9 @@ export function startServer(opts: ServerOptions): StriperServer {
 
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
+  stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
   log(
-    `server listening on ${formatAddress({ host: opts.listen.host, port: listener.port })} target ${formatAddress(opts.target)}${ids}; ` +
+    `server listening on ${stats.listener} target ${formatAddress(opts.target)}${ids}; ` +
       `${describeLimits(fds.limits)}; ${maxUnauth} unauthenticated at most; ${maxSessions} sessions, ${registry.maxPerSource} per source; ` +
       `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
   );
@@ -328,6 +359,10 @@ export function startServer(opts: ServerOptions): StriperServer {
     sessions: registry.sessions,
     budget: factory.budget,
     rejections: rejections.counts,
+    stats,
+    get liveSessions() {
+      return registry.size;
+    },
     get unauthenticated() {
       return gate.active;
     },
@@ -336,15 +371,21 @@ export function startServer(opts: ServerOptions): StriperServer {
       keys = keysOf(auth);
       if (auth.mode === "keyed") log(`keys now ${keys.ids.join(",")}`);
     },
-    stop() {
+    drain() {
+      // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
+      registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      return stats.idle();
+    },
+    stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
       registry.stopOpening();
       factory.stop();
       listener.stop();
       rejections.close();
       damage.close();
       lines.close();
+      stats.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
-      for (const s of registry.sessions.values()) s.close(new BrokenError("E_SHUTDOWN", "server proxy shutting down"));
+      for (const s of [...registry.sessions.values()]) s.close(reason);
     },
   };
 }

@@ -13,7 +13,7 @@
  */
 
 import { guardedInterval } from "../util/guard.ts";
-import type { LogSink } from "./log.ts";
+import { logEvent, type LogEvent, type LogSink } from "./log.ts";
 
 /** Options of SessionLines. */
 export interface SessionLinesOptions {
@@ -57,17 +57,17 @@ export class SessionLines {
     this.now = opts.now ?? (() => performance.now());
   }
 
-  /** A session from `source` started; `line` is its start line. */
-  start(source: string, line: string): void {
+  /** A session from `source` started; `ev` is its start line. */
+  start(source: string, ev: LogEvent): void {
     const b = this.budget(source);
-    if (this.take(b)) this.log(line);
+    if (this.take(b)) logEvent(this.log, ev);
     else b.startsHeld++;
   }
 
-  /** A session from `source` ended with `code` ("ok" when clean); `line` is its end line. */
-  end(source: string, code: string, line: string): void {
+  /** A session from `source` ended with `code` ("ok" when clean); `ev` is its end line. */
+  end(source: string, code: string, ev: LogEvent): void {
     const b = this.budget(source);
-    if (this.take(b)) this.log(line);
+    if (this.take(b)) logEvent(this.log, ev);
     else b.endsHeld.set(code, (b.endsHeld.get(code) ?? 0) + 1);
   }
 
@@ -132,10 +132,15 @@ export class SessionLines {
       .map(([code, n]) => `${code} ×${n}`)
       .join(", ");
     const seconds = Math.max(1, Math.round((now - b.since) / 1000));
-    this.log(
-      `${held} session line${held === 1 ? "" : "s"} from ${source} not logged in the last ${seconds} s: ` +
+    logEvent(this.log, {
+      level: "warn",
+      event: "session.lines.summary",
+      remote: source,
+      msg:
+        `${held} session line${held === 1 ? "" : "s"} from ${source} not logged in the last ${seconds} s: ` +
         `${b.startsHeld} started, ${ends} ended${how ? ` (${how})` : ""}`,
-    );
+      fields: { started: b.startsHeld, ended: ends, seconds },
+    });
     b.since = now;
     b.written = 0;
     b.startsHeld = 0;

@@ -111,11 +111,17 @@ export class StripeLedger {
   /**
    * Adds every unconfirmed frame that is not wholly below `acked` to `queue`. The frames stay recorded:
    * the stripe may still deliver them (head-of-line rescue), and a dead stripe's ledger is dropped.
+   * Returns the bytes queued (above `acked`), for statistics.
    */
-  requeue(acked: number, queue: ResendQueue): void {
+  requeue(acked: number, queue: ResendQueue): number {
+    let bytes = 0;
     for (let k = this.fHead; k < this.fOff.length; k++) {
       const end = this.fOff[k]! + this.fLen[k]!;
-      if (end > acked) queue.add(this.fOff[k]!, end);
+      if (end > acked) {
+        queue.add(this.fOff[k]!, end);
+        bytes += end - Math.max(this.fOff[k]!, acked);
+      }
     }
+    return bytes;
   }
 }

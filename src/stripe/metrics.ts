@@ -22,6 +22,8 @@ export interface StripeMetrics {
   received: number;
   /** Times it held up delivery and had its frames re-sent elsewhere. */
   stalls: number;
+  /** Bytes it carried that were queued to be sent again on the others at those stalls. */
+  resent: number;
 }
 
 /** Counters and peaks a session exposes for logs, statistics and tests. */
@@ -66,7 +68,7 @@ export class SessionCounters {
     for (const s of stripes) {
       if (!s) continue;
       if (s.usable) usable++;
-      perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sent, received: s.received, stalls: s.stalls });
+      perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sent, received: s.received, stalls: s.stalls, resent: s.resent });
     }
     return {
       stripes: perStripe.length,

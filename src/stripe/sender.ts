@@ -144,9 +144,9 @@ export class Sender {
     return value > this.buf.acked ? this.buf.ack(value) : 0;
   }
 
-  /** Queues again whatever `ledger` (a stripe that died or stalls) holds unconfirmed above the ack. */
-  requeue(ledger: StripeLedger): void {
-    ledger.requeue(this.buf.acked, this.resend);
+  /** Queues again whatever `ledger` (a stripe that died or stalls) holds unconfirmed above the ack; returns the bytes. */
+  requeue(ledger: StripeLedger): number {
+    return ledger.requeue(this.buf.acked, this.resend);
   }
 
   /** Drops everything held (session teardown). */

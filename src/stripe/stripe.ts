@@ -28,6 +28,8 @@ export class Stripe extends StripeLedger implements StripeView {
   peerEnded = false;
   /** Times this stripe held up in-order delivery and had its frames re-sent elsewhere. */
   stalls = 0;
+  /** Bytes it held unconfirmed when they were queued to be sent again on the others (at its stalls). */
+  resent = 0;
   /** A pooled buffer the carrier still holds (congested write); returned on drain. */
   lent: Uint8Array | undefined;
   /** Set by the session right after construction (its sink needs the stripe). */

@@ -67,7 +67,7 @@ function pump(s: Socket<Conn>): void {
 export async function appExchange(
   port: number,
   data: Uint8Array,
-  opts: { host?: string; shutdown?: boolean; timeoutMs?: number } = {},
+  opts: { host?: string; shutdown?: boolean; timeoutMs?: number; onData?: (receivedBytes: number) => void } = {},
 ): Promise<AppResult> {
   const started = performance.now();
   return new Promise<AppResult>((resolve, reject) => {
@@ -101,6 +101,7 @@ export async function appExchange(
         data: (s, chunk) => {
           conn.received.push(chunk);
           conn.receivedBytes += chunk.byteLength;
+          opts.onData?.(conn.receivedBytes);
         },
         end: (s) => {
           conn.gotEnd = true;
@@ -133,6 +134,113 @@ export async function appExchange(
       }
     });
   });
+}
+
+/** A connection a test drives step by step: send, wait for so many bytes back, end. */
+export interface Conversation {
+  /** Everything received so far. */
+  readonly receivedBytes: number;
+  /** Queues bytes (written with backpressure). */
+  send(data: Uint8Array): void;
+  /** Resolves once `n` bytes in all have been received; rejects if the connection ends first. */
+  received(n: number, ms?: number): Promise<Uint8Array>;
+  /** Half-closes and resolves with how it ended once the peer closes too. */
+  end(): Promise<AppResult>;
+  /** Resolves with how it ended, whenever it does. */
+  readonly ended: Promise<AppResult>;
+}
+
+/** Opens a connection to 127.0.0.1:`port` for a Conversation; `keep: false` counts what arrives without keeping it. */
+export async function converse(port: number, opts: { keep?: boolean } = {}): Promise<Conversation> {
+  const keep = opts.keep ?? true;
+  const started = performance.now();
+  const chunks: Uint8Array[] = [];
+  const queue: Uint8Array[] = [];
+  let receivedBytes = 0;
+  let gotEnd = false;
+  let shut = false;
+  let finished: AppResult | undefined;
+  let resolveEnded!: (r: AppResult) => void;
+  const ended = new Promise<AppResult>((r) => (resolveEnded = r));
+  const wakers = new Set<() => void>();
+  const finish = (error?: string) => {
+    if (finished) return;
+    finished = { received: Buffer.concat(chunks), cleanEnd: gotEnd && error === undefined, error, ms: performance.now() - started };
+    resolveEnded(finished);
+    for (const w of wakers) w();
+  };
+  const flush = (s: Socket<undefined>) => {
+    while (queue.length > 0) {
+      const b = queue[0]!;
+      const n = s.write(b);
+      if (n < b.byteLength) {
+        queue[0] = b.subarray(Math.max(0, n));
+        return;
+      }
+      queue.shift();
+    }
+    if (shut) s.shutdown();
+  };
+  const options: TCPSocketConnectOptions<undefined> & { allowHalfOpen: true } = {
+    hostname: "127.0.0.1",
+    port,
+    data: undefined,
+    allowHalfOpen: true,
+    socket: {
+      drain: (s) => flush(s),
+      data: (_s, chunk) => {
+        if (keep) chunks.push(chunk);
+        receivedBytes += chunk.byteLength;
+        for (const w of wakers) w();
+      },
+      end: () => {
+        gotEnd = true;
+      },
+      close: (_s, err) => {
+        // After our own shutdown(), Bun reports the peer's FIN as a plain close with no `end` event.
+        if (err) finish((err as { code?: string }).code ?? err.message);
+        else if (!gotEnd && !shut) finish("closed without EOF");
+        else {
+          gotEnd = true;
+          finish(undefined);
+        }
+      },
+      error: (_s, err) => finish(err.message),
+    },
+  };
+  const socket = await Bun.connect<undefined>(options);
+  return {
+    get receivedBytes() {
+      return receivedBytes;
+    },
+    send(data) {
+      queue.push(data);
+      flush(socket);
+    },
+    received(n, ms = 60_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`${receivedBytes} of ${n} bytes received within ${ms} ms`)), ms);
+        const check = () => {
+          if (receivedBytes >= n) done();
+          else if (finished) done(new Error(`the connection ended (${finished.error ?? "EOF"}) after ${receivedBytes} of ${n} bytes`));
+        };
+        const done = (err?: Error) => {
+          clearTimeout(timer);
+          wakers.delete(check);
+          if (err) reject(err);
+          else resolve(Buffer.concat(chunks));
+        };
+        wakers.add(check);
+        check();
+      });
+    },
+    end() {
+      shut = true;
+      flush(socket);
+      return ended;
+    },
+    ended,
+  };
 }
 
 /** Per-connection record of a target server. */
