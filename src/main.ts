@@ -19,6 +19,7 @@ import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
+import { ConnectionGate, connectionLimits, readNofileLimit, setConnectionGate, setConnectionGateLog } from "./util/fdlimit.ts";
 import { VERSION } from "./version.ts";
 
 /** Where lines go: text on stderr until the command line has said otherwise (--log-format). */
@@ -82,7 +83,9 @@ function startMode(cmd: RunConfig): Started[] {
             handshakeRate: g["handshake-rate"],
             handshakeBurst: g["handshake-burst"],
             maxSessions: g["max-sessions"],
+            maxSessionsPerSource: g["max-sessions-per-source"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -105,6 +108,7 @@ function startMode(cmd: RunConfig): Started[] {
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -172,6 +176,10 @@ async function run(argv: string[]): Promise<void> {
     }
   }
   const signals = processSignals(); // before any listener: no signal may find the default action
+  // Every connection of the process counts against one gate below the descriptor limit (issue 10).
+  setConnectionGateLog(log);
+  const maxConnections = cmd.global["max-connections"];
+  if (maxConnections !== undefined) setConnectionGate(new ConnectionGate(connectionLimits(readNofileLimit()?.soft, maxConnections), (line) => log(line)));
   const started = startMode(cmd);
   const sources = started.map((s) => s.source);
   // Keys loaded by a reload's check, applied when the reload is (see runDaemon's prepare and apply).

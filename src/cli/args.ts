@@ -8,7 +8,8 @@
  */
 
 import { StriperError, UsageError } from "../errors.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_RECEIVE_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_SESSIONS_PER_SOURCE } from "../proxy/registry.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
 import {
@@ -112,7 +113,11 @@ export const OPTIONS = [
   { name: "handshake-rate", modes: ["server"], type: { kind: "number", min: 0.01, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_RATE, help: "handshake attempts per second per source address (IPv6: per /64); refunded when one authenticates" },
   { name: "handshake-burst", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_BURST, help: "handshake attempts a quiet source may make at once" },
   { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
-  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together" },
+  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together beyond each one's guaranteed 256 KiB; a session whose far side stops acknowledging is set apart" },
+  // Issue 10: what one peer can hold (README "Limits").
+  { name: "max-sessions-per-source", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_SESSIONS_PER_SOURCE, help: "sessions one source address (IPv6: one /64) may hold at once; more OPENs are refused (E_SOURCE_LIMIT)" },
+  { name: "max-receive-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_RECEIVE_BUFFER, help: "memory all reorder buffers may use together: receive windows are granted against it and shrink under load; a session for which not even 64 KiB fits is refused (E_RECEIVE_MEMORY)" },
+  { name: "max-connections", modes: SESSION_MODES, type: { kind: "int", min: 1, max: 10_000_000 }, arg: "N", scope: "process", defaultText: "the descriptor limit less a reserve", help: "connections accepted at once; beyond, new ones are reset until the count falls 5 % below; never above what the descriptor limit allows" },
 
   // Operations.
   { name: "metrics", modes: SESSION_MODES, type: { kind: "address" }, arg: "HOST:PORT", scope: "process", help: "serve /metrics, /healthz, /api/sessions and the dashboard here (off by default)" },
