@@ -232,6 +232,10 @@ describe("floods from a key holder", () => {
     const line = logs.find((l) => l.includes("E_CONTROL_FLOOD"))!;
     expect(line).toContain("dropped: E_CONTROL_FLOOD PING");
     expect(line).toContain(`remote ${LOOP}:`);
+    // What /metrics shows: a stripe death for the flood. Its only stripe gone before anything was
+    // delivered, the session's slot is released at once (a session with data would wait for a re-dial).
+    expect(server.stats.counters().stripeDeaths["control-flood"]).toBe(1);
+    await until(() => logs.some((l) => / end up .* reason E_ABANDONED /.test(l)), "the session released", 10_000);
   });
 
   test("ACK flood: small ACKs beyond the rate close the stripe (E_CONTROL_FLOOD); an ACK of 8,191 entries ends its session (E_BAD_ACK)", async () => {
@@ -306,6 +310,7 @@ describe("slots and memory", () => {
     expect(fourth.reply.status).toBe(STATUS_REFUSED);
     await until(() => logs.some((l) => l.includes("E_SOURCE_LIMIT")), "the refusal logged", 10_000);
     expect(logs.find((l) => l.includes("E_SOURCE_LIMIT"))).toContain(`stripe from ${LOOP}:`);
+    expect(server.stats.counters().sessionsRefused).toEqual({ "source-limit": 1 }); // what /metrics shows
     // The three live sessions still work: one echoes its data.
     peers[0]!.send(dataFrame(0, new Uint8Array([1, 2, 3])));
     await until(() => peers[0]!.events.dataBytes === 3, "echo on a live session", 10_000);
@@ -321,6 +326,7 @@ describe("slots and memory", () => {
     for (const s of server.sessions.values()) expect(s.opts.window).toBe(MIN_WINDOW);
     const fifth = await raw(server.port);
     expect(fifth.reply.status).toBe(STATUS_REFUSED);
+    expect(server.stats.counters().sessionsRefused).toEqual({ "receive-memory": 1 });
     await until(() => logs.some((l) => l.includes("E_RECEIVE_MEMORY")), "the refusal logged", 10_000);
     peers[0]!.terminate();
     await until(() => server.sessions.size === 3, "the first session released", 10_000);
