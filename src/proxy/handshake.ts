@@ -22,6 +22,7 @@ import type { Key } from "../secure/keys.ts";
 import type { ClientHello, HandshakeAuth, ServerReply, SilentReason } from "../secure/messages.ts";
 import type { HandshakeParser } from "../wire/handshake.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
+import { guardedTimeout } from "../util/guard.ts";
 
 // --- Keys --------------------------------------------------------------------------------------------
 
@@ -148,7 +149,7 @@ export function readHandshake<T>(
       }
     }
   };
-  const timer = setTimeout(() => {
+  const timer = guardedTimeout("handshake deadline", () => {
     finish(new BrokenError("E_HANDSHAKE_TIMEOUT", `no handshake within ${opts.deadlineMs} ms`));
   }, opts.deadlineMs);
   const ready = opts.onReady ?? (() => {});
