@@ -10,6 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe } from "../src/pipe/striped.ts";
 import { SessionFactory } from "../src/proxy/sessions.ts";
 import { MIN_WINDOW, ReceiveWindows, windowCost } from "../src/stripe/budget.ts";
+import { ConfigError } from "../src/errors.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const MiB = 1024 * 1024;
@@ -90,4 +91,11 @@ describe("SessionFactory windows", () => {
     const small = proxyWith(512 * MiB, 1024, 256 * 1024);
     for (let k = 0; k < 4; k++) expect(small.open()!.opts.window).toBe(256 * 1024);
   });
+});
+
+test("a session that cannot be built (bad options) gives its window back at once", () => {
+  const factory = new SessionFactory({ ...DEFAULT_SESSION_OPTIONS, frameSize: 0, role: "server" }, { maxReceiveBuffer: 64 * MiB });
+  cleanup.push(() => factory.stop());
+  expect(() => factory.open()).toThrow(ConfigError);
+  expect([factory.windows.used, factory.windows.sessions]).toEqual([0, 0]);
 });

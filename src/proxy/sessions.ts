@@ -62,7 +62,13 @@ export class SessionFactory {
   open(peerWindow = this.opts.window): StripedPipe | undefined {
     const window = this.windows.open(this.opts.window);
     if (window === 0) return undefined;
-    const session = new StripedPipe({ ...this.opts, window }, peerWindow, this.budget);
+    let session: StripedPipe;
+    try {
+      session = new StripedPipe({ ...this.opts, window }, peerWindow, this.budget);
+    } catch (err) {
+      this.windows.close(window); // bad options (ConfigError): the window was never used
+      throw err;
+    }
     this.granted.set(session, window);
     return session;
   }
