@@ -244,7 +244,7 @@ async function fds(spec: RunSpec, run: number): Promise<RunResult> {
   try {
     const srv = chain.byName.server!;
     const hold = chain.spawn({ name: "hold", argv: ["bench/tools/handshaker.ts", "--port", String(pS), "--mode", "hold", "--conns", String(FD_CONNS), "--hold-ms", "6000"], ready: "json" }, false);
-    await hold.waitEvent((e) => e.event === "holding", 60_000, "the idle connections");
+    const holding = await hold.waitEvent((e) => e.event === "holding", 60_000, "the idle connections");
     const cpu0 = cpuTicks(srv.pid);
     await Bun.sleep(1500);
     const fdsOpen = descriptors(srv.pid);
@@ -266,6 +266,8 @@ async function fds(spec: RunSpec, run: number): Promise<RunResult> {
         alive: alive ? 1 : 0,
         nofile: Number(limit),
         fdsOpen,
+        heldOpen: num(holding.open),
+        refusedAtConnect: num(holding.refusedAtConnect ?? 0),
         exitCode: srv.exitCode ?? -1,
         duringServed: d.intact ? 1 : 0,
         afterServed: after.intact ? 1 : 0,
