@@ -52,7 +52,7 @@ export const ERROR_CODES = [
   "E_STRIPE_COUNT",
   "E_UNKNOWN_SESSION",
   "E_SESSION_LIMIT",
-  "E_SOURCE_LIMIT", // a source address holds as many sessions as it may (--max-sessions-per-source)
+  "E_SOURCE_LIMIT", // a source address holds as many sessions or stripe connections as it may (--max-sessions-per-source, --max-stripes-per-source)
   "E_SESSION_ENDED", // a stripe for a session that ended recently (its id stays ended)
   "E_RECEIVE_MEMORY", // no receive window fits in --max-receive-buffer: the session is refused
   "E_ABANDONED", // a server session lost every stripe before anything was delivered: released at once

@@ -84,6 +84,7 @@ function startMode(cmd: RunConfig): Started[] {
             handshakeBurst: g["handshake-burst"],
             maxSessions: g["max-sessions"],
             maxSessionsPerSource: g["max-sessions-per-source"],
+            maxStripesPerSource: g["max-stripes-per-source"],
             maxBuffer: g["max-buffer"],
             maxReceiveBuffer: g["max-receive-buffer"],
             log,

@@ -316,6 +316,27 @@ describe("slots and memory", () => {
     await until(() => peers[0]!.events.dataBytes === 3, "echo on a live session", 10_000);
   });
 
+  test("per source: stripe connections beyond --max-stripes-per-source are refused (E_SOURCE_LIMIT), JOINs included; a closed one makes room", async () => {
+    const { server, logs } = echoServer({ maxStripesPerSource: 3 });
+    const first = await raw(server.port, { stripeCount: 4 });
+    const joined = [await first.join({ port: server.port, auth: AUTH, index: 1, stripeCount: 4 }), await first.join({ port: server.port, auth: AUTH, index: 2, stripeCount: 4 })];
+    cleanup.push(() => joined.forEach((p) => p.terminate()));
+    expect([first, ...joined].map((p) => p.reply.status)).toEqual([STATUS_OK, STATUS_OK, STATUS_OK]);
+    const fourth = await first.join({ port: server.port, auth: AUTH, index: 3, stripeCount: 4 });
+    cleanup.push(() => fourth.terminate());
+    expect(fourth.reply.status).toBe(STATUS_REFUSED);
+    const other = await raw(server.port); // a new session from the same source: refused as well
+    expect(other.reply.status).toBe(STATUS_REFUSED);
+    await until(() => logs.some((l) => l.includes("limit of 3 stripe connections per source address")), "the refusal logged", 10_000);
+    joined[1]!.terminate();
+    await joined[1]!.waitClosed();
+    // Room again once the server has seen that stripe go (a watchdog, not a timing assertion).
+    await until(() => server.sessions.values().next().value?.usableStripes === 2, "the server saw the stripe go", 10_000);
+    const again = await first.join({ port: server.port, auth: AUTH, index: 2, generation: 2, stripeCount: 4 });
+    cleanup.push(() => again.terminate());
+    expect(again.reply.status).toBe(STATUS_OK);
+  });
+
   test("receive memory: sessions beyond what --max-receive-buffer holds are refused (E_RECEIVE_MEMORY), and admitted again once others end", async () => {
     // Room for the smallest window's cost 4 times.
     const { server, logs } = echoServer({ maxReceiveBuffer: 4 * windowCost(MIN_WINDOW), maxSessions: 16 });

@@ -49,6 +49,13 @@ export class TcpPipe implements Pipe {
   private gateKind: "accepted" | "dialled" = "accepted";
   /** @internal Inside the listener's `open` handler: a reset now waits for the next tick (module comment). */
   opening = false;
+  private closeHooks: (() => void)[] | undefined;
+
+  /** Calls `fn` once when this pipe closes (at once if it has): for counts kept beside its handler. */
+  whenClosed(fn: () => void): void {
+    if (this.state === "closed") return fn();
+    (this.closeHooks ??= []).push(fn);
+  }
 
   setHandler(handler: PipeHandler): void {
     this.handler = handler;
@@ -249,6 +256,9 @@ export class TcpPipe implements Pipe {
     this.queuedBytes = 0;
     const handler = this.handler;
     this.handler = NOOP_HANDLER;
+    const hooks = this.closeHooks;
+    this.closeHooks = undefined;
+    for (const h of hooks ?? []) h();
     handler.close(err);
   }
 }

@@ -67,6 +67,11 @@ export interface ServerOptions {
   maxSessions?: number;
   /** Sessions one source address (IPv6: one /64) may hold at once (default 256); more are refused. */
   maxSessionsPerSource?: number;
+  /**
+   * Authenticated stripe connections one source address (IPv6: one /64) may hold at once (default half
+   * the process's accept limit, at least 64): one key holder cannot take every connection slot.
+   */
+  maxStripesPerSource?: number;
   /** Memory all reorder buffers may use together (default 512 MiB): receive windows are granted against it. */
   maxReceiveBuffer?: number;
   /** Highest stripe index + 1 accepted in a session. */
@@ -159,6 +164,9 @@ export function startServer(opts: ServerOptions): StriperServer {
   });
   const maxUnauth = Math.max(1, Math.min(opts.maxUnauthenticated ?? DEFAULT_MAX_UNAUTHENTICATED, Math.floor(fds.limits.accept * UNAUTH_SHARE)));
   const gate = new UnauthGate<TcpPipe>(maxUnauth);
+  const maxStripesPerSource = positive("stripes per source", opts.maxStripesPerSource ?? Math.max(64, Math.floor(fds.limits.accept / 2)));
+  /** Authenticated stripe connections open per source, for maxStripesPerSource. */
+  const stripesBySource = new Map<string, number>();
   const rejections = new Rejections({ log });
   const damage = new DamageLog(log);
   const lines = new SessionLines(log);
@@ -257,6 +265,9 @@ export function startServer(opts: ServerOptions): StriperServer {
     const keyId = hello.keyIndex >= 0 ? k.ids[hello.keyIndex]! : "";
     const a = admit(hello, keyId, registry, policy, (s) => membership.get(s) ?? noMember, source);
     let session: StripedPipe;
+    if ((a.kind === "open" || a.kind === "attach") && (stripesBySource.get(source) ?? 0) >= maxStripesPerSource) {
+      return refuse(pipe, k, hello, STATUS_REFUSED, "E_SOURCE_LIMIT", `limit of ${maxStripesPerSource} stripe connections per source address`);
+    }
     switch (a.kind) {
       case "silent":
         return silence(pipe, source, acceptedAt, a.reason);
@@ -281,6 +292,12 @@ export function startServer(opts: ServerOptions): StriperServer {
     }
     pending.delete(pipe);
     gate.leave(pipe);
+    stripesBySource.set(source, (stripesBySource.get(source) ?? 0) + 1);
+    pipe.whenClosed(() => {
+      const n = (stripesBySource.get(source) ?? 1) - 1;
+      if (n > 0) stripesBySource.set(source, n);
+      else stripesBySource.delete(source);
+    });
     const out = reply(k, hello, STATUS_OK, session.opts.window);
     pipe.send(out.bytes);
     const h = hello.header;
@@ -346,7 +363,7 @@ export function startServer(opts: ServerOptions): StriperServer {
   stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
   log(
     `server listening on ${stats.listener} target ${formatAddress(opts.target)}${ids}; ` +
-      `${describeLimits(fds.limits)}; ${maxUnauth} unauthenticated at most; ${maxSessions} sessions, ${registry.maxPerSource} per source; ` +
+      `${describeLimits(fds.limits)}; ${maxUnauth} unauthenticated at most; ${maxSessions} sessions, ${registry.maxPerSource} per source; ${maxStripesPerSource} stripes per source; ` +
       `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
   );
   const floors = Math.floor(factory.windows.limit / windowCost(MIN_WINDOW));
