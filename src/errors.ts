@@ -62,6 +62,17 @@ export const ERROR_CODES = [
   "E_DRAINING", // a new session refused while the proxy drains (SIGTERM): live ones go on
   "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)
   "E_CONFIG", // a proxy option out of range
+  // Destinations (issue 13: client-chosen targets, the allowlist, the SOCKS/HTTP CONNECT front).
+  "E_NOT_ALLOWED", // the server's allowlist or SSRF defaults refuse the destination
+  "E_UNRESOLVED", // the destination's name did not resolve (or the lookup timed out)
+  "E_CONNECT_TIMEOUT", // the target did not answer within the connect deadline
+  "E_DNS_BUSY", // too many name lookups waiting on the server
+  "E_BAD_DESTINATION", // a destination option that is malformed
+  "E_STANDBY_LIMIT", // the server holds as many standby stripes as it allows (in all, or from this source)
+  "E_UNEXPECTED_FRAME", // a frame type where it has no meaning (a TARGET inside a session, OPENED from a client)
+  "E_APP_REQUEST", // an app's SOCKS or HTTP CONNECT request is malformed or not supported
+  "E_APP_AUTH", // an app's SOCKS username/password (RFC 1929) or Proxy-Authorization is wrong
+  "E_VERDICT_TIMEOUT", // the client waited too long for the server to say whether the target connected
   // Session and stripes.
   "E_PEER_RESET", // the peer sent RESET (PeerResetError)
   "E_GRACE_EXPIRED",

@@ -7,7 +7,7 @@
 import { USAGE, sessionFlags, toArgv, ConfigFileError, type RunConfig, type Values } from "./cli/args.ts";
 import { resolveAuth } from "./cli/auth.ts";
 import { loadCommand } from "./cli/config.ts";
-import { UsageError } from "./errors.ts";
+import { StriperError, UsageError } from "./errors.ts";
 import type { StripeAuth } from "./proxy/handshake.ts";
 import { KeyError } from "./secure/errors.ts";
 import { generateKey } from "./secure/keys.ts";
@@ -17,6 +17,7 @@ import { combineSources, type StatsSource } from "./ops/stats.ts";
 import { startClient } from "./proxy/client.ts";
 import { startRelay } from "./proxy/relay.ts";
 import { startServer } from "./proxy/server.ts";
+import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
 import { ConnectionGate, connectionLimits, readNofileLimit, setConnectionGate, setConnectionGateLog } from "./util/fdlimit.ts";
@@ -66,6 +67,19 @@ function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
   return out;
 }
 
+/** The SOCKS users of a client listener (`--socks-users`), loaded before it starts; a bad file exits 2. */
+function usersOf(l: Values): SocksUsers | undefined {
+  const path = l["socks-users"];
+  if (path === undefined) return undefined;
+  try {
+    const r = loadUsers(path);
+    for (const w of r.warnings) stderrLog(`warning: ${w}`);
+    return r.users;
+  } catch (err) {
+    throw err instanceof StriperError ? new ConfigFileError(err.message) : err;
+  }
+}
+
 function startMode(cmd: RunConfig): Started[] {
   const g = cmd.global;
   const auth = authOf(cmd);
@@ -75,7 +89,10 @@ function startMode(cmd: RunConfig): Started[] {
         const s = listenOrFail(l.listen!, "", () =>
           startServer({
             listen: l.listen!,
-            target: l.target!,
+            target: l.target,
+            allow: l.allow,
+            connectTimeoutMs: l["connect-timeout"],
+            maxStandby: g["max-standby"],
             auth: auth.get(l)!,
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
@@ -95,14 +112,22 @@ function startMode(cmd: RunConfig): Started[] {
           source: s.stats,
           stats: () => statsEvents(s.stats.sessions()),
           stop: () => s.stop(),
-          reload: (_l, a) => s.setKeys(a),
+          reload: (next, a) => {
+            s.setKeys(a);
+            s.setAllow(next.allow ?? []); // the rules were checked when the file was read
+          },
         };
       });
     case "client":
       return startAll(cmd, (l) => {
-        const c = listenOrFail(l.listen!, "", () =>
+        const users = usersOf(l);
+        const c = listenOrFail((l.listen ?? l.socks)!, "", () =>
           startClient({
-            listen: l.listen!,
+            listen: l.listen,
+            target: l.target,
+            socks: l.socks === undefined ? undefined : { listen: l.socks, users, waits: l["socks-reply"] !== "immediate" },
+            pool: l.pool,
+            growAfter: l["grow-after"],
             peer: l.peer!,
             auth: auth.get(l)!,
             stripes: l.stripes,

@@ -1,8 +1,8 @@
 /**
  * The single binary (`npm run build` = bun build --compile): built here into a temporary directory,
  * copied alone into another, and run there with no Bun, no node_modules and no PATH: --help,
- * --version, --check-config, keygen, and a keyed transfer (the key from its own keygen) through
- * relay → client → server → target, all three modes being the compiled binary.
+ * --version, --check-config, keygen, a keyed transfer (the key from its own keygen) through
+ * relay → client → link → server → target, all four modes being the compiled binary, and demo.
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -78,7 +78,7 @@ test("the binary is one file and answers --help, --version and --check-config wi
   expect(await bad.exited).toBe(2);
 });
 
-test("keygen, then a keyed transfer through relay, client and server, every one of them the compiled binary", async () => {
+test("keygen, then a keyed transfer through relay, client, link and server, every one of them the compiled binary", async () => {
   const keyFile = await keygen("transfer.key");
   const id = loadKeys({ keyFile, env: {} }).keys[0]!.id;
 
@@ -87,7 +87,9 @@ test("keygen, then a keyed transfer through relay, client and server, every one 
   const server = run(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--key-file", keyFile]);
   const serverPort = await server.listeningPort("server");
   await server.waitFor(new RegExp(`keys ${id}`));
-  const client = run(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3", "--key-file", keyFile]);
+  const link = run(["link", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${serverPort}`, "--rate", "0"]);
+  const linkPort = await link.listeningPort("link");
+  const client = run(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${linkPort}`, "--stripes", "3", "--key-file", keyFile]);
   const clientPort = await client.listeningPort("client");
   const relay = run(["relay", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${clientPort}`]);
   const relayPort = await relay.listeningPort("relay");
@@ -99,6 +101,12 @@ test("keygen, then a keyed transfer through relay, client and server, every one 
   expect(sha256(r.received)).toBe(sha256(data));
   await client.waitFor(/session \w+ end up 4\.0 MiB down 4\.0 MiB .* reason ok/);
 
-  for (const p of [relay, client, server]) p.kill("SIGTERM");
-  expect(await Promise.all([relay.exited, client.exited, server.exited])).toEqual([0, 0, 0]);
+  for (const p of [relay, client, link, server]) p.kill("SIGTERM");
+  expect(await Promise.all([relay.exited, client.exited, link.exited, server.exited])).toEqual([0, 0, 0, 0]);
+});
+
+test("demo runs from the binary alone (its target, link and proxies are all inside it)", async () => {
+  const demo = run(["demo", "--seconds", "1"]);
+  expect(await demo.exited).toBe(0);
+  expect(await demo.stdout).toMatch(/speed-up +: \d+\.\d+x/);
 });

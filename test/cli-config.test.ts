@@ -96,11 +96,14 @@ function sample(o: OptionSpec): OptionValue {
       return true;
     case "path":
       return "/tmp/x y";
+    case "rule":
+      return ["*.example.com:80,443"];
   }
 }
 
 /** A TOML literal for a value. */
 function toml(o: OptionSpec, v: OptionValue): string {
+  if (o.repeatable) return JSON.stringify(v);
   switch (o.type.kind) {
     case "address":
     case "enum":
@@ -264,7 +267,10 @@ describe("command-line errors: one line naming the flag", () => {
     [["client", ...REQUIRED.client, "--scheduler", "fastest"], '--scheduler: expected one of rate, until-congested, round-robin, got "fastest"'],
     [["relay", ...REQUIRED.relay, "--check-config=maybe"], '--check-config: expected true or false, got "maybe"'],
     [["relay", ...REQUIRED.relay, "--config="], "--config: expected a file name"],
-    [["server", "--listen", "127.0.0.1:1"], "server: --target is required"],
+    [["server", "--listen", "127.0.0.1:1"], "--target: a server needs a target (--target), an allowlist (--allow), or both"],
+    [["server", "--listen", "127.0.0.1:1", "--allow", "*:443", "--allow", "10.0.0.0/33:22"], '--allow: "10.0.0.0/33:22": "10.0.0.0/33" is not an IPv4 address or block (host bits must be zero)'],
+    [["client", "--peer", "h:1"], "--listen: a client needs --listen (a port forward), --socks, or both"],
+    [["client", "--peer", "h:1", "--socks", "127.0.0.1:1080", "--target", "h:2"], "--target: --target is where --listen's connections go: give --listen too"],
     [["server", ...REQUIRED.server, "--keepalive", "5000", "--dead-timeout", "5000"], "--dead-timeout: must be longer than keepalive (5000 ms), got 5000 ms"],
   ];
   for (const [argv, message] of cases) {
@@ -328,8 +334,9 @@ describe("config-file errors: one line with the file, the line and the key", () 
     // Listeners.
     [`mode = "server"\nlistener = 1\n`, `${FILE}:2: listener: expected [[listener]] tables (an array of tables)`],
     [`mode = "server"\n[listener]\nlisten = "127.0.0.1:1"\n`, `${FILE}:2: listener: expected [[listener]] tables (an array of tables)`],
-    [`mode = "server"\n[[listener]]\nlisten = "127.0.0.1:1"\ntarget = "h:1"\n[[listener]]\nlisten = "127.0.0.1:2"\n`, `${FILE}:5: target in listener 2: required for server mode (in the file or as --target)`],
-    [`mode = "server"\nlisten = "127.0.0.1:1"\n`, `${FILE}: target: required for server mode (in the file or as --target)`],
+    [`mode = "server"\n[[listener]]\nlisten = "127.0.0.1:1"\ntarget = "h:1"\n[[listener]]\nlisten = "127.0.0.1:2"\n`, `${FILE}:5: target in listener 2: a server needs a target (--target), an allowlist (--allow), or both`],
+    [`mode = "server"\nlisten = "127.0.0.1:1"\n`, `${FILE}: target: a server needs a target (--target), an allowlist (--allow), or both`],
+    [`mode = "server"\nlisten = "127.0.0.1:1"\nallow = ["*:443", "*.x:0"]\n`, `${FILE}:3: allow: "*.x:0": port range "0" must lie within 1-65535, low end first`],
     [`mode = "link"\n[[listener]]\ntarget = "h:1"\n[[listener]]\ntarget = "h:2"\n`, `${FILE}:2: listener: link mode runs one listener, the file has 2`],
     [`${T}keepalive = 3000\ndead-timeout = "2s"\n`, `${FILE}:5: dead-timeout: must be longer than keepalive (3000 ms), got 2000 ms`],
     [`mode = "server"\n${"[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"h:1\"\n".repeat(65)}`, `${FILE}:2: listener: at most 64 listeners, got 65`],

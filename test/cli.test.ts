@@ -63,7 +63,7 @@ describe("argument parsing", () => {
     expect(c).toMatchObject({ mode: "client", listeners: [{ stripes: 4, peer: { host: "::1", port: 2 } }] });
     const rr = parseArgs(["client", "--listen=127.0.0.1:1", "--peer", "h:2", "--scheduler", "round-robin"]) as RunConfig;
     expect(sessionFlags(rr.listeners[0]!)).toMatchObject({ scheduler: "round-robin" });
-    expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("--target is required");
+    expect(() => parseArgs(["server", "--listen", "127.0.0.1:1"])).toThrow("a server needs a target (--target), an allowlist (--allow), or both");
     expect(() => parseArgs(["client", "--listen", "127.0.0.1:1", "--peer", "h:2", "--stripes", "65"])).toThrow(UsageError);
     expect(() => parseArgs(["relay", "--listen", "127.0.0.1:1", "--target", "h:2", "--bogus", "1"])).toThrow("unknown option");
     expect(() => parseArgs(["relay", "--listen"])).toThrow("needs a value");
@@ -117,7 +117,8 @@ describe("processes", () => {
     const t = target();
     const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${t.port}`]);
     const serverPort = await server.listeningPort("server");
-    const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3"]);
+    // --grow-after 0: the held session below is small, and its statistics must list all 3 stripes.
+    const client = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--stripes", "3", "--grow-after", "0"]);
     const clientPort = await client.listeningPort("client");
     await roundTrip(clientPort, 8 * 1024 * 1024, 77);
     const end = await client.waitFor(/session \w+ end .* reason ok/);
@@ -222,6 +223,23 @@ describe("processes", () => {
     link.kill("SIGTERM");
     expect(await relay.exited).toBe(0);
     expect(await link.exited).toBe(0);
+  });
+  test("SIGUSR1 and SIGHUP do not kill demo either: it finishes its runs and exits 0", async () => {
+    const p = Bun.spawn([process.execPath, MAIN, "demo", "--seconds", "1"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    cleanup.push(() => p.kill());
+    const reader = p.stderr.getReader();
+    let err = "";
+    // Its first line (stderr) is printed after the handlers are in place.
+    while (!err.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      err += new TextDecoder().decode(value);
+    }
+    expect(err).toMatch(/^tcp-striper demo: /);
+    for (const sig of ["SIGUSR1", "SIGHUP", "SIGUSR1"] as const) p.kill(sig);
+    const out = await new Response(p.stdout).text();
+    expect(await p.exited).toBe(0);
+    expect(out).toMatch(/speed-up +: \d+\.\d+x/);
   });
 });
 

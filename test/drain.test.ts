@@ -147,3 +147,26 @@ test("a short --drain-timeout resets the transfer (never a clean EOF) and logs w
   c.client.kill("SIGTERM");
   expect(await c.client.exited).toBe(0);
 });
+
+test("SIGINT drains like SIGTERM; a second signal during the drain ends it at once: the transfer is reset, exit 0", async () => {
+  // 4 × 2 MB/s and the default 30 s drain: only the second signal can end this drain within the test.
+  const c = await chain({ rate: 2e6 });
+  const data = randomData(64 * MiB, 91);
+  let progressed!: () => void;
+  const midway = new Promise<void>((r) => (progressed = r));
+  const result = appExchange(c.clientPort, data, { timeoutMs: 110_000, onData: (n) => n >= MiB && progressed() });
+  await midway;
+  c.server.kill("SIGINT");
+  await c.server.waitFor(/SIGINT: draining 1 session\(s\), new ones refused; up to 30000 ms/);
+  expect(await health(c.serverOps)).toBe(503);
+  c.server.kill("SIGTERM");
+  const r = await result;
+  expect(r.cleanEnd).toBe(false);
+  expect(r.error).toBeDefined();
+  expect(r.received.byteLength).toBeLessThan(data.byteLength);
+  expect(await c.server.exited).toBe(0);
+  expect(c.server.text).toMatch(/stopped: second signal, 1 session\(s\) reset \(E_SHUTDOWN\)/);
+  await c.client.waitFor(/session \w+ end .* reason E_PEER_RESET .*stopped by a second signal/);
+  c.client.kill("SIGTERM");
+  expect(await c.client.exited).toBe(0);
+});

@@ -24,6 +24,7 @@ import {
   type Membership,
 } from "../src/proxy/handshake.ts";
 import { SessionRegistry, sessionKey } from "../src/proxy/registry.ts";
+import { SERVER_DEFAULT } from "../src/proxy/destination.ts";
 import { startClient } from "../src/proxy/client.ts";
 import { startServer } from "../src/proxy/server.ts";
 import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../src/secure/constants.ts";
@@ -323,8 +324,7 @@ class FakeSession {
 
 const S_A = new Uint8Array(32).fill(0x51);
 const S_B = new Uint8Array(32).fill(0x52);
-const target = { host: "192.0.2.7", port: 22 };
-const policy: AdmissionPolicy = { maxStripes: 64, target };
+const policy: AdmissionPolicy = { maxStripes: 64 };
 const idA = new Uint8Array(16).fill(0xa1);
 const idB = new Uint8Array(16).fill(0xb2);
 const member = (s: FakeSession): Membership => s.member;
@@ -352,7 +352,8 @@ describe("admission", () => {
     expect(admit(authed({ sid: idA, secret: S_B }), "k1", reg, policy, member)).toEqual({
       kind: "open",
       key: sessionKey(idA),
-      target,
+      destination: SERVER_DEFAULT,
+      standby: false,
       membership: { secret: S_B, keyId: "k1" },
     });
     expect(reg.size).toBe(0); // admission decides; the server registers
@@ -413,7 +414,7 @@ describe("admission", () => {
 
   test("a stripe index at or past maxStripes is refused; the last one allowed is admitted", () => {
     const reg = new SessionRegistry<FakeSession>(8);
-    const small: AdmissionPolicy = { maxStripes: 8, target };
+    const small: AdmissionPolicy = { maxStripes: 8 };
     expect(admit(authed({ stripeIndex: 7, stripeCount: 8 }), "k1", reg, small, member).kind).toBe("open");
     for (const stripeIndex of [8, 9, 65535]) {
       const a = admit(authed({ stripeIndex, stripeCount: 65535 }), "k1", reg, small, member);
@@ -461,7 +462,7 @@ describe("admission", () => {
 
   test("a stripe count above maxStripes is not refused: the indices the server allows are admitted", () => {
     const reg = new SessionRegistry<FakeSession>(8);
-    const small: AdmissionPolicy = { maxStripes: 4, target };
+    const small: AdmissionPolicy = { maxStripes: 4 };
     expect(admit(authed({ stripeIndex: 3, stripeCount: 16 }), "k1", reg, small, member).kind).toBe("open");
     expect(admit(authed({ stripeIndex: 4, stripeCount: 16 }), "k1", reg, small, member)).toMatchObject({ kind: "refuse", code: "E_STRIPE_INDEX" });
   });

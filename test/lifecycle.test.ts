@@ -149,6 +149,14 @@ describe("runLifecycle", () => {
     expect(t.units.map((u) => u.stoppedWith?.code)).toEqual(["E_SHUTDOWN", "E_SHUTDOWN"]);
   });
 
+  test("units stop accepting before the line that says new sessions are refused is written", () => {
+    const t = harness();
+    const seen: boolean[] = [];
+    const h = runLifecycle({ units: t.units, drainTimeoutMs: 1000, log: () => seen.push(t.units.every((u) => u.draining)), exit: () => {}, stats: () => {}, clock: t.clock });
+    h.signal("SIGTERM");
+    expect(seen).toEqual([true]);
+  });
+
   test("the drain deadline resets what is left with E_DRAIN_TIMEOUT and says how many", async () => {
     const t = harness({ drainTimeoutMs: 2000 });
     t.send("SIGINT");

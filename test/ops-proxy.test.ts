@@ -111,7 +111,8 @@ test("handshake rejections and refused sessions are counted by reason, on both p
   const server = await proxy(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--max-sessions", "1"], "server");
   const peer = ["--peer", `127.0.0.1:${server.port}`, "--handshake-timeout", "1s"];
   const good = await proxy(["client", "--listen", "127.0.0.1:0", ...peer], "client");
-  const wrong = await proxy(["client", "--listen", "127.0.0.1:0", ...peer], "client", generateKey());
+  // No standby pool for the client with the wrong key: its pool's dials would be bad-auth handshakes too.
+  const wrong = await proxy(["client", "--listen", "127.0.0.1:0", "--pool", "0", ...peer], "client", generateKey());
 
   // One session takes the only slot; a second one through the same client is refused: "limit".
   const held = await converse(good.port);

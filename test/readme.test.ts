@@ -25,7 +25,8 @@ function invocations(line: string): string[][] {
     const words = part.trim().split(/\s+/);
     const at = words.findIndex((w) => w === "dist/tcp-striper" || w === "tcp-striper");
     if (at >= 0 && (at === 0 || words[at - 1] === "exec")) {
-      const argv = words.slice(at + 1);
+      // Quoted words (a rule like '*:443' is quoted against the shell's globbing) lose their quotes.
+      const argv = words.slice(at + 1).map((w) => w.replace(/^'([^']*)'$/, "$1"));
       const redirect = argv.findIndex((w) => w.startsWith(">"));
       out.push(redirect >= 0 ? argv.slice(0, redirect) : argv);
     }
@@ -63,4 +64,21 @@ test("no README command needs a global Bun or a path that only works inside some
   const setup = README.indexOf("npm install --no-audit --no-fund\nnpm run build");
   expect(setup).toBeGreaterThan(0);
   expect(README.indexOf("\ndist/tcp-striper ")).toBeGreaterThan(setup);
+});
+
+test("`npm exec -- tcp-striper`, the README's way without building, runs from the checkout with no global Bun", async () => {
+  const node = Bun.which("node");
+  const npm = Bun.which("npm");
+  expect(node).not.toBeNull();
+  expect(npm).not.toBeNull();
+  const dirs = [...new Set([node!, npm!].map((p) => p.slice(0, p.lastIndexOf("/"))))];
+  const PATH = [...dirs, "/usr/bin", "/bin"].join(":");
+  // The check means something only if no Bun is on that PATH.
+  expect(Bun.which("bun", { PATH })).toBeNull();
+  const root = new URL("..", import.meta.url).pathname;
+  const p = Bun.spawn([npm!, "exec", "--", "tcp-striper", "--version"], { cwd: root, env: { PATH, HOME: process.env.HOME ?? "/tmp" }, stdout: "pipe", stderr: "pipe" });
+  const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  // (stderr is shown on failure only: npm may add notices of its own there.)
+  expect({ code, err: code === 0 ? "" : err }).toEqual({ code: 0, err: "" });
+  expect(out).toMatch(/^tcp-striper \d+\.\d+\.\d+ \(bun /);
 });

@@ -67,7 +67,8 @@ test("SIGHUP: a key added to the server's file admits a client holding it; a liv
   const portA = await clientA.listeningPort("client");
   const bKey = join(dir, "b.key");
   writeKeys(bKey, [keyB]);
-  const clientB = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--key-file", bKey, "--handshake-timeout", "1s"]);
+  // No standby pool: its dials with the unknown key would be refused handshakes too (counted below).
+  const clientB = spawn(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${serverPort}`, "--key-file", bKey, "--handshake-timeout", "1s", "--pool", "0"]);
   const portB = await clientB.listeningPort("client");
 
   // A session through client A, live across every reload below.

@@ -98,6 +98,8 @@ describe("constants", () => {
       HEADER_FIXED_SIZE: 56,
       REPLY_FIXED_SIZE: 8,
       TLV_HEADER_SIZE: 3,
+      HEADER_FLAG_STANDBY: 1,
+      OPT_DESTINATION: 1,
       STATUS_OK: 0,
       STATUS_UNKNOWN_SESSION: 1,
       STATUS_REFUSED: 3,

@@ -212,13 +212,19 @@ describe("wire constants", () => {
     FRAME_PONG: 3,
     FRAME_FIN: 4,
     FRAME_RESET: 5,
-    FRAME_TYPE_MAX: 5,
+    FRAME_TARGET: 6,
+    FRAME_OPENED: 7,
+    FRAME_TYPE_MAX: 7,
     ACK_FLAG_FIN: 1,
     RESET_PEER_FAILED: 1,
     RESET_GRACE_EXPIRED: 2,
     RESET_PROTOCOL: 3,
     RESET_SHUTDOWN: 4,
     RESET_TARGET_UNREACHABLE: 5,
+    RESET_NOT_ALLOWED: 6,
+    RESET_TARGET_UNRESOLVED: 7,
+    RESET_TARGET_REFUSED: 8,
+    RESET_TARGET_TIMEOUT: 9,
     ACK_ENTRY_SIZE: 8,
     RESET_REASON_CHARS: 200,
     RESET_REASON_BYTES: 200,
@@ -228,11 +234,17 @@ describe("wire constants", () => {
     "FrameType.Pong": 3,
     "FrameType.Fin": 4,
     "FrameType.Reset": 5,
+    "FrameType.Target": 6,
+    "FrameType.Opened": 7,
     "ResetCode.PeerFailed": 1,
     "ResetCode.GraceExpired": 2,
     "ResetCode.Protocol": 3,
     "ResetCode.Shutdown": 4,
     "ResetCode.TargetUnreachable": 5,
+    "ResetCode.NotAllowed": 6,
+    "ResetCode.TargetUnresolved": 7,
+    "ResetCode.TargetRefused": 8,
+    "ResetCode.TargetTimeout": 9,
   };
 
   /** Every exported wire value: constants by name, enum members as "Enum.Member" (not the reverse mapping). */
@@ -437,14 +449,14 @@ describe("RESET reason", () => {
 
 describe("decoder errors", () => {
   test("an unknown frame type is E_UNKNOWN_FRAME", () => {
-    for (const type of [C.FRAME_TYPE_MAX + 1, 7, 0x80, 0xff]) {
+    for (const type of [C.FRAME_TYPE_MAX + 1, 9, 0x80, 0xff]) {
       const dec = new FrameDecoder(new Recorder());
       expectProtocolError(() => dec.push(rawHeader(type, 0, 0, 0, 0, 0)), "E_UNKNOWN_FRAME");
     }
   });
 
   test("an unknown type is detected from the header alone, split or not", () => {
-    const h = rawHeader(6, 0, 0, 5, 0, 0);
+    const h = rawHeader(8, 0, 0, 5, 0, 0);
     const dec = new FrameDecoder(new Recorder());
     dec.push(h.subarray(0, 15));
     expectProtocolError(() => dec.push(h.subarray(15)), "E_UNKNOWN_FRAME");

@@ -37,6 +37,8 @@ export interface ProcPlan {
 export interface ChainPlan {
   procs: ProcPlan[];
   entry: number;
+  /** Extra app arguments that depend on the ports (e.g. --socks 127.0.0.1:TARGET). */
+  appArgs?: string[];
 }
 
 /** Builds the processes of a run from its spec and free ports (`ports.length` ≥ 8). Pure. */
@@ -216,11 +218,13 @@ export interface TransferHooks {
 
 /** The standard run: start the chain, run the app, account the transfer, stop. Throws on a broken run. */
 export async function runTransfer(spec: RunSpec, run: number, hooks: TransferHooks = {}): Promise<RunResult> {
-  const chain = await Chain.start((hooks.plan ?? planChain)(spec, freePorts(PORTS)));
+  const plan = (hooks.plan ?? planChain)(spec, freePorts(PORTS));
+  const chain = await Chain.start(plan);
   try {
     const { byName } = chain;
     const cpu0 = chain.cpuMark();
-    const app = chain.spawn(appProc(spec, chain.entry), false);
+    const appPlan = appProc(spec, chain.entry);
+    const app = chain.spawn({ ...appPlan, argv: [...appPlan.argv, ...(plan.appArgs ?? [])] }, false);
     const fault = byName.fault;
     if (spec.resetEveryMs && !fault) throw new Error(`${spec.key}: resetEveryMs needs the fault proxy (mid: "fault")`);
     if (spec.resetEveryMs) fault!.send(`reset-every ${spec.resetEveryMs}`);

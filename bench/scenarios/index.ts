@@ -13,10 +13,12 @@ import { handshake } from "./handshake.ts";
 import { nocap } from "./nocap.ts";
 import { ops } from "./ops.ts";
 import { sessions } from "./sessions.ts";
+import { shortconn } from "./shortconn.ts";
+import { socks } from "./socks.ts";
 import { uneven } from "./uneven.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, attacks];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, socks, shortconn, attacks];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

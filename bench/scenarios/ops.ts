@@ -1,15 +1,15 @@
 /**
- * ops: what watching a proxy costs. Uncapped upload through the pair (4 stripes), plain, against the
- * same with both proxies serving --metrics and
- *   - a scraper fetching /metrics from both every second (what Prometheus does), target ≥ 0.98 × plain;
- *   - the client's dashboard open in headless Chromium, polling every second, target ≥ 0.95 × plain;
- * and, to see the cost above the noise of a shared machine, the same at 100× (a scrape every 10 ms)
- * and 10× (the dashboard polling every 100 ms) the rate: a cost that is invisible at 1× should show
- * there, scaled.
- *
- * The suite runs the specs round-robin (run 1 of every spec, then run 2...), so each variant run sits
- * next to a plain one in time; besides the ratio of medians, each row's note gives the median of the
- * per-round ratios (variant run k / plain run k), which a slow drift of the machine's load cancels out of.
+ * ops: what watching a proxy costs. Uncapped upload through the pair (4 stripes, keyed), both proxies
+ * serving --metrics, in one chain per run whose legs are transfers of the same size:
+ *   - the scrape run: a scraper fetching /metrics from both proxies every second (what Prometheus does),
+ *     target ≥ 0.98 × unwatched; and every 10 ms (100×, to see a cost the noise hides at 1×);
+ *   - the dashboard run: the client's dashboard open in headless Chromium polling every second, target
+ *     ≥ 0.95 × unwatched; and every 100 ms (10×).
+ * After an unrecorded warm-up leg (JIT), legs run in the order none, 1×, amplified, amplified, 1×, none:
+ * the same processes carry every leg (no process-placement luck between A and B), each pair of legs
+ * compared is seconds apart, and a linear drift of the shared machine's load cancels out of the means
+ * exactly (each condition's mean position is the same). A run's figure is mean(watched legs) / mean(unwatched legs); the row is the median over
+ * runs. The watcher is started (and ready) before its leg and stopped after it.
  *
  * Throughput on a shared 2-core machine is noisy; CPU time is much less so. The `cost` spec measures
  * what one request costs the proxy directly: with 16 sessions of 4 stripes open and idle, the CPU time
@@ -17,58 +17,139 @@
  * polls), minus their idle CPU over the same time, per request.
  */
 
-import { Chain, LOOP, clientProc, planChain, runTransfer, serverProc, targetProc, type Planner } from "../lib/chain.ts";
-import { CLK_TCK, cpuTicks, freePorts } from "../lib/proc.ts";
-import { join, medianOf, okRuns, plainFigure, rateFigure } from "../lib/figures.ts";
-import { GiB, MiB, fmt, summarize } from "../lib/stats.ts";
-import type { Figure, Results, RunResult, RunSpec, Scenario } from "../lib/types.ts";
+import { Chain, LOOP, appProc, clientProc, serverProc, targetProc, until, type ProcPlan } from "../lib/chain.ts";
+import { deliver } from "../lib/measure.ts";
+import { CLK_TCK, allReady, cpuTicks, freePorts, type Child } from "../lib/proc.ts";
+import { join, medianOf, plainFigure } from "../lib/figures.ts";
+import { GiB, MiB, fmt } from "../lib/stats.ts";
+import type { Figure, RunResult, RunSpec, Scenario } from "../lib/types.ts";
 
-/** How each run watches the proxies. */
+/** One watcher and the two rates it is run at. */
 interface Watch {
   label: string;
-  /** A scraper of both proxies' /metrics every `scrapeMs`. */
-  scrapeMs?: number;
-  /** Chromium on the client's dashboard, polling every `pollMs`. */
-  pollMs?: number;
-  /** The target for ratio to plain, when this is the 1× case. */
-  minRatio?: number;
+  kind: "scrape" | "dashboard";
+  /** Interval of the 1× legs and of the amplified legs, ms. */
+  oneMs: number;
+  ampMs: number;
+  /** The target: mean(1× legs) / mean(unwatched legs) ≥ this. */
+  minRatio: number;
 }
 
 const WATCH: Record<string, Watch> = {
-  "ops/plain": { label: "plain" },
-  "ops/scrape-1s": { label: "/metrics scraped every 1 s", scrapeMs: 1000, minRatio: 0.98 },
-  "ops/dashboard-1s": { label: "dashboard open (1 s polls)", pollMs: 1000, minRatio: 0.95 },
-  "ops/scrape-10ms": { label: "/metrics every 10 ms (100×)", scrapeMs: 10 },
-  "ops/dashboard-100ms": { label: "dashboard at 100 ms (10×)", pollMs: 100 },
+  "ops/scrape": { label: "/metrics scraped", kind: "scrape", oneMs: 1000, ampMs: 10, minRatio: 0.98 },
+  "ops/dashboard": { label: "dashboard open", kind: "dashboard", oneMs: 1000, ampMs: 100, minRatio: 0.95 },
 };
+
+/** What a leg is watched by. */
+type Leg = "none" | "one" | "amp";
+/** Palindromic: every condition's mean position in time is the same. */
+const LEGS: readonly Leg[] = ["none", "one", "amp", "amp", "one", "none"];
 
 const addr = (port: number): string => `${LOOP}:${port}`;
 
-/** The standard pair, with --metrics on both proxies and the watcher of `spec.key`. */
-const plan: Planner = (spec, ports) => {
-  const w = WATCH[spec.key];
-  if (!w || (w.scrapeMs === undefined && w.pollMs === undefined)) return planChain(spec, ports);
-  const [pTarget, , pServer, pClient, mServer, mClient] = ports as [number, number, number, number, number, number];
-  const base = planChain(spec, ports);
-  const procs = base.procs.map((p) => {
-    if (p.name === "server") {
-      const s = serverProc(spec, pServer, addr(pTarget));
-      return { ...s, argv: [...s.argv, "--metrics", addr(mServer)] };
-    }
-    if (p.name === "client") {
-      const c = clientProc(spec, pClient, addr(pServer));
-      return { ...c, argv: [...c.argv, "--metrics", addr(mClient)] };
-    }
-    return p;
-  });
-  if (w.scrapeMs !== undefined) {
+/**
+ * A proxy with --metrics on `port`, ready once the endpoint answers: main starts it after the listeners,
+ * so the "listening" line alone would let a first request race it (ECONNREFUSED).
+ */
+function withMetrics(p: ProcPlan, port: number): ProcPlan {
+  return { ...p, argv: [...p.argv, "--metrics", addr(port)], ready: /metrics on http/ };
+}
+
+/** The watcher process of `w` at `ms`, on the client's (and for scrapes the server's) endpoint. */
+function watcherProc(w: Watch, ms: number, mServer: number, mClient: number): ProcPlan {
+  if (w.kind === "scrape") {
     const urls = [`http://${addr(mServer)}/metrics`, `http://${addr(mClient)}/metrics`].join(",");
-    procs.push({ name: "watcher", argv: ["bench/tools/scraper.ts", "--url", urls, "--interval-ms", String(w.scrapeMs)], ready: "json" });
-  } else {
-    procs.push({ name: "watcher", argv: ["bench/tools/dashboard-viewer.ts", "--url", `http://${addr(mClient)}/?interval=${w.pollMs}`], ready: "json" });
+    return { name: "watcher", argv: ["bench/tools/scraper.ts", "--url", urls, "--interval-ms", String(ms)], ready: "json" };
   }
-  return { procs, entry: base.entry };
-};
+  return { name: "watcher", argv: ["bench/tools/dashboard-viewer.ts", "--url", `http://${addr(mClient)}/?interval=${ms}`], ready: "json" };
+}
+
+/** One leg's transfer through the running chain: bytes, seconds, integrity, proxies' CPU seconds. */
+async function leg(chain: Chain, spec: RunSpec): Promise<{ bytes: number; seconds: number; intact: boolean; error?: string; cpu: number }> {
+  const target = chain.byName.target!;
+  const conns = (): Record<string, unknown>[] => target.events.filter((e) => e.event === "conn");
+  const before = conns().length;
+  const cpu0 = chain.cpuMark();
+  const app = chain.spawn(appProc(spec, chain.entry), false);
+  const done = await app.waitEvent((e) => e.event === "done", spec.timeoutMs + 10_000, "the app finishing its transfer");
+  await target.waitEvent(() => conns().length > before, 10_000, "the target reporting the connection");
+  const spent = chain.cpuSince(cpu0);
+  const d = deliver(spec, done, conns().slice(before));
+  return { bytes: d.bytes, seconds: d.seconds, intact: d.intact, error: d.firstError, cpu: (spent.client ?? 0) + (spent.server ?? 0) };
+}
+
+const mean = (xs: readonly number[]): number => xs.reduce((a, x) => a + x, 0) / xs.length;
+
+/** An A/B run: one chain, the legs of LEGS in order, the watcher of `spec.key` on the watched ones. */
+async function abRun(spec: RunSpec, run: number): Promise<RunResult> {
+  const w = WATCH[spec.key]!;
+  const [pTarget, pServer, pClient, mServer, mClient] = freePorts(8) as [number, number, number, number, number];
+  const server = serverProc(spec, pServer, addr(pTarget));
+  const client = clientProc(spec, pClient, addr(pServer));
+  const chain = await Chain.start({
+    procs: [targetProc(spec, pTarget), withMetrics(server, mServer), withMetrics(client, mClient)],
+    entry: pClient,
+  });
+  const rates: Record<Leg, number[]> = { none: [], one: [], amp: [] };
+  const cpuPerGiB: Record<Leg, number[]> = { none: [], one: [], amp: [] };
+  /** The watcher's own CPU (the scraper; chromium and its helpers), in cores, per watched leg. */
+  const watcherCores: Record<Leg, number[]> = { none: [], one: [], amp: [] };
+  let bytes = 0;
+  let seconds = 0;
+  let cpu = 0;
+  try {
+    // A first, unrecorded leg: the proxies' first transfer runs partly unoptimised (JIT), which would
+    // make the first unwatched leg look slow and flatter every watched one.
+    const warm = await leg(chain, spec);
+    if (!warm.intact) throw new Error(`warm-up leg: ${warm.error ?? "byte count mismatch"}`);
+    for (const l of LEGS) {
+      let watcher: Child | undefined;
+      if (l !== "none") {
+        watcher = chain.spawn(watcherProc(w, l === "one" ? w.oneMs : w.ampMs, mServer, mClient), false);
+        await allReady([watcher], 30_000);
+      }
+      const r = await leg(chain, spec);
+      if (watcher) {
+        await watcher.kill();
+        // Its last line may be read a moment after it exits.
+        await until(() => watcher.events.some((e) => e.event === "stats"), 2000);
+        const st = watcher.events.find((e) => e.event === "stats");
+        if (st && typeof st.cpuSeconds === "number" && typeof st.seconds === "number" && st.seconds > 0) watcherCores[l].push(st.cpuSeconds / st.seconds);
+      }
+      if (!r.intact) throw new Error(`leg ${l}: ${r.error ?? "byte count mismatch"}`);
+      rates[l].push(r.bytes / r.seconds);
+      cpuPerGiB[l].push(r.cpu / (r.bytes / GiB));
+      bytes += r.bytes;
+      seconds += r.seconds;
+      cpu += r.cpu;
+    }
+    const none = mean(rates.none);
+    return {
+      run,
+      ok: true,
+      intact: true,
+      bytes,
+      seconds,
+      rate: bytes / seconds,
+      cpu: { "client+server": cpu },
+      rss: {},
+      figures: {
+        noneGBps: none / 1e9,
+        oneRatio: mean(rates.one) / none,
+        ampRatio: mean(rates.amp) / none,
+        cpuNone: mean(cpuPerGiB.none),
+        cpuOne: mean(cpuPerGiB.one),
+        cpuAmp: mean(cpuPerGiB.amp),
+        ...(watcherCores.one.length > 0 ? { watcherOne: mean(watcherCores.one) } : {}),
+        ...(watcherCores.amp.length > 0 ? { watcherAmp: mean(watcherCores.amp) } : {}),
+      },
+    };
+  } catch (err) {
+    throw chain.withLogs(err);
+  } finally {
+    await chain.stop();
+  }
+}
 
 /** Sessions held open (idle) while the cost per request is measured, and stripes each. */
 const COST_SESSIONS = 16;
@@ -106,8 +187,8 @@ async function costRun(spec: RunSpec, run: number): Promise<RunResult> {
   const chain = await Chain.start({
     procs: [
       targetProc({ ...spec, dir: "echo" }, pTarget),
-      { ...server, argv: [...server.argv, "--metrics", addr(mServer)] },
-      { ...client, argv: [...client.argv, "--metrics", addr(mClient)] },
+      withMetrics(server, mServer),
+      withMetrics(client, mClient),
     ],
     entry: pClient,
   });
@@ -147,27 +228,14 @@ async function costRun(spec: RunSpec, run: number): Promise<RunResult> {
   }
 }
 
-/** Per-round ratios variant / plain (rounds where both runs were good). */
-function paired(results: Results, key: string): number[] {
-  const base = results.get("ops/plain") ?? [];
-  const out: number[] = [];
-  for (const r of okRuns(results.get(key))) {
-    const b = okRuns(base).find((x) => x.run === r.run);
-    if (b && b.rate > 0) out.push(r.rate / b.rate);
-  }
-  return out;
-}
-
-const cpuPerGiB = (proc: string) => (r: RunResult): number | null => (r.cpu[proc] !== undefined && r.bytes > 0 ? r.cpu[proc]! / (r.bytes / GiB) : null);
-
 export const ops: Scenario = {
   name: "ops",
-  description: "uncapped pair with /metrics scraped (1 s, 10 ms) or the dashboard open in Chromium (1 s, 100 ms polls), against no watcher",
+  description: "uncapped pair, both proxies with --metrics: legs unwatched, with /metrics scraped (1 s, 10 ms) or the dashboard open in Chromium (1 s, 100 ms polls), in one chain per run; CPU per request",
   reads: ["quick"],
   rateUnit: "GB/s",
 
   runs({ o }) {
-    const bytes = o.quick ? 256 * MiB : 2 * GiB;
+    const bytes = o.quick ? 256 * MiB : GiB;
     const base = {
       scenario: "ops",
       dir: "up" as const,
@@ -187,52 +255,75 @@ export const ops: Scenario = {
     ];
   },
 
-  run: (spec: RunSpec, run: number) => (spec.key === "ops/cost" ? costRun(spec, run) : runTransfer(spec, run, { plan })),
+  run: (spec: RunSpec, run: number) => (spec.key === "ops/cost" ? costRun(spec, run) : abRun(spec, run)),
 
   measures: ({ o }) =>
-    `- ops: CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together). Upload of ${o.quick ? "256 MiB" : "2 GiB"} through the uncapped pair (4 stripes, keyed), byte counts checked; both proxies with --metrics, watched by bench/tools/scraper.ts (GET /metrics of both, body read, one at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would). Specs run round-robin; "per-round" ratios pair each run with the plain run of the same round.`,
+    `- ops: legs of ${o.quick ? "256 MiB" : "1 GiB"} uploaded through the uncapped pair (4 stripes, keyed, both proxies with --metrics), byte counts checked, in one chain per run, after an unrecorded warm-up leg, in the order unwatched, 1×, amplified, amplified, 1×, unwatched (a linear drift of the machine's load cancels out of the means); watched by bench/tools/scraper.ts (GET /metrics of both proxies, body read, one request at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would), started and ready before its leg. A run's ratio is the mean rate of its watched legs over the mean of its unwatched legs; the row is the median over runs. CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together).`,
 
   figures({ results }) {
-    const plainGbps = medianOf(results, "ops/plain", (r) => r.rate / 1e9);
     const rows: Figure[] = [];
+    const pick = (k: string) => (r: RunResult): number | null => r.figures?.[k] ?? null;
+    const unit = { label: "unwatched legs", value: 1 };
     for (const [key, w] of Object.entries(WATCH)) {
-      const ratios = paired(results, key);
-      const s = summarize(ratios);
-      const note =
-        key === "ops/plain"
-          ? ""
-          : join(
-              s.median !== null ? `per-round ratio median ${fmt(s.median, 3)} (${fmt(s.min!, 3)}–${fmt(s.max!, 3)}, ${ratios.length} rounds)` : "",
-              w.minRatio === undefined ? "amplified: no target; the 1× cost is about (1 − ratio) / the factor" : "",
-            );
-      rows.push(
-        rateFigure(results, {
+      const factor = w.oneMs / w.ampMs;
+      const amp = medianOf(results, key, pick("ampRatio"));
+      rows.push(plainFigure(results, { scenario: "ops", case: `${w.label}: unwatched legs`, key, unit: "GB/s", pick: pick("noneGBps") }));
+      rows.push({
+        ...plainFigure(results, {
           scenario: "ops",
-          case: w.label,
+          case: `${w.label} every ${w.oneMs / 1000} s (1×)`,
           key,
-          unit: "GB/s",
-          reference: key === "ops/plain" ? undefined : { label: "plain", value: plainGbps },
-          minRatio: w.minRatio,
-          note,
+          unit: "×",
+          pick: pick("oneRatio"),
+          target: { kind: "ratio", min: w.minRatio },
+          note: "rate of the run's 1× legs / its unwatched legs",
         }),
-      );
+        reference: unit,
+      });
+      rows.push({
+        ...plainFigure(results, {
+          scenario: "ops",
+          case: `${w.label} every ${w.ampMs} ms (${factor}×)`,
+          key,
+          unit: "×",
+          pick: pick("ampRatio"),
+          note: join(
+            "amplified: no target",
+            amp !== null ? `the 1× cost it implies is (1 − ${fmt(amp, 3)}) / ${factor} = ${fmt(((1 - amp) / factor) * 100, 2)} %` : "",
+          ),
+        }),
+        reference: unit,
+      });
+      for (const [leg, name] of [["cpuNone", "unwatched"], ["cpuOne", "1×"], ["cpuAmp", `${factor}×`]] as const) {
+        rows.push(plainFigure(results, { scenario: "ops", case: `${w.label}: client+server CPU, ${name} legs`, key, unit: "CPU s/GiB", pick: pick(leg) }));
+      }
+      const who = w.kind === "scrape" ? "the scraper" : "chromium and its helper processes";
+      for (const [leg, name] of [["watcherOne", "1×"], ["watcherAmp", `${factor}×`]] as const) {
+        rows.push(
+          plainFigure(results, {
+            scenario: "ops",
+            case: `${w.label}: the watcher's own CPU, ${name}`,
+            key,
+            unit: "% of a core",
+            pick: (r) => (r.figures?.[leg] !== undefined ? r.figures[leg]! * 100 : null),
+            note: `${who}, CPU time / wall time of the leg: what it takes from the proxies on a machine whose cores they keep busy`,
+          }),
+        );
+      }
     }
-    const cost = (name: string, pick: "metricsMs" | "apiMs", per: number, what: string): Figure =>
-      plainFigure(results, {
+    const cost = (name: string, p: "metricsMs" | "apiMs", per: number, what: string): Figure => {
+      const ms = medianOf(results, "ops/cost", (r) => r.figures?.[p] ?? null);
+      return plainFigure(results, {
         scenario: "ops",
         case: name,
         key: "ops/cost",
         unit: "CPU ms",
-        pick: (r) => r.figures?.[pick] ?? null,
-        note: `server + client, ${COST_SESSIONS} idle sessions of 4 stripes; ${what} = that × ${per} per second, as a share of one core`,
+        pick: (r) => r.figures?.[p] ?? null,
+        note: join(`server + client, ${COST_SESSIONS} idle sessions of 4 stripes`, ms !== null ? `${what}: ${per} × that per second = ${fmt((ms * per) / 10, 3)} % of one core` : ""),
       });
+    };
     rows.push(cost("one GET /metrics (each proxy)", "metricsMs", 2, "scraped every second"));
     rows.push(cost("one GET /api/sessions (each proxy)", "apiMs", 1, "the dashboard's poll"));
-    for (const [key, w] of Object.entries(WATCH)) {
-      for (const proc of ["client", "server"]) {
-        rows.push(plainFigure(results, { scenario: "ops", case: `${w.label}: ${proc} CPU`, key, unit: "CPU s/GiB", pick: cpuPerGiB(proc) }));
-      }
-    }
     return rows;
   },
 };

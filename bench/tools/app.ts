@@ -10,6 +10,8 @@
  * - echo: sends N bytes, FIN, receives the echo until EOF, and compares the two SHA-256s itself.
  * - --sequential 1: the C connections one after another (each opened when the previous has ended), so
  *   each meets warm processes and an idle path: for latency figures such as the time to a first reply.
+ * - --socks HOST:PORT: --port is a SOCKS5 proxy (the client's --socks front); each connection first asks
+ *   it for HOST:PORT (greeting and request in one write, no authentication), then transfers as above.
  *
  * stdout: {"event":"ready"} at start, then one {"event":"done","conns":[...]} line when every
  * connection has ended or --timeout-ms passed (then exit code 1), with this process's CPU seconds over
@@ -20,10 +22,10 @@ import type { Socket } from "bun";
 import { Digest, StreamGen, emit, errCode, now, parseFlags } from "../lib/data.ts";
 
 const USAGE =
-  "usage: app.ts --port P --mode upload|download|echo [--bytes N] [--conns C] [--seed S] [--hash 1|0] [--deadline-ms D] [--timeout-ms T] [--sequential 1]";
+  "usage: app.ts --port P --mode upload|download|echo [--bytes N] [--conns C] [--seed S] [--hash 1|0] [--deadline-ms D] [--timeout-ms T] [--sequential 1] [--socks HOST:PORT]";
 const f = parseFlags(
   process.argv.slice(2),
-  ["--port", "--host", "--mode", "--bytes", "--conns", "--seed", "--hash", "--deadline-ms", "--timeout-ms", "--sequential"],
+  ["--port", "--host", "--mode", "--bytes", "--conns", "--seed", "--hash", "--deadline-ms", "--timeout-ms", "--sequential", "--socks"],
   USAGE,
 );
 const mode = f.get("--mode") ?? "upload";
@@ -40,6 +42,17 @@ const hash = (f.get("--hash") ?? "1") !== "0";
 const deadlineMs = Number(f.get("--deadline-ms") ?? 0);
 const timeoutMs = Number(f.get("--timeout-ms") ?? 120_000);
 const sequential = (f.get("--sequential") ?? "0") !== "0";
+/** The SOCKS5 greeting (no authentication) and CONNECT request for --socks, sent in one write. */
+const socksHello = ((): Uint8Array | undefined => {
+  const to = f.get("--socks");
+  if (to === undefined) return undefined;
+  const colon = to.lastIndexOf(":");
+  const name = Buffer.from(to.slice(0, colon));
+  const p = Number(to.slice(colon + 1));
+  return Uint8Array.from([5, 1, 0, 5, 1, 0, 3, name.byteLength, ...name, p >> 8, p & 0xff]);
+})();
+/** The method reply (2 bytes) and the CONNECT reply (10: our front answers with an IPv4 BND address). */
+const SOCKS_REPLY_BYTES = 12;
 
 interface Conn {
   id: number;
@@ -59,6 +72,8 @@ interface Conn {
   eof: boolean;
   error: string | null;
   done: boolean;
+  /** SOCKS reply bytes still to read before the transfer starts (0 without --socks). */
+  socksLeft: number;
 }
 
 const all: Conn[] = [];
@@ -167,6 +182,7 @@ function open(id: number): void {
     eof: false,
     error: null,
     done: false,
+    socksLeft: socksHello === undefined ? 0 : SOCKS_REPLY_BYTES,
   };
   all.push(c);
   Bun.connect<Conn>({
@@ -177,9 +193,27 @@ function open(id: number): void {
     socket: {
       open(s) {
         c.tOpen = now();
-        pump(s);
+        if (socksHello !== undefined) s.write(socksHello);
+        else pump(s);
       },
       data(s, chunk) {
+        if (c.socksLeft > 0) {
+          // The SOCKS replies: 05 00 (no authentication), then 05 00 … (succeeded); anything else fails.
+          const at = SOCKS_REPLY_BYTES - c.socksLeft;
+          const n = Math.min(c.socksLeft, chunk.byteLength);
+          for (let i = 0; i < n; i++) {
+            const want = at + i === 0 || at + i === 2 ? 5 : at + i === 1 || at + i === 3 ? 0 : -1;
+            if (want >= 0 && chunk[i] !== want) {
+              s.terminate();
+              ended(c, `socks reply byte ${at + i} is ${chunk[i]}`);
+              return;
+            }
+          }
+          c.socksLeft -= n;
+          chunk = chunk.subarray(n);
+          if (c.socksLeft === 0) pump(s);
+          if (chunk.byteLength === 0) return;
+        }
         const t = now();
         if (c.received === 0) c.tFirst = t;
         c.tLast = t;

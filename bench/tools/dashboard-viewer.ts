@@ -5,11 +5,12 @@
  *   bun bench/tools/dashboard-viewer.ts --url http://127.0.0.1:P/?interval=1000
  *
  * stdout, JSON lines: {"event":"ready"} once the page has polled /api/sessions at least once (read
- * over the DevTools protocol: <body data-polls>); {"event":"stats","polls":N} on SIGTERM, after which
- * the browser is closed and the process exits 0.
+ * over the DevTools protocol: <body data-polls>); {"event":"stats","polls":N,"cpuSeconds":C,"seconds":S}
+ * on SIGTERM — C is the CPU time of chromium and its helper processes since "ready", S the wall time —
+ * after which the browser is closed and the process exits 0.
  */
 
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { emit, parseFlags } from "../lib/data.ts";
@@ -74,8 +75,38 @@ const polls = (): Promise<number> =>
     ws.send(JSON.stringify({ id, method: "Runtime.evaluate", params: { expression: "Number(document.body && document.body.dataset.polls)", returnByValue: true } }));
   });
 
+/** CPU ticks (utime + stime) of chromium and every process under it: what the open tab costs the machine. */
+function treeTicks(root: number): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const s = readFileSync(`/proc/${name}/stat`, "utf8");
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" "); // proc(5): ppid is field 4, utime 14, stime 15
+      parent.set(Number(name), Number(f[1]));
+      ticks.set(Number(name), Number(f[11]) + Number(f[12]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let sum = 0;
+  for (const [pid, t] of ticks) {
+    for (let p: number | undefined = pid, hops = 0; p !== undefined && p > 1 && hops < 64; p = parent.get(p), hops++) {
+      if (p === root) {
+        sum += t;
+        break;
+      }
+    }
+  }
+  return sum;
+}
+let ticks0 = 0;
+let since = 0;
+
 process.on("SIGTERM", async () => {
-  emit({ event: "stats", polls: await polls() });
+  const cpuSeconds = (treeTicks(browser.pid) - ticks0) / 100; // USER_HZ
+  emit({ event: "stats", polls: await polls(), cpuSeconds, seconds: (performance.now() - since) / 1000 });
   process.exit(0);
 });
 const end = performance.now() + 30_000;
@@ -83,6 +114,8 @@ while ((await polls()) < 1) {
   if (performance.now() > end) throw new Error("the dashboard never polled");
   await Bun.sleep(50);
 }
+ticks0 = treeTicks(browser.pid);
+since = performance.now();
 emit({ event: "ready" });
 // Nothing more to do: the page polls by itself until SIGTERM.
 setInterval(() => {}, 1 << 30);

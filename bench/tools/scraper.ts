@@ -5,7 +5,8 @@
  *   bun bench/tools/scraper.ts --url http://127.0.0.1:P/metrics[,URL...] --interval-ms 1000
  *
  * stdout, JSON lines: {"event":"ready"} once every URL answered 200; {"event":"stats","scrapes":N,
- * "errors":E,"bytes":B} on SIGTERM, then exit 0.
+ * "errors":E,"bytes":B,"cpuSeconds":C,"seconds":S} on SIGTERM (its own CPU and wall time since ready),
+ * then exit 0.
  */
 
 import { emit, parseFlags } from "../lib/data.ts";
@@ -23,6 +24,9 @@ let scrapes = 0;
 let errors = 0;
 let bytes = 0;
 const answered = new Set<string>();
+/** CPU usage and time when every URL had answered (the "ready" event). */
+let cpu0 = process.cpuUsage();
+let since = performance.now();
 
 async function loop(url: string): Promise<void> {
   for (;;) {
@@ -35,7 +39,11 @@ async function loop(url: string): Promise<void> {
         bytes += body.length;
         if (!answered.has(url)) {
           answered.add(url);
-          if (answered.size === urls.length) emit({ event: "ready" });
+          if (answered.size === urls.length) {
+            cpu0 = process.cpuUsage();
+            since = performance.now();
+            emit({ event: "ready" });
+          }
         }
       } else errors++;
     } catch {
@@ -46,7 +54,8 @@ async function loop(url: string): Promise<void> {
 }
 
 process.on("SIGTERM", () => {
-  emit({ event: "stats", scrapes, errors, bytes });
+  const c = process.cpuUsage(cpu0);
+  emit({ event: "stats", scrapes, errors, bytes, cpuSeconds: (c.user + c.system) / 1e6, seconds: (performance.now() - since) / 1000 });
   process.exit(0);
 });
 for (const u of urls) void loop(u);

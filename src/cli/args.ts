@@ -12,6 +12,7 @@ import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_RECEIVE_BUFFER, DEFAULT_SESSION_OPTIONS
 import { DEFAULT_MAX_SESSIONS_PER_SOURCE } from "../proxy/registry.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
+import { parseAllowRule } from "../proxy/allow.ts";
 import {
   CLIENT_HANDSHAKE_MS,
   DEFAULT_HANDSHAKE_BURST,
@@ -37,7 +38,9 @@ export type OptionKind =
   | { readonly kind: "numbers"; readonly min: number; readonly max: number }
   /** Boolean: present = true on the command line (no value); true/false in TOML. */
   | { readonly kind: "flag" }
-  | { readonly kind: "path" };
+  | { readonly kind: "path" }
+  /** An allowlist rule, HOST:PORTS (src/proxy/allow.ts), checked as it is read. */
+  | { readonly kind: "rule" };
 
 /**
  * Where an option lives: "process" once per process (top level of a config file); "listener" per
@@ -89,12 +92,20 @@ export const OPTIONS = [
 
   // Listeners.
   { name: "listen", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where stripes arrive" },
-  { name: "listen", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where apps connect" },
+  { name: "listen", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, help: "where apps connect (a port forward to --target); a client needs --listen, --socks, or both" },
   { name: "listen", modes: ["relay"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where apps connect" },
   { name: "listen", modes: ["link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, default: { host: "127.0.0.1", port: 0 }, defaultText: "127.0.0.1:0", help: "where connections arrive" },
-  { name: "target", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the real server" },
+  { name: "target", modes: ["server"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, help: "where sessions that name no destination go (a server needs --target, --allow, or both)" },
+  { name: "allow", modes: ["server"], type: { kind: "rule" }, arg: "RULE", scope: "listener", repeatable: true, reload: "live", help: "serve client-chosen destinations matching HOST:PORTS: *, a name, *.suffix, an address or a CIDR block, with a port, list, range or *; loopback, private, link-local and the server's own addresses need a rule naming the address; re-read on SIGHUP" },
+  { name: "connect-timeout", modes: ["server"], type: { kind: "duration", min: 100, max: 120_000 }, arg: "MS", scope: "listener", default: 10_000, help: "how long the server waits for a target to accept the connection" },
   { name: "target", modes: ["relay", "link"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "where connections are relayed to" },
   { name: "peer", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", required: true, identity: true, help: "the server proxy" },
+  { name: "target", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, defaultText: "the server's target", help: "where --listen's connections go (a port forward, ssh -L style); the server must allow it" },
+  { name: "socks", modes: ["client"], type: { kind: "address" }, arg: "HOST:PORT", scope: "listener", identity: true, help: "a SOCKS5 and HTTP CONNECT proxy here: apps choose their destinations, names are resolved by the server" },
+  { name: "socks-users", modes: ["client"], type: { kind: "path" }, arg: "FILE", scope: "listener", help: "require a login on --socks: user:password lines (SOCKS5 username/password, HTTP Proxy-Authorization: Basic)" },
+  { name: "socks-reply", modes: ["client"], type: { kind: "enum", values: ["wait", "immediate"] }, arg: "WHEN", scope: "listener", default: "wait", help: "wait: answer the app once the server says whether the target connected (exact error codes, one round trip more); immediate: answer success at once (failures show as a reset)" },
+  { name: "pool", modes: ["client"], type: { kind: "int", min: 0, max: 64 }, arg: "N", scope: "listener", default: 2, help: "standby stripes kept open and authenticated, so a new connection starts without a handshake; 0: none" },
+  { name: "grow-after", modes: ["client"], type: { kind: "int", min: 0, max: 2 ** 30 }, arg: "BYTES", scope: "listener", default: 131_072, help: "a session starts on one stripe and opens the others once this many bytes have passed; 0: all stripes at once" },
   { name: "stripes", modes: ["client"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
   { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen" },
 
@@ -112,6 +123,7 @@ export const OPTIONS = [
   { name: "max-unauthenticated", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_UNAUTHENTICATED, help: "connections that have not authenticated yet; when full, the oldest waiting ≥ 1 s makes room" },
   { name: "handshake-rate", modes: ["server"], type: { kind: "number", min: 0.01, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_RATE, help: "handshake attempts per second per source address (IPv6: per /64); refunded when one authenticates" },
   { name: "handshake-burst", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_BURST, help: "handshake attempts a quiet source may make at once" },
+  { name: "max-standby", modes: ["server"], type: { kind: "int", min: 0, max: 1_000_000 }, arg: "N", scope: "process", default: 256, help: "standby stripes (opened ahead of need by clients' pools) held at once; 16 per source at most, each for at most 60 s" },
   { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
   { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together beyond each one's guaranteed 256 KiB; a session whose far side stops acknowledging is set apart" },
   // Issue 10: what one peer can hold (README "Limits").
@@ -240,6 +252,12 @@ export function parseValue(spec: OptionSpec, text: string, flag: string): Option
     case "path":
       if (text === "") throw new UsageError(`${flag}: expected a file name`);
       return text;
+    case "rule":
+      try {
+        return parseAllowRule(text).text;
+      } catch (err) {
+        throw new UsageError(`${flag}: ${(err as Error).message.replace(/^--allow /, "")}`);
+      }
     default: {
       const never: never = t;
       throw new Error(`unhandled option kind ${JSON.stringify(never)}`);
@@ -263,6 +281,7 @@ export function formatValue(spec: OptionSpec, v: OptionValue): string {
     case "enum":
     case "flag":
     case "path":
+    case "rule":
       return String(v);
     default: {
       const never: never = t;
@@ -420,9 +439,21 @@ export interface FileValues {
 }
 
 /** A cross-option rule on one listener's merged values: the offending option and why, or undefined. */
-type Check = (v: Values) => { name: OptionName; message: string } | undefined;
+type Check = (v: Values, mode: Mode) => { name: OptionName; message: string } | undefined;
 
 const CHECKS: readonly Check[] = [
+  (v, mode) =>
+    mode === "server" && v.target === undefined && (v.allow === undefined || v.allow.length === 0)
+      ? { name: "target", message: "a server needs a target (--target), an allowlist (--allow), or both" }
+      : undefined,
+  (v, mode) =>
+    mode === "client" && v.listen === undefined && v.socks === undefined
+      ? { name: "listen", message: "a client needs --listen (a port forward), --socks, or both" }
+      : undefined,
+  (v, mode) =>
+    mode === "client" && v.target !== undefined && v.listen === undefined
+      ? { name: "target", message: "--target is where --listen's connections go: give --listen too" }
+      : undefined,
   (v) =>
     v["no-auth"] === true && v["key-file"] !== undefined
       ? { name: "no-auth", message: "--no-auth and --key-file exclude each other: choose one" }
@@ -470,7 +501,7 @@ export function mergeConfig(mode: Mode, cli: Values, file: FileValues | undefine
       throw new ConfigFileError(`${file.where(index, o.name)}: required for ${mode} mode (in the file or as --${o.name})`);
     }
     for (const check of CHECKS) {
-      const bad = check(l);
+      const bad = check(l, mode);
       if (bad === undefined) continue;
       const text = `${label(bad.name)}: ${bad.message}`;
       throw file && get(cliListener, bad.name) === undefined ? new ConfigFileError(text) : new UsageError(text);
@@ -524,8 +555,8 @@ export function toArgv(mode: Mode, v: Values): string[] {
 
 /** What each mode does, for its usage text. */
 const ABOUT: Record<Mode, string> = {
-  server: "Accepts stripes from client proxies and connects each session to the target.",
-  client: "Accepts app connections and carries each over N stripes to the server proxy.",
+  server: "Accepts stripes from client proxies and connects each session to its target, or to the\ndestination the client chose when an --allow rule allows it.",
+  client: "Accepts app connections (a port forward with --listen, SOCKS5 / HTTP CONNECT with --socks)\nand carries each over N stripes to the server proxy.",
   relay: "Plain TCP relay with backpressure and half-close: the baseline the striped pair is measured against.",
   link: "A TCP relay that simulates a route capping each TCP stream (for tests, benchmarks and the demo).",
   demo:
@@ -546,6 +577,7 @@ function typeHint(o: OptionSpec): string {
     case "duration":
     case "flag":
     case "path":
+    case "rule":
       return "";
     default: {
       const never: never = t;
@@ -596,8 +628,9 @@ function modeUsage(mode: Mode): string {
 const MAIN_USAGE = `tcp-striper: stripe one TCP connection over N parallel TCP connections
 
 usage:
-  tcp-striper server --listen HOST:PORT --target HOST:PORT [options]
-  tcp-striper client --listen HOST:PORT --peer HOST:PORT [--stripes N] [--scheduler MODE] [options]
+  tcp-striper server --listen HOST:PORT (--target HOST:PORT | --allow RULE...) [options]
+  tcp-striper client --listen HOST:PORT [--target HOST:PORT] --peer HOST:PORT [options]
+  tcp-striper client --socks HOST:PORT --peer HOST:PORT [--socks-users FILE] [options]
   tcp-striper relay  --listen HOST:PORT --target HOST:PORT
   tcp-striper link   --listen HOST:PORT --target HOST:PORT [--rate MBPS[,MBPS...]] [--delay MS]
   tcp-striper demo

@@ -235,6 +235,9 @@ export function runLifecycle(o: LifecycleOptions): LifecycleHandle {
       case "drain": {
         started.at = clock.now();
         const live = o.units.reduce((t, u) => t + u.liveSessions, 0);
+        // Stop accepting before saying so: whoever reads the line may try a new connection at once
+        // (a client's listener closed after the line let the kernel accept one, then reset it).
+        const drained = Promise.all(o.units.map((u) => u.drain()));
         o.log(`${sig ?? "signal"}: draining ${live} session(s), new ones refused; up to ${o.drainTimeoutMs} ms (a second ${sig ?? "signal"} stops at once)`);
         // A timer may fire a little before the deadline by the monotonic clock (measured: 300 ms timers
         // fired at 299.x ms): the machine then ignores the tick, and the timer is armed again.
@@ -246,7 +249,7 @@ export function runLifecycle(o: LifecycleOptions): LifecycleHandle {
           }, Math.max(1, a.deadline - clock.now()));
         };
         arm();
-        Promise.all(o.units.map((u) => u.drain())).then(() => act(machine.drained()));
+        drained.then(() => act(machine.drained()));
         return;
       }
       case "stop":

@@ -19,7 +19,7 @@
 
 import { REAL_CLOCK, type Clock, type ClockTimer } from "../clock.ts";
 import { validateSessionOptions, type SessionOptions } from "../config.ts";
-import { BrokenError, PeerResetError, asStriperError, type StriperError } from "../errors.ts";
+import { BrokenError, PeerResetError, ProtocolError, asStriperError, type StriperError } from "../errors.ts";
 import { AckPolicy, ACK_DELAY_MS } from "../stripe/ack.ts";
 import type { SendBudget } from "../stripe/budget.ts";
 import { RecvEnd, SessionEnd } from "../stripe/ending.ts";
@@ -33,7 +33,7 @@ import { Sender } from "../stripe/sender.ts";
 import { Stripe } from "../stripe/stripe.ts";
 import { BATCH_SLACK, sharedBatch, type Batch, type BufferPool, type FrameBatch, type PieceBatch } from "../wire/batch.ts";
 import { FrameDecoder, decodeAckEntries, decodeResetReason, encodeFrame, encodeResetReason, type ControlFrameType } from "../wire/codec.ts";
-import { ACK_FLAG_FIN, FRAME_FIN, FRAME_HEADER_SIZE, FRAME_PING, FRAME_PONG, FRAME_RESET, FrameType } from "../wire/constants.ts";
+import { ACK_FLAG_FIN, FRAME_FIN, FRAME_HEADER_SIZE, FRAME_OPENED, FRAME_PING, FRAME_PONG, FRAME_RESET, FrameType } from "../wire/constants.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
 export { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, type SessionOptions } from "../config.ts";
@@ -64,6 +64,11 @@ export class StripedPipe implements Pipe {
   stripeDied: ((index: number, reason: StriperError) => void) | undefined;
   /** Short id for logs (set by the proxy). */
   id = "";
+  /**
+   * Client role: called once when the server's OPENED frame arrives (its connection to the target is up;
+   * issue 13). The SOCKS / HTTP CONNECT front answers the app from here.
+   */
+  opened: (() => void) | undefined;
 
   readonly opts: SessionOptions;
   private handler: PipeHandler = NOOP_HANDLER;
@@ -81,6 +86,9 @@ export class StripedPipe implements Pipe {
   private readonly gate: SendGate;
 
   private paused = false;
+  /** Server role: an OPENED frame is owed (signalOpened), written ahead of any DATA. */
+  private openedDue = false;
+  private openedSeen = false;
   private pumping = false;
   private delivering = false;
   private ackTimer: ClockTimer | undefined;
@@ -114,6 +122,17 @@ export class StripedPipe implements Pipe {
    */
   setPeerWindow(window: number): void {
     this.sender.peerWindow = window;
+    this.pump();
+  }
+
+  /**
+   * Server role: tells the client that the target is connected (an OPENED frame, once, in the next batch
+   * and ahead of any DATA in it; the target's bytes can only follow it).
+   */
+  signalOpened(): void {
+    if (this.openedSeen || this.state === "closed") return;
+    this.openedSeen = true;
+    this.openedDue = true;
     this.pump();
   }
 
@@ -288,6 +307,16 @@ export class StripedPipe implements Pipe {
       case FrameType.Reset:
         this.finish(new PeerResetError(value, decodeResetReason(payload)));
         return;
+      case FrameType.Opened:
+        // Only a server connects targets; a second OPENED changes nothing.
+        if (this.opts.role === "server") throw new ProtocolError("E_UNEXPECTED_FRAME", "OPENED frame from a client");
+        if (this.openedSeen) return;
+        this.openedSeen = true;
+        this.opened?.();
+        return;
+      case FrameType.Target:
+        // Only the first frame of a standby stripe, read by the server before the stripe joins a session.
+        throw new ProtocolError("E_UNEXPECTED_FRAME", "TARGET frame inside a session");
       default: {
         const unreachable: never = type;
         throw new Error(`control frame of type ${String(unreachable)}`);
@@ -383,7 +412,7 @@ export class StripedPipe implements Pipe {
     for (const s of this.stripes) {
       if (s && s.usable && s.pendingPong >= 0 && !s.congested) this.writeBatch(s, 0);
     }
-    if (!this.acks.due) return;
+    if (!this.acks.due && !this.openedDue) return;
     for (const s of this.stripes) {
       if (s && s.usable && !s.congested) {
         this.writeBatch(s, 0);
@@ -413,6 +442,10 @@ export class StripedPipe implements Pipe {
     if (stripe.ping === Ping.Owed) {
       batch.appendControl(FRAME_PING, 0, Math.floor(now));
       stripe.ping = Ping.Outstanding;
+    }
+    if (this.openedDue) {
+      batch.appendControl(FRAME_OPENED, 0, 0);
+      this.openedDue = false;
     }
     if (this.acks.due) {
       this.counters.ackBytes += this.acks.write(batch, this.receiver.delivered, this.end.recv === RecvEnd.Delivered, this.stripes);

@@ -17,7 +17,6 @@
 
 import { randomBytes } from "node:crypto";
 import { BrokenError, ConnectError, StriperError } from "../errors.ts";
-import { Bridge } from "../pipe/bridge.ts";
 import type { Pipe } from "../pipe/pipe.ts";
 import { PrefacePipe } from "../pipe/preface.ts";
 import { SealedPipe, type PrefaceStep } from "../pipe/sealed.ts";
@@ -34,7 +33,11 @@ import { encodeClientHello, type ClientHelloOut, type HandshakeAuth, type Server
 import { RecordOpener } from "../secure/record.ts";
 import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
 import { StripeDialer, type DialAttempt } from "./dialer.ts";
-import { plainFront, type AppConnection, type Front } from "./front.ts";
+import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT, type Outcome } from "./destination.ts";
+import { combinedFront, plainFront, type AppConnection, type Front } from "./front.ts";
+import { linkApp } from "./link-app.ts";
+import { StripePool, dialStandby, targetFrame } from "./pool.ts";
+import { socksFront, type SocksFrontOptions } from "./socks.ts";
 import {
   CLIENT_HANDSHAKE_MS,
   INITIAL_WINDOW,
@@ -48,7 +51,7 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { formatBytes, hexId, hostOfRemote, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { escapeText, formatBytes, hexId, hostOfRemote, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { OutageNotice } from "./outage.ts";
 import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
@@ -75,10 +78,32 @@ export interface ClientSettings {
   /** Wall clock for the timestamp in first messages, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
+  /**
+   * Standby stripes kept ready (src/proxy/pool.ts): a new session takes one and needs no handshake.
+   * Default 0 here (the command line's default is 2); the server must allow standby stripes.
+   */
+  pool?: number;
+  /**
+   * A session starts on one stripe and dials the others once this many bytes have passed either way
+   * (short connections stay on one). Default: all stripes at once (the command line's is 128 KiB).
+   */
+  growAfter?: number;
+  /** How long a front that waits for the server's verdict waits, ms (default 30 000). */
+  verdictTimeoutMs?: number;
 }
 
-/** Options of the client-side proxy: app connections come from a plain listener on `listen`, or from `front`. */
-export type ClientOptions = ClientSettings & ({ listen: Address; front?: undefined } | { front: Front; listen?: undefined });
+/**
+ * Options of the client-side proxy. App connections come from a plain listener on `listen` (a port
+ * forward to `target`, or without it to the server's own target), from a SOCKS5 / HTTP CONNECT listener
+ * (`socks`), from both, or from any other `front`.
+ */
+export type ClientOptions = ClientSettings & {
+  listen?: Address;
+  /** Where `listen`'s connections go; default the server's own target. */
+  target?: Address;
+  socks?: Omit<SocksFrontOptions, "log">;
+  front?: Front;
+};
 
 /** A running client-side proxy. */
 export interface StriperClient {
@@ -87,6 +112,8 @@ export interface StriperClient {
   readonly sessions: Set<StripedPipe>;
   /** The send budget all sessions share (for statistics and tests). */
   readonly budget: SendBudget;
+  /** Standby stripes: ready now, dialled and taken since start (zeros without a pool). */
+  readonly pool: { readonly ready: number; readonly dialled: number; readonly taken: number };
   /**
    * Replaces the keys (a key file re-read on SIGHUP): new sessions use the new first key; live sessions
    * keep the key they were opened with, re-dials included. The mode cannot change: E_CONFIG.
@@ -105,6 +132,14 @@ export interface StriperClient {
   stop(reason?: StriperError): void;
 }
 
+/**
+ * Whether a failed dial never reached the peer (refused, unreachable, timed out: connectTcp's
+ * ConnectError), as opposed to reaching something that did not answer as a server proxy should.
+ */
+function neverConnected(err: StriperError): boolean {
+  return err instanceof ConnectError && err.code !== "E_AUTH" && err.code !== "E_REFUSED";
+}
+
 /** The sessions-refused reason of a session that could not open (its opening stripe failed). */
 function openFailure(err: StriperError): string {
   switch (err.code) {
@@ -115,7 +150,45 @@ function openFailure(err: StriperError): string {
     case "E_SESSION_LOST":
       return "session-lost";
     default:
-      return "unreachable";
+      return neverConnected(err) ? "unreachable" : "bad-reply";
+  }
+}
+
+/**
+ * Why a session could not open, as its end line says it: "unreachable" only when no connection was made
+ * (a user who pointed --peer at some other service must not be told it is unreachable).
+ */
+function openError(err: StriperError, peer: string): StriperError {
+  if (err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST") return err;
+  if (neverConnected(err)) return new ConnectError(err.code, `server proxy ${peer} unreachable: ${err.message}`);
+  return new ConnectError(err.code, `connected to ${peer}, but it did not answer as a tcp-striper server proxy (another service, or a server with --no-auth): ${err.message}`);
+}
+
+/**
+ * The refusal label of a destination the server refused or could not reach (the server's labels,
+ * except that the client cannot tell "ssrf" from "not-allowed": both come as RESET code 6). For
+ * "failed": "refused" when the server reset the session before it opened (a standby stripe's session
+ * refused at its TARGET frame, e.g. by the session limit); undefined otherwise (a session whose stripes
+ * could not open is counted by openFailure).
+ */
+function destinationRefusal(outcome: Exclude<Outcome, "connected">, err: StriperError | undefined): string | undefined {
+  switch (outcome) {
+    case "not-allowed":
+      return "not-allowed";
+    case "unresolved":
+      return "dns";
+    case "refused":
+      return "target-refused";
+    case "timeout":
+      return "target-timeout";
+    case "unreachable":
+      return "target-unreachable";
+    case "failed":
+      return err?.code === "E_PEER_RESET" ? "refused" : undefined;
+    default: {
+      const never: never = outcome;
+      throw new Error(`unknown outcome ${String(never)}`);
+    }
   }
 }
 
@@ -140,20 +213,36 @@ export function startClient(opts: ClientOptions): StriperClient {
   const lines = new SessionLines(log);
   const stats = new ProxyStats({ role: "client", budget: factory.budget });
 
-  // The destination is not used yet: v2 carries none, the server connects every session to its target.
+  const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
+  const poolSize = opts.pool ?? 0;
+  const pool =
+    poolSize > 0
+      ? new StripePool({
+          size: poolSize,
+          log,
+          dial: (done) => dialStandby({ peer: opts.peer, auth: keys, stripes: n, window: sessionOpts.window, wall, timeoutMs: handshakeTimeout }, done),
+        })
+      : undefined;
+
   const onApp = (app: AppConnection): void => {
+    // A standby stripe, when one is ready: its session id and secret become the session's.
+    const pooled = pool?.take();
     // The session's key for its whole life: the server accepts its stripes only under the key it opened with.
-    const auth = keys;
-    const sessionId = new Uint8Array(randomBytes(SID_SIZE));
-    const secret = new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
+    const auth = pooled?.auth ?? keys;
+    const sessionId = pooled?.sid ?? new Uint8Array(randomBytes(SID_SIZE));
+    const secret = pooled?.secret ?? new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
     const id = hexId(sessionId);
     const appHost = hostOfRemote(app.remote);
-    const opened = factory.open(INITIAL_WINDOW);
+    const opened = factory.open(pooled?.serverWindow ?? INITIAL_WINDOW);
     if (opened === undefined) {
       const err = new StriperError("E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}: app connection reset`);
       stats.refused(reasonLabel(err.code));
       lines.end(appHost, err.code, { level: "warn", event: "session.refused", session: id, remote: app.remote, msg: `session ${id} refused: app ${app.remote} ${err.code} ${err.message}` });
-      app.pipe.close(err);
+      // A standby stripe taken for it goes too (the server gives its window back; the pool refills).
+      pooled?.carrier.close(err);
+      // A front that owes its app a reply (SOCKS, HTTP CONNECT) answers with a general failure.
+      if (app.answer?.waits === true) app.answer.failed("failed");
+      else app.pipe.close(err);
       return;
     }
     const session = opened;
@@ -178,7 +267,8 @@ export function startClient(opts: ClientOptions): StriperClient {
           timestampMs: Math.floor(wall()),
           window: session.opts.window,
           secret: a.kind === KIND_OPEN ? secret : joinProof(secret, cs),
-          options: [],
+          // The destination rides in the OPEN's sealed header, never in clear (keyed mode).
+          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : [],
         },
         cs,
       );
@@ -290,14 +380,11 @@ export function startClient(opts: ClientOptions): StriperClient {
 
     const dialer = new StripeDialer({
       stripes: n,
+      initial: growAfter === undefined ? n : 1,
       dial: dialStripe,
       unreachable: (err) => {
         stats.refused(openFailure(err));
-        session.close(
-          err.code === "E_AUTH" || err.code === "E_REFUSED" || err.code === "E_SESSION_LOST"
-            ? err
-            : new ConnectError(err.code, `server proxy ${peerName} unreachable: ${err.message}`),
-        );
+        session.close(openError(err, peerName));
       },
     });
     const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
@@ -314,26 +401,51 @@ export function startClient(opts: ClientOptions): StriperClient {
       outage.lost(session.usableStripes);
     };
 
-    stats.opened(session, { id, remote: app.remote });
+    const where = escapeText(formatDestination(app.destination));
+    const appName = escapeText(app.remote, 80);
+    // A session to the server's own target says nothing of where it goes (the server's log does).
+    const chosen = app.destination.kind === "server-default" ? undefined : formatDestination(app.destination);
+    stats.opened(session, { id, remote: app.remote, ...(chosen !== undefined ? { target: chosen } : {}) });
     lines.start(appHost, {
       event: "session.start",
       session: id,
       remote: app.remote,
-      msg: `session ${id} start app ${app.remote} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}`,
-      fields: { stripes: n, peer: peerName, window: session.opts.window },
+      msg: `session ${id} start app ${appName}${chosen !== undefined ? ` to ${where}` : ""} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}${pooled !== undefined ? " standby" : ""}`,
+      fields: { stripes: n, peer: peerName, destination: chosen, standby: pooled !== undefined, window: session.opts.window },
     });
-    new Bridge(app.pipe, session, (r) => {
-      dialer.stop();
-      outage.stop();
-      sessions.delete(session);
-      factory.release(session);
-      stats.closed(session);
-      lines.end(appHost, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
+    linkApp(app, session, {
+      growAfter,
+      onBulk: () => dialer.grow(),
+      verdictTimeoutMs: opts.verdictTimeoutMs,
+      onFailed: (outcome, err) => {
+        const reason = destinationRefusal(outcome, err);
+        if (reason !== undefined) stats.refused(reason);
+        log(`session ${id} app ${appName} to ${where} failed: ${outcome}${err ? ` (${err.code} ${escapeText(err.message)})` : ""}`);
+      },
+      onDone: (r) => {
+        dialer.stop();
+        outage.stop();
+        sessions.delete(session);
+        factory.release(session);
+        stats.closed(session);
+        lines.end(appHost, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
+      },
     });
-    dialer.start();
+    if (pooled !== undefined) {
+      // The TARGET frame opens the session on the server; the session's own frames follow it.
+      pooled.carrier.send(targetFrame(session.opts.window, app.destination));
+      session.attach(0, 1, pooled.carrier);
+      dialer.adopt(0, 1);
+    } else dialer.start();
   };
 
-  const listener = (opts.front ?? plainFront(opts.listen)).listen(onApp);
+  const fronts: Front[] = [];
+  if (opts.listen !== undefined) fronts.push(plainFront(opts.listen, opts.target === undefined ? SERVER_DEFAULT : destinationFromAddress(opts.target)));
+  if (opts.socks !== undefined) fronts.push(socksFront({ ...opts.socks, log }));
+  if (opts.front !== undefined) fronts.push(opts.front);
+  if (fronts.length === 0) throw new StriperError("E_CONFIG", "a client needs somewhere to take app connections: --listen, --socks, or both");
+  const listener = (fronts.length === 1 ? fronts[0]! : combinedFront(fronts)).listen(onApp);
+  pool?.start();
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
   stats.listener = listener.address;
   log(
@@ -349,10 +461,22 @@ export function startClient(opts: ClientOptions): StriperClient {
     get liveSessions() {
       return sessions.size;
     },
+    pool: {
+      get ready() {
+        return pool?.size ?? 0;
+      },
+      get dialled() {
+        return pool?.dialled ?? 0;
+      },
+      get taken() {
+        return pool?.taken ?? 0;
+      },
+    },
     setKeys(next) {
       if (next.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${next.mode} stripes without a restart`);
       keys = handshakeAuth(next);
       if (next.mode === "keyed") log(`key now ${next.keys[0]!.id}`);
+      pool?.flush(); // pooled stripes were opened with the old key
     },
     drain() {
       listener.stop();
@@ -361,6 +485,7 @@ export function startClient(opts: ClientOptions): StriperClient {
     stop(reason = new BrokenError("E_SHUTDOWN", "client proxy shutting down")) {
       factory.stop();
       listener.stop();
+      pool?.stop();
       damage.close();
       lines.close();
       stats.close();

@@ -41,6 +41,11 @@ export interface DialTimers {
 export interface DialerOptions {
   /** Stripes per session: indices 0 … stripes−1. */
   stripes: number;
+  /**
+   * Stripes dialled as soon as the session is accepted (stripe 0 included); the rest wait for grow().
+   * Default: all of them.
+   */
+  initial?: number;
   /** Starts one attempt; its outcome must come back through succeeded() or failed(). */
   dial(attempt: DialAttempt): void;
   /** The opening dial (stripe 0) failed: the session cannot open. `last` says why. */
@@ -72,6 +77,8 @@ export class StripeDialer {
   private readonly pending: (unknown | undefined)[];
   private accepted = false;
   private stopped = false;
+  /** Indices below this have been dialled (or are due once accepted); grow() raises it to `stripes`. */
+  private wanted: number;
   private readonly random: () => number;
   private readonly timers: DialTimers;
 
@@ -81,6 +88,7 @@ export class StripeDialer {
     this.pending = new Array<unknown>(opts.stripes).fill(undefined);
     this.random = opts.random ?? Math.random;
     this.timers = opts.timers ?? realTimers;
+    this.wanted = Math.max(1, Math.min(opts.stripes, opts.initial ?? opts.stripes));
   }
 
   /** True once a stripe of the session has been accepted: from then on dials are JOINs. */
@@ -93,12 +101,33 @@ export class StripeDialer {
     this.dial(0);
   }
 
+  /**
+   * The session opened on a stripe dialled elsewhere (a pooled standby stripe: index 0 with its
+   * generation), already accepted: counts as the opening dial, and the initial stripes follow.
+   */
+  adopt(index: number, generation: number): void {
+    this.generation[index] = generation & 0xffff;
+    this.succeeded(index);
+  }
+
   /** The attempt on `index` was accepted (its reply authenticated and said OK). */
   succeeded(index: number): void {
     this.failures[index] = 0;
     if (this.accepted) return;
     this.accepted = true;
-    for (let i = 1; i < this.opts.stripes; i++) this.dial(i);
+    for (let i = 1; i < this.wanted; i++) this.dial(i);
+  }
+
+  /**
+   * Dials the stripes not dialled yet (the session's data turned out to be bulk). Before the session is
+   * accepted, they are dialled as soon as it is. Once only.
+   */
+  grow(): void {
+    if (this.wanted >= this.opts.stripes) return;
+    const from = this.wanted;
+    this.wanted = this.opts.stripes;
+    if (!this.accepted || this.stopped) return;
+    for (let i = Math.max(1, from); i < this.opts.stripes; i++) this.dial(i);
   }
 
   /** The attempt on `index` failed (refused, unreachable, timed out, did not authenticate). */

@@ -15,12 +15,12 @@
 
 import { BrokenError, ConnectError, ProtocolError, StriperError } from "../errors.ts";
 import type { Pipe } from "../pipe/pipe.ts";
-import type { Address } from "../pipe/tcp.ts";
-import { KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../secure/constants.ts";
+import { HEADER_FLAG_STANDBY, KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../secure/constants.ts";
 import { proofMatches, secretsEqual } from "../secure/kdf.ts";
 import type { Key } from "../secure/keys.ts";
 import type { ClientHello, HandshakeAuth, ServerReply, SilentReason } from "../secure/messages.ts";
 import type { HandshakeParser } from "../wire/handshake.ts";
+import { destinationFromOptions, type Destination } from "./destination.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
 import { guardedTimeout } from "../util/guard.ts";
 
@@ -78,6 +78,11 @@ export interface HandshakeReadOptions {
   maxBytes?: number;
   /** Fires once the pipe is open (at once if it already is): the place to send our half of the handshake. */
   onReady?: () => void;
+  /**
+   * Bytes already received on this pipe that belong to this message (the leftover of the message before
+   * it, in a protocol with several: SOCKS5's greeting, login and request).
+   */
+  prefix?: Uint8Array;
 }
 
 /** A handshake message that arrived whole. */
@@ -109,8 +114,8 @@ export function readHandshake<T>(
 ): void {
   const maxBytes = opts.maxBytes ?? MAX_HANDSHAKE_BYTES;
   // Chunks are kept as they come and joined only when the parser is due, so a trickle costs no copies.
-  let parts: Uint8Array[] = [];
-  let have = 0;
+  let parts: Uint8Array[] = opts.prefix !== undefined && opts.prefix.byteLength > 0 ? [opts.prefix] : [];
+  let have = parts.length > 0 ? parts[0]!.byteLength : 0;
   let need = 0;
   let finished = false;
   const finish = (r: HandshakeRead<T> | StriperError): void => {
@@ -189,8 +194,18 @@ export interface Membership {
 
 /** The server's decision on a stripe whose first message authenticated and was fresh. */
 export type Admission<S> =
-  /** A new session, to `target`: register it with `membership`, reply OK with its window, attach the stripe. */
-  | { readonly kind: "open"; readonly key: string; readonly target: Address; readonly membership: Membership }
+  /**
+   * A new session to `destination` (the client's choice from its OPEN, or the server's default target):
+   * register it with `membership`, reply OK with its window, attach the stripe. `standby`: the stripe
+   * came ahead of need (HEADER_FLAG_STANDBY): hold it until its TARGET frame, then open the session.
+   */
+  | {
+      readonly kind: "open";
+      readonly key: string;
+      readonly destination: Destination;
+      readonly standby: boolean;
+      readonly membership: Membership;
+    }
   /** A stripe of a live session: reply OK with the session's window, attach the stripe. */
   | { readonly kind: "attach"; readonly key: string; readonly session: S }
   /** Reply `status` (authenticated; no frames follow) and close. `code` classifies it; `reason` is for the log. */
@@ -198,12 +213,10 @@ export type Admission<S> =
   /** No reply at all (silence, as for every failed check before admission). */
   | { readonly kind: "silent"; readonly reason: SilentReason };
 
-/** The server's limits and defaults that admission applies. */
+/** The server's limits that admission applies. (Whether a destination is allowed is judged later: it needs DNS.) */
 export interface AdmissionPolicy {
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes: number;
-  /** Where new sessions go (v2 carries no destination yet: always the server's target). */
-  target: Address;
 }
 
 /**
@@ -248,9 +261,14 @@ export function admit<S>(
   // An ended session is not opened again under its id: a late OPEN would start its stream over.
   if (sessions.ended(key)) return refuse(STATUS_UNKNOWN_SESSION, "E_SESSION_ENDED", `session ${key.slice(0, 12)} has ended`);
   if (h.kind === KIND_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  const destination = destinationFromOptions(h.options);
+  if (destination instanceof StriperError) return refuse(STATUS_REFUSED, destination.code, destination.message);
+  const standby = (h.flags & HEADER_FLAG_STANDBY) !== 0;
+  // A standby stripe learns its destination from its TARGET frame; one in the header is a client bug.
+  if (standby && destination.kind !== "server-default") return refuse(STATUS_REFUSED, "E_BAD_DESTINATION", "a standby stripe with a destination");
   const blocker = sessions.openBlocker(source);
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
-  return { kind: "open", key, target: policy.target, membership: { secret: new Uint8Array(h.secret), keyId } };
+  return { kind: "open", key, destination, standby, membership: { secret: new Uint8Array(h.secret), keyId } };
 }
 
 // --- Client: the reply ------------------------------------------------------------------------------

@@ -7,21 +7,26 @@
  */
 
 import { BrokenError, StriperError } from "../errors.ts";
-import { Bridge } from "../pipe/bridge.ts";
+import { Bridge, type BridgeResult } from "../pipe/bridge.ts";
+import type { Pipe } from "../pipe/pipe.ts";
 import { SealedPipe } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
 import { MIN_WINDOW, windowCost, type SendBudget } from "../stripe/budget.ts";
 import { ControlFloodError } from "../stripe/guard.ts";
 import { connectionGate, describeLimits } from "../util/fdlimit.ts";
 import { guardedTimeout } from "../util/guard.ts";
-import { connectTcp, formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
-import { FIRST_FRAME_COUNTER, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
+import { formatAddress, listenTcp, type Address, type TcpListener, type TcpPipe } from "../pipe/tcp.ts";
+import { FIRST_FRAME_COUNTER, HEADER_FLAG_STANDBY, KIND_OPEN, STATUS_OK, STATUS_REFUSED } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
 import { checkFresh, encodeServerReply, type ClientHello, type HandshakeAuth, type SilentReason } from "../secure/messages.ts";
 import { SourceLimiter, UnauthGate, sourceKey } from "../secure/ratelimit.ts";
-import { RecordOpener } from "../secure/record.ts";
+import { RecordOpener, type RecordSealer } from "../secure/record.ts";
 import { ReplaySet } from "../secure/replay.ts";
+import { encodeFrame, encodeResetReason } from "../wire/codec.ts";
+import { FRAME_RESET, ResetCode } from "../wire/constants.ts";
 import { HandshakeRejected, clientHelloParser } from "../wire/handshake.ts";
+import { parseAllowRules } from "./allow.ts";
+import { destinationFromOptions, formatDestination, type Destination } from "./destination.ts";
 import {
   DEFAULT_HANDSHAKE_BURST,
   DEFAULT_HANDSHAKE_RATE,
@@ -37,8 +42,10 @@ import {
   type RefuseStatus,
   type StripeAuth,
 } from "./handshake.ts";
-import { formatBytes, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
-import { SessionRegistry } from "./registry.ts";
+import { escapeText, formatBytes, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { SessionRegistry, sessionKey } from "./registry.ts";
+import { DEFAULT_MAX_STANDBY, DEFAULT_STANDBY_IDLE_MS, DEFAULT_STANDBY_PER_SOURCE, StandbyTable, holdStandby } from "./standby.ts";
+import { TargetOpener, type RefusalReason, type TargetOpenerOptions } from "./target.ts";
 import { DamageLog } from "./damage.ts";
 import { Rejections } from "./rejections.ts";
 import { SessionLines } from "./sessionlines.ts";
@@ -48,7 +55,27 @@ import { ProxyStats, reasonLabel } from "./stats.ts";
 /** Options of the server-side proxy. */
 export interface ServerOptions {
   listen: Address;
-  target: Address;
+  /** Where sessions that name no destination go (`--target`). A server needs this, `allow`, or both. */
+  target?: Address;
+  /**
+   * `--allow` rules (src/proxy/allow.ts): client-chosen destinations they allow are served; without
+   * any, only `target` is. Special addresses need a rule that names them (SSRF defaults).
+   */
+  allow?: readonly string[];
+  /** Deadline for the TCP connect to a target, ms (default 10 000). */
+  connectTimeoutMs?: number;
+  /** Deadline for resolving a destination's name, ms (default 5000). */
+  dnsTimeoutMs?: number;
+  /** Resolves names (default getaddrinfo); tests inject one. */
+  lookup?: TargetOpenerOptions["lookup"];
+  /** Opens target connections (default connectTcp); tests inject one. */
+  connect?: TargetOpenerOptions["connect"];
+  /** The server's own addresses, refused like loopback (default: its interfaces'). */
+  ownAddresses?: TargetOpenerOptions["ownAddresses"];
+  /** Standby stripes held in all (default 256), per source (default 16), and for how long (default 60 s). */
+  maxStandby?: number;
+  standbyPerSource?: number;
+  standbyIdleMs?: number;
   /** Pre-shared keys (any of them opens a session) or plain mode. Required: there is no silent default. */
   auth: StripeAuth;
   session?: Partial<Omit<SessionOptions, "role">>;
@@ -94,6 +121,15 @@ export interface StriperServer {
   readonly rejections: Readonly<Record<SilentReason, number>>;
   /** Connections accepted that have not authenticated (reading their first message, or held silent). */
   readonly unauthenticated: number;
+  /** Standby stripes held now (opened ahead of need, not taken yet). */
+  readonly standby: number;
+  /** Sessions whose destination was refused or not reached since start, by reason (src/proxy/target.ts). */
+  readonly destinationRefusals: Readonly<Partial<Record<RefusalReason, number>>>;
+  /**
+   * Replaces the allowlist (a config re-read on SIGHUP): sessions opened from now on are judged by it;
+   * live ones keep their connection. Throws E_CONFIG for a bad rule, leaving the old list in force.
+   */
+  setAllow(rules: readonly string[]): void;
   /**
    * Replaces the keys new stripes are checked against (a key file re-read on SIGHUP). Sessions keep the
    * key they were opened with: their stripes are still accepted while the server holds that key. The
@@ -151,10 +187,29 @@ export function startServer(opts: ServerOptions): StriperServer {
   const deadlineMs = positive("handshake deadline", opts.handshakeTimeoutMs ?? HANDSHAKE_DEADLINE_MS, HANDSHAKE_DEADLINE_MS);
   const wall = opts.wallClock ?? Date.now;
   const sessionOpts: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, ...opts.session, role: "server" };
-  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64, target: opts.target };
+  const policy: AdmissionPolicy = { maxStripes: opts.maxStripes ?? 64 };
+  if (opts.target === undefined && (opts.allow === undefined || opts.allow.length === 0)) {
+    throw new StriperError("E_CONFIG", "a server needs a target (--target), an allowlist (--allow), or both");
+  }
+  const targets = new TargetOpener({
+    policy: { defaultTarget: opts.target, rules: parseAllowRules(opts.allow ?? []) },
+    connectTimeoutMs: opts.connectTimeoutMs,
+    dnsTimeoutMs: opts.dnsTimeoutMs,
+    lookup: opts.lookup,
+    connect: opts.connect,
+    ownAddresses: opts.ownAddresses,
+  });
+  const destinationRefusals: Partial<Record<RefusalReason, number>> = {};
+  const maxStandby = opts.maxStandby ?? DEFAULT_MAX_STANDBY;
+  const standbys = new StandbyTable({ max: maxStandby, perSource: opts.standbyPerSource ?? DEFAULT_STANDBY_PER_SOURCE });
+  const standbyIdleMs = opts.standbyIdleMs ?? DEFAULT_STANDBY_IDLE_MS;
+  // Standby stripes held, to close at stop().
+  const held = new Set<Pipe>();
   const maxSessions = opts.maxSessions ?? 1024;
   const registry = new SessionRegistry<StripedPipe>(maxSessions, { maxPerSource: opts.maxSessionsPerSource });
-  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer, maxSessions });
+  // A standby stripe holds the receive window its reply promised (the client may send that much once it
+  // is taken), so the floors kept in the receive memory cover held standbys as well as sessions.
+  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer, maxSessions: maxSessions + maxStandby });
   const fds = connectionGate();
   // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
   const replay = new ReplaySet({ sinceMs: wall() });
@@ -179,9 +234,16 @@ export function startServer(opts: ServerOptions): StriperServer {
   const pending = new Set<TcpPipe>();
   const evicted = new WeakSet<TcpPipe>();
 
-  /** A new session from `source` (`remote`: the opening stripe), or undefined when no receive window fits. */
-  const openSession = (key: string, peerWindow: number, to: Address, member: Membership, source: string, remote: string): StripedPipe | undefined => {
-    const session = factory.open(peerWindow);
+  /**
+   * Registers a new session from `source` (`from`: the opening stripe's address) and connects it to `to`,
+   * or undefined when no receive window fits (`window`: one granted earlier, for a standby stripe's
+   * reply). Until the target is connected the session is paused (0-RTT bytes wait in it); then it is
+   * bridged to the target and the client is told (OPENED). A destination that is refused or cannot be
+   * reached ends the session with a RESET saying why. Its lines (one naming the destination, one at the
+   * end) go through the per-source budget (SessionLines).
+   */
+  const openSession = (key: string, peerWindow: number, to: Destination, member: Membership, source: string, from: string, window?: number): StripedPipe | undefined => {
+    const session = factory.open(peerWindow, window);
     if (session === undefined) return undefined;
     membership.set(session, member);
     remotes.set(session, []);
@@ -196,22 +258,54 @@ export function startServer(opts: ServerOptions): StriperServer {
         session.close(new BrokenError("E_ABANDONED", "every stripe gone before anything was delivered: slot released"));
       }
     };
-    const target = connectTcp(to);
     const started = performance.now();
-    stats.opened(session, { id, remote, target: formatAddress(to) });
-    lines.start(source, {
-      event: "session.start",
-      session: id,
-      remote,
-      msg: `session ${id} start from ${remote} target ${formatAddress(to)} window ${formatBytes(session.opts.window)}`,
-      fields: { target: formatAddress(to), window: session.opts.window },
-    });
-    // A target that cannot be reached ends the session at once; the client sees a reset.
-    new Bridge(session, target, (r) => {
+    const where = escapeText(formatDestination(to));
+    const client = escapeText(from, 80);
+    // Counted as opened now (drain and /api/sessions see it while its destination is judged and
+    // connected); a destination refused or not reached is also counted under sessionsRefused by reason.
+    stats.opened(session, { id, remote: from, target: formatDestination(to) });
+    const ended = (r: BridgeResult): void => {
       registry.remove(key, session);
       factory.release(session);
       stats.closed(session);
-      lines.end(source, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, remote));
+      lines.end(source, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, from));
+    };
+    session.pause(); // the app's first bytes wait here until the target is connected
+    let cancel = (): void => {};
+    session.setHandler({
+      data() {},
+      drain() {},
+      end() {},
+      close: (err) => {
+        cancel();
+        ended({ aToB: { bytes: 0, congestions: 0, finished: false }, bToA: { bytes: 0, congestions: 0, finished: false }, error: err, durationMs: 0 });
+      },
+    });
+    cancel = targets.open(to, (r) => {
+      if (!r.ok) {
+        destinationRefusals[r.reason] = (destinationRefusals[r.reason] ?? 0) + 1;
+        stats.refused(r.reason);
+        // In place of its start line (a peer asking for refused destinations is held to the same budget).
+        lines.start(source, {
+          event: "session.refused",
+          session: id,
+          remote: from,
+          msg: `session ${id} from ${client} to ${where} failed: ${r.error.code} ${escapeText(r.error.message)}`,
+          fields: { destination: formatDestination(to), reason: r.reason, code: r.error.code },
+        });
+        session.close(r.error); // RESET with the error's code: the client answers its app with it
+        return;
+      }
+      lines.start(source, {
+        event: "session.start",
+        session: id,
+        remote: from,
+        msg: `session ${id} start from ${client} to ${where} (${r.address})${r.rule !== undefined ? ` by rule ${escapeText(r.rule)}` : ""} window ${formatBytes(session.opts.window)}`,
+        fields: { destination: formatDestination(to), target: r.address, ...(r.rule !== undefined ? { rule: r.rule } : {}), window: session.opts.window },
+      });
+      new Bridge(session, r.pipe, ended);
+      session.signalOpened();
+      session.resume();
     });
     return session;
   };
@@ -249,7 +343,8 @@ export function startServer(opts: ServerOptions): StriperServer {
     pending.delete(pipe);
     gate.leave(pipe);
     damage.refused(pipe.remote, code, reason);
-    if (hello.header.kind === KIND_OPEN) stats.refused(code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(code));
+    // A session refused (a standby stripe's OPEN is no session yet: its TARGET is counted when refused).
+    if (hello.header.kind === KIND_OPEN && (hello.header.flags & HEADER_FLAG_STANDBY) === 0) stats.refused(code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(code));
     pipe.send(reply(k, hello, status, 0).bytes);
     pipe.shutdown();
     guardedTimeout("refusal linger", () => pipe.close(), REFUSE_LINGER_MS).unref();
@@ -274,7 +369,8 @@ export function startServer(opts: ServerOptions): StriperServer {
       case "refuse":
         return refuse(pipe, k, hello, a.status, a.code, a.reason);
       case "open": {
-        const opened = openSession(a.key, hello.header.window, a.target, a.membership, source, pipe.remote);
+        if (a.standby) return standby(pipe, k, source, hello, r.leftover, a.key, a.membership);
+        const opened = openSession(a.key, hello.header.window, a.destination, a.membership, source, pipe.remote);
         if (opened === undefined) {
           return refuse(pipe, k, hello, STATUS_REFUSED, "E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}`);
         }
@@ -292,24 +388,77 @@ export function startServer(opts: ServerOptions): StriperServer {
     }
     pending.delete(pipe);
     gate.leave(pipe);
+    countStripe(pipe, source);
+    const out = reply(k, hello, STATUS_OK, session.opts.window);
+    pipe.send(out.bytes);
+    const h = hello.header;
+    const where = remotes.get(session);
+    if (where !== undefined && h.stripeIndex < policy.maxStripes) where[h.stripeIndex] = pipe.remote;
+    // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
+    const c = carrierOf(pipe, out.sealer, hello, r.leftover);
+    session.attach(h.stripeIndex, h.generation, c.carrier, c.leftover);
+    pipe.resume();
+  };
+
+  /** Counts an authenticated stripe connection against its source's limit until it closes. */
+  const countStripe = (pipe: TcpPipe, source: string): void => {
     stripesBySource.set(source, (stripesBySource.get(source) ?? 0) + 1);
     pipe.whenClosed(() => {
       const n = (stripesBySource.get(source) ?? 1) - 1;
       if (n > 0) stripesBySource.set(source, n);
       else stripesBySource.delete(source);
     });
-    const out = reply(k, hello, STATUS_OK, session.opts.window);
+  };
+
+  /** The carrier of an accepted stripe: sealed records (keyed) or the connection itself (plain). */
+  const carrierOf = (pipe: TcpPipe, sealer: RecordSealer | undefined, hello: ClientHello, leftover: Uint8Array): { carrier: Pipe; leftover: Uint8Array | undefined } =>
+    sealer !== undefined && hello.key !== undefined
+      ? { carrier: new SealedPipe(pipe, { sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover }), leftover: undefined }
+      : { carrier: pipe, leftover };
+
+  /**
+   * An OPEN with HEADER_FLAG_STANDBY: reply OK with the window the session will have, and hold the stripe
+   * (src/proxy/standby.ts) until its TARGET frame opens the session — or until it expires or goes. A held
+   * standby is a stripe connection of its source (--max-stripes-per-source) and holds the receive window
+   * its reply promised (granted now, given back if no session comes of it); it is no session yet, so the
+   * abandoned-session rule cannot touch it.
+   */
+  const standby = (pipe: TcpPipe, k: Keys, source: string, hello: ClientHello, leftover: Uint8Array, key: string, member: Membership): void => {
+    const blocked = standbys.blocker(source);
+    if (blocked !== undefined) return refuse(pipe, k, hello, STATUS_REFUSED, "E_STANDBY_LIMIT", blocked);
+    const window = factory.grant();
+    if (window === 0) return refuse(pipe, k, hello, STATUS_REFUSED, "E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}`);
+    pending.delete(pipe);
+    gate.leave(pipe);
+    countStripe(pipe, source);
+    const out = reply(k, hello, STATUS_OK, window);
     pipe.send(out.bytes);
+    const c = carrierOf(pipe, out.sealer, hello, leftover);
+    standbys.add(key, source);
+    held.add(c.carrier);
     const h = hello.header;
-    const where = remotes.get(session);
-    if (where !== undefined && h.stripeIndex < policy.maxStripes) where[h.stripeIndex] = pipe.remote;
-    if (out.sealer !== undefined && hello.key !== undefined) {
-      // Keyed: records both ways from seal number 2; the 0-RTT records that came with the hello first.
-      const sealed = new SealedPipe(pipe, { sealer: out.sealer, opener: new RecordOpener(hello.key, FIRST_FRAME_COUNTER), leftover: r.leftover });
-      session.attach(h.stripeIndex, h.generation, sealed);
-    } else {
-      session.attach(h.stripeIndex, h.generation, pipe, r.leftover);
-    }
+    holdStandby(c.carrier, standbyIdleMs, (end) => {
+      standbys.remove(key, source);
+      held.delete(c.carrier);
+      if (end.kind !== "taken") return factory.ungrant(window);
+      const to = destinationFromOptions(end.frame.options);
+      const blocker = to instanceof StriperError ? undefined : registry.live(key) !== undefined ? { code: "E_INTERNAL", reason: "session id in use" } : registry.openBlocker(source);
+      const problem = to instanceof StriperError ? { code: to.code, reason: to.message } : blocker;
+      if (problem !== undefined) {
+        factory.ungrant(window);
+        // Before any session exists: a RESET as the first frame ends the client's session with the reason.
+        damage.refused(pipe.remote, problem.code, `standby stripe not opened: ${problem.reason}`);
+        stats.refused(problem.code === "E_SESSION_LIMIT" ? "limit" : reasonLabel(problem.code));
+        c.carrier.send(encodeFrame(FRAME_RESET, 0, ResetCode.PeerFailed, encodeResetReason(`${problem.code} ${problem.reason}`)));
+        c.carrier.shutdown();
+        guardedTimeout("refusal linger", () => c.carrier.close(), REFUSE_LINGER_MS).unref();
+        return;
+      }
+      // Never undefined: the window was granted at the reply.
+      const session = openSession(key, end.frame.window, to as Destination, member, source, pipe.remote, window)!;
+      remotes.get(session)![h.stripeIndex] = pipe.remote;
+      session.attach(h.stripeIndex, h.generation, c.carrier, end.rest);
+    });
     pipe.resume();
   };
 
@@ -361,10 +510,11 @@ export function startServer(opts: ServerOptions): StriperServer {
   const listener: TcpListener = listenTcp(opts.listen, onStripe);
   const ids = opts.auth.mode === "keyed" ? ` keys ${keys.ids.join(",")}` : "";
   stats.listener = formatAddress({ host: opts.listen.host, port: listener.port });
+  const serves = [opts.target !== undefined ? `target ${formatAddress(opts.target)}` : "", opts.allow?.length ? `allow ${opts.allow.map((a) => escapeText(a)).join(" ")}` : ""];
   log(
-    `server listening on ${stats.listener} target ${formatAddress(opts.target)}${ids}; ` +
+    `server listening on ${stats.listener} ${serves.filter((x) => x !== "").join(" ")}${ids}; ` +
       `${describeLimits(fds.limits)}; ${maxUnauth} unauthenticated at most; ${maxSessions} sessions, ${registry.maxPerSource} per source; ${maxStripesPerSource} stripes per source; ` +
-      `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
+      `${maxStandby} standby stripes; receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
   );
   const floors = Math.floor(factory.windows.limit / windowCost(MIN_WINDOW));
   if (floors < maxSessions) {
@@ -383,6 +533,15 @@ export function startServer(opts: ServerOptions): StriperServer {
     get unauthenticated() {
       return gate.active;
     },
+    destinationRefusals,
+    get standby() {
+      return standbys.size;
+    },
+    setAllow(rules) {
+      const parsed = parseAllowRules(rules);
+      targets.setPolicy({ defaultTarget: targets.current.defaultTarget, rules: parsed });
+      log(`allowlist now ${parsed.length === 0 ? "empty" : parsed.map((r) => escapeText(r.text)).join(" ")}`);
+    },
     setKeys(auth) {
       if (auth.mode !== opts.auth.mode) throw new StriperError("E_CONFIG", `cannot switch from ${opts.auth.mode} to ${auth.mode} stripes without a restart`);
       keys = keysOf(auth);
@@ -391,6 +550,12 @@ export function startServer(opts: ServerOptions): StriperServer {
     drain() {
       // The listener stays open: re-dialled stripes of live sessions must still reach them (JOIN).
       registry.stopOpening({ code: "E_DRAINING", reason: "draining" });
+      // Standby stripes would only open sessions to be refused: end them cleanly (the clients' pools
+      // drop them; their refills are refused), so new sessions get the OPEN's REFUSED reply instead.
+      for (const p of [...held]) {
+        p.shutdown();
+        guardedTimeout("standby drain linger", () => p.close(), REFUSE_LINGER_MS).unref();
+      }
       return stats.idle();
     },
     stop(reason = new BrokenError("E_SHUTDOWN", "server proxy shutting down")) {
@@ -402,6 +567,7 @@ export function startServer(opts: ServerOptions): StriperServer {
       lines.close();
       stats.close();
       for (const p of [...pending]) p.close(SILENCE_OVER);
+      for (const p of [...held]) p.close(reason);
       for (const s of [...registry.sessions.values()]) s.close(reason);
     },
   };

@@ -55,12 +55,27 @@ export class SessionFactory {
   }
 
   /**
+   * A receive window granted now against the receive memory (at most the configured one), or 0 when
+   * not even the smallest fits. For a window promised before its session exists (a standby stripe's
+   * reply): pass it to open() later, or give it back with ungrant() if no session comes of it.
+   */
+  grant(): number {
+    return this.windows.open(this.opts.window);
+  }
+
+  /** A window from grant() that no session took (the standby stripe expired, went, or was refused). */
+  ungrant(window: number): void {
+    this.windows.close(window);
+  }
+
+  /**
    * A new session with a receive window granted against the receive memory (at most the configured
    * one), or undefined when not even the smallest window fits: refuse it. `peerWindow` is the far
-   * side's, when already known. Give it back with release() when the session has ended.
+   * side's, when already known. `granted`: a window from grant() (promised to the peer earlier), used
+   * as it is. Give it back with release() when the session has ended.
    */
-  open(peerWindow = this.opts.window): StripedPipe | undefined {
-    const window = this.windows.open(this.opts.window);
+  open(peerWindow = this.opts.window, granted?: number): StripedPipe | undefined {
+    const window = granted ?? this.windows.open(this.opts.window);
     if (window === 0) return undefined;
     let session: StripedPipe;
     try {

@@ -56,6 +56,14 @@ export const REPLY_FIXED_SIZE = 1 + 1 + 2 + 4;
 /** A TLV option's own header: type u8, length u16. */
 export const TLV_HEADER_SIZE = 3;
 
+/**
+ * Header flag (OPEN only): a standby stripe, opened ahead of need with no destination; its session
+ * starts when the client sends a TARGET frame on it (issue 13, docs/protocol.md §3.15).
+ */
+export const HEADER_FLAG_STANDBY = 0x0001;
+/** Header option (OPEN, TARGET frame): where the session goes; absent = the server's own target. */
+export const OPT_DESTINATION = 1;
+
 /** Reply status: the stripe is attached; frames follow. */
 export const STATUS_OK = 0;
 /** Reply status: a JOIN named a session the server does not have. */

@@ -187,6 +187,18 @@ function readOptions(body: Uint8Array, at: number): Tlv[] | undefined {
   return out;
 }
 
+/** The options alone, as a header carries them after its fixed part (a TARGET frame's payload). */
+export function encodeOptions(options: readonly Tlv[]): Uint8Array {
+  const buf = new Uint8Array(optionsSize(options));
+  writeOptions(new DataView(buf.buffer), buf, 0, options);
+  return buf;
+}
+
+/** Options from a body that holds nothing else; undefined when one is truncated. */
+export function readOptionsBody(body: Uint8Array): Tlv[] | undefined {
+  return readOptions(body, 0);
+}
+
 /** Encodes a header body (version 2). Throws RangeError on out-of-range fields (a caller's bug). */
 export function encodeHeader(h: ClientHeader): Uint8Array {
   checkUint("kind", h.kind, 8);

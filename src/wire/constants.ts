@@ -30,6 +30,13 @@ export enum FrameType {
   Fin = 4,
   /** Abort the whole session. value = reset code; payload = UTF-8 reason. */
   Reset = 5,
+  /**
+   * Client → server, only as the first frame of a standby stripe the client takes for a session (issue
+   * 13): value = the client's receive window; payload = header options (the destination, or none).
+   */
+  Target = 6,
+  /** Server → client, once: the target is connected; its bytes follow. value = 0, no payload. */
+  Opened = 7,
 }
 
 /** Frame type: bytes of the stream at a byte offset. value = offset. */
@@ -44,8 +51,12 @@ export const FRAME_PONG = FrameType.Pong;
 export const FRAME_FIN = FrameType.Fin;
 /** Frame type: abort the whole session. value = reset code; payload = UTF-8 reason. */
 export const FRAME_RESET = FrameType.Reset;
+/** Frame type: a standby stripe is taken; value = receive window, payload = options (client → server). */
+export const FRAME_TARGET = FrameType.Target;
+/** Frame type: the server's connection to the target is established (server → client). */
+export const FRAME_OPENED = FrameType.Opened;
 /** Highest defined frame type; anything above is E_UNKNOWN_FRAME. */
-export const FRAME_TYPE_MAX = FrameType.Reset;
+export const FRAME_TYPE_MAX = FrameType.Opened;
 
 /** ACK flag: the sender of the ACK has received the peer's data-level FIN (and all data before it). */
 export const ACK_FLAG_FIN = 0x01;
@@ -63,8 +74,16 @@ export enum ResetCode {
   Protocol = 3,
   /** The proxy is shutting down. */
   Shutdown = 4,
-  /** The target could not be reached. */
+  /** The target could not be reached (other than the codes below: network or host unreachable...). */
   TargetUnreachable = 5,
+  /** The destination is not allowed: no rule allows it, or it is a special address no rule names. */
+  NotAllowed = 6,
+  /** The destination's name did not resolve (no such name, no address, the lookup timed out). */
+  TargetUnresolved = 7,
+  /** The target refused the connection. */
+  TargetRefused = 8,
+  /** The target did not answer within the connect deadline. */
+  TargetTimeout = 9,
 }
 
 /** RESET code: the app or target connection was reset or failed. */
@@ -77,6 +96,14 @@ export const RESET_PROTOCOL = ResetCode.Protocol;
 export const RESET_SHUTDOWN = ResetCode.Shutdown;
 /** RESET code: the target could not be reached. */
 export const RESET_TARGET_UNREACHABLE = ResetCode.TargetUnreachable;
+/** RESET code: the destination is not allowed by the server. */
+export const RESET_NOT_ALLOWED = ResetCode.NotAllowed;
+/** RESET code: the destination's name did not resolve. */
+export const RESET_TARGET_UNRESOLVED = ResetCode.TargetUnresolved;
+/** RESET code: the target refused the connection. */
+export const RESET_TARGET_REFUSED = ResetCode.TargetRefused;
+/** RESET code: the target did not answer in time. */
+export const RESET_TARGET_TIMEOUT = ResetCode.TargetTimeout;
 /** A RESET's sender encodes at most this many UTF-16 code units of its reason (up to 3 bytes each in UTF-8). */
 export const RESET_REASON_CHARS = 200;
 /** A RESET's receiver decodes at most this many bytes of the reason. */

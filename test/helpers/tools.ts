@@ -1,6 +1,6 @@
 /**
- * External tools the suite runs for real: promtool (Debian package prometheus), chromium, and
- * systemd-analyze (package systemd). .ci/run installs whichever is missing; a test that needs one
+ * External tools the suite runs for real: promtool (Debian package prometheus), chromium,
+ * systemd-analyze (package systemd) and curl (test/helpers/socks.ts). .ci/run installs whichever is missing; a test that needs one
  * fails with the package to install rather than skipping.
  */
 
