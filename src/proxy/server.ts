@@ -207,9 +207,10 @@ export function startServer(opts: ServerOptions): StriperServer {
   const held = new Set<Pipe>();
   const maxSessions = opts.maxSessions ?? 1024;
   const registry = new SessionRegistry<StripedPipe>(maxSessions, { maxPerSource: opts.maxSessionsPerSource });
-  // A standby stripe holds the receive window its reply promised (the client may send that much once it
-  // is taken), so the floors kept in the receive memory cover held standbys as well as sessions.
-  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer, maxSessions: maxSessions + maxStandby });
+  // A held standby stripe holds the receive window its reply promised (the client may send that much
+  // once it is taken); it counts as one of the sessions the floors are kept for, being one to come.
+  // Past --max-sessions of both, a standby's grant may find no room: refused, its pool backs off.
+  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer, maxSessions });
   const fds = connectionGate();
   // Salts of hellos seen within the time window; hellos from before this start are refused (§14.3).
   const replay = new ReplaySet({ sinceMs: wall() });
