@@ -22,6 +22,7 @@ import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
 import { ConnectionGate, connectionLimits, readNofileLimit, setConnectionGate, setConnectionGateLog } from "./util/fdlimit.ts";
 import { VERSION } from "./version.ts";
+import { writeSync } from "node:fs";
 
 /** Where lines go: text on stderr until the command line has said otherwise (--log-format). */
 let log: LogSink = stderrLog;
@@ -170,20 +171,20 @@ async function run(argv: string[]): Promise<void> {
   const cmd = await loadCommand(argv);
   switch (cmd.mode) {
     case "help":
-      process.stdout.write(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
+      writeOut(`${USAGE[cmd.topic] ?? USAGE.main}\n`);
       return;
     case "version":
-      process.stdout.write(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
+      writeOut(`tcp-striper ${VERSION} (bun ${Bun.version}, ${process.platform}-${process.arch})\n`);
       return;
     case "keygen":
-      process.stdout.write(`${generateKey()}\n`);
+      writeOut(`${generateKey()}\n`);
       return;
   }
   if (cmd.global["log-format"] === "json") log = new Logger({ format: "json" }).sink;
   if (cmd.check) {
     authOf(cmd); // the keys are part of what is checked
     const n = cmd.listeners.length;
-    process.stdout.write(`config ok: ${cmd.mode} mode, ${n} listener${n === 1 ? "" : "s"}${cmd.configPath ? ` (${cmd.configPath})` : ""}\n`);
+    writeOut(`config ok: ${cmd.mode} mode, ${n} listener${n === 1 ? "" : "s"}${cmd.configPath ? ` (${cmd.configPath})` : ""}\n`);
     return;
   }
   switch (cmd.mode) {
@@ -236,6 +237,38 @@ async function run(argv: string[]): Promise<void> {
     },
     signals,
   });
+}
+
+/**
+ * Writes a command's answer to standard output. Synchronous, so a reader that has gone away (`keygen |
+ * head -c0`, a closed descriptor) is an error caught here — one line and exit 1 — and not an 'error'
+ * event on process.stdout that Bun reports with a stack trace.
+ */
+function writeOut(text: string): void {
+  const bytes = Buffer.from(text);
+  for (let at = 0; at < bytes.byteLength; ) {
+    try {
+      at += writeSync(1, bytes, at);
+      continue;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? "E_OUTPUT";
+      if (code === "EAGAIN") {
+        Bun.sleepSync(1); // a non-blocking pipe that is full: its reader is slow, not gone
+        continue;
+      }
+      failOutput(code);
+    }
+  }
+}
+
+/** One line on standard error (when it is still there) and exit 1. */
+function failOutput(code: string): never {
+  try {
+    writeSync(2, `error: E_OUTPUT cannot write to standard output: ${code}\n`);
+  } catch {
+    // standard error is gone too: the exit code is all that is left
+  }
+  process.exit(1);
 }
 
 const argv = process.argv.slice(2);

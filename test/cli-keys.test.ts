@@ -85,6 +85,16 @@ describe("keygen", () => {
     expect(await help.exited).toBe(0);
     expect(await help.stdout).toContain("chmod 600");
   });
+
+  test("a reader that has gone away (`keygen | head -c0`): one line on stderr and exit 1, no stack trace", async () => {
+    // The pipe's only reader (`true`) has exited before keygen starts, so its write must fail with EPIPE:
+    // no race with the reader, unlike `| head -c0`.
+    const err = join(dir, "keygen-epipe.err");
+    const script = `exec 3> >(exec true); wait $!; "$0" "$1" keygen >&3 2>"$2"; echo "exit $?"`;
+    const sh = Bun.spawn(["bash", "-c", script, process.execPath, MAIN, err], { env: env(), stdout: "pipe", stderr: "inherit" });
+    expect(await new Response(sh.stdout).text()).toBe("exit 1\n");
+    expect(await Bun.file(err).text()).toBe("error: E_OUTPUT cannot write to standard output: EPIPE\n");
+  });
 });
 
 describe("server and client keys", () => {
