@@ -172,7 +172,7 @@ describe("options", () => {
   const parse = (...argv: string[]) => parseOptions(argv, SCENARIOS);
 
   test("defaults: every scenario, 3 runs, 4 MB/s, 10 ms, stripes 1..16", () => {
-    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "ops", "socks", "shortconn"] });
+    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "ops", "socks", "shortconn", "attacks"] });
   });
 
   test("--quick means one run unless --runs says otherwise", () => {
@@ -196,7 +196,7 @@ describe("options", () => {
     [["--cap", "fast"], '--cap wants a number in [0.01, 10000], got "fast"'],
     [["--stripes", "1,2.5"], '--stripes wants whole numbers, got "2.5"'],
     [["--stripes", "1,65"], '--stripes wants a number in [1, 64], got "65"'],
-    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, socks, shortconn, got "bogus"'],
+    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, socks, shortconn, attacks, got "bogus"'],
     [["--runs"], "--runs needs a value (K)"],
     [["--runs", "--quick"], "--runs needs a value (K)"],
     [["--runs", "2", "--runs", "3"], "--runs given twice"],

@@ -22,6 +22,7 @@ import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
 import { serveAsWorker, workerSpecOf, type WorkerServer, type WorkerSpec } from "./proxy/workers.ts";
 import { balancersOf, runFleet, workerCount, workerLog, workerOptions } from "./ops/fleet.ts";
+import { ConnectionGate, connectionLimits, readNofileLimit, setConnectionGate, setConnectionGateLog } from "./util/fdlimit.ts";
 import { VERSION } from "./version.ts";
 import { writeSync } from "node:fs";
 
@@ -110,7 +111,10 @@ function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
             handshakeRate: g["handshake-rate"],
             handshakeBurst: g["handshake-burst"],
             maxSessions: g["max-sessions"],
+            maxSessionsPerSource: g["max-sessions-per-source"],
+            maxStripesPerSource: g["max-stripes-per-source"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -142,6 +146,7 @@ function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -216,6 +221,10 @@ async function run(argv: string[]): Promise<void> {
   }
   if (spec !== undefined) log = workerLog(log, spec.index);
   const signals = processSignals(); // before any listener: no signal may find the default action
+  // Every connection of the process counts against one gate below the descriptor limit (issue 10).
+  setConnectionGateLog(log);
+  const maxConnections = cmd.global["max-connections"];
+  if (maxConnections !== undefined) setConnectionGate(new ConnectionGate(connectionLimits(readNofileLimit()?.soft, maxConnections), (line) => log(line)));
   const started = startMode(cmd, spec);
   const sources = started.map((s) => s.source);
   const source = sources.every((s) => s !== undefined) ? combineSources(sources) : undefined;

@@ -105,8 +105,8 @@ describe("server and client keys", () => {
     const port = await server.listeningPort("server");
     const client = spawn(clientArgs(port), { STRIPER_KEY: key });
     await roundTrip(await client.listeningPort("client"), 1);
-    expect(server.text).toMatch(/server listening on \S+ target \S+ keys [0-9a-f]{8}\n/);
-    expect(client.text).toMatch(/client listening on .* key [0-9a-f]{8}\n/);
+    expect(server.text).toMatch(/server listening on \S+ target \S+ keys [0-9a-f]{8}; descriptor limit /);
+    expect(client.text).toMatch(/client listening on .* key [0-9a-f]{8}; descriptor limit /);
     for (const p of [server, client]) expect(p.text).not.toContain(key);
   });
 

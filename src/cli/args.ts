@@ -8,7 +8,8 @@
  */
 
 import { StriperError, UsageError } from "../errors.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_RECEIVE_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_SESSIONS_PER_SOURCE } from "../proxy/registry.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { cidrProblem } from "../proxy/proxyproto.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
@@ -132,7 +133,12 @@ export const OPTIONS = [
   { name: "join-ports", modes: ["server"], type: { kind: "text", pattern: /^(0|\d{1,5}-\d{1,5})$/, expect: "FIRST-LAST (worker k listens on FIRST + k) or 0 (any free port)" }, arg: "FIRST-LAST", scope: "listener", defaultText: "the listen port + 1 + worker", help: "with --workers above 1: each worker's own port for the stripes of its sessions, told to clients in the reply that opens a session" },
   { name: "advertise-join", modes: ["server"], type: { kind: "enum", values: ["on", "off"] }, arg: "on|off", scope: "listener", default: "on", help: "tell clients the join port; off behind a load balancer, whose clients must not bypass it (their stripes then find the worker through wrong-worker answers)" },
   { name: "proxy-protocol-from", modes: ["server"], type: { kind: "text", pattern: /^[0-9a-fA-F:.]+(\/\d{1,3})?$/, expect: "an IPv4 or IPv6 address or CIDR block" }, arg: "CIDR", scope: "listener", repeatable: true, help: "a load balancer: its connections must open with a PROXY protocol v2 header (HAProxy send-proxy-v2), whose client address counts for logs and limits; anyone else's header is refused like garbage" },
-  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together (a server's workers each have this much)" },
+  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together beyond each one's guaranteed 256 KiB; a session whose far side stops acknowledging is set apart (a server's workers each have this much)" },
+  // Issue 10: what one peer can hold (README "Limits").
+  { name: "max-sessions-per-source", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_SESSIONS_PER_SOURCE, help: "sessions one source address (IPv6: one /64) may hold at once; more OPENs are refused (E_SOURCE_LIMIT)" },
+  { name: "max-stripes-per-source", modes: ["server"], type: { kind: "int", min: 1, max: 10_000_000 }, arg: "N", scope: "process", defaultText: "half the accepted-connection limit", help: "authenticated stripe connections one source address (IPv6: one /64) may hold at once; more are refused (E_SOURCE_LIMIT)" },
+  { name: "max-receive-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_RECEIVE_BUFFER, help: "memory all reorder buffers may use together: receive windows are granted against it and shrink under load; a session for which not even 64 KiB fits is refused (E_RECEIVE_MEMORY)" },
+  { name: "max-connections", modes: SESSION_MODES, type: { kind: "int", min: 1, max: 10_000_000 }, arg: "N", scope: "process", defaultText: "the descriptor limit less a reserve", help: "connections accepted at once; beyond, new ones are reset until the count falls 5 % below; never above what the descriptor limit allows" },
 
   // Operations.
   { name: "metrics", modes: SESSION_MODES, type: { kind: "address" }, arg: "HOST:PORT", scope: "process", help: "serve /metrics, /healthz, /api/sessions and the dashboard here (off by default)" },

@@ -23,6 +23,7 @@ import type { HandshakeParser } from "../wire/handshake.ts";
 import { destinationFromOptions, type Destination } from "./destination.ts";
 import { wantedWorker } from "./join.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
+import { guardedTimeout } from "../util/guard.ts";
 
 // --- Keys --------------------------------------------------------------------------------------------
 
@@ -154,7 +155,7 @@ export function readHandshake<T>(
       }
     }
   };
-  const timer = setTimeout(() => {
+  const timer = guardedTimeout("handshake deadline", () => {
     finish(new BrokenError("E_HANDSHAKE_TIMEOUT", `no handshake within ${opts.deadlineMs} ms`));
   }, opts.deadlineMs);
   const ready = opts.onReady ?? (() => {});
@@ -228,7 +229,8 @@ export interface AdmissionPolicy {
  * Decides what happens to a stripe whose first message authenticated (under the key `keyId`) and passed
  * the time and replay checks, in the order of docs/protocol.md §3.10 step 8: kind and stripe index, stripe
  * count, session lookup; for a live session the key that opened it and the secret (OPEN) or the join
- * proof (JOIN), compared in constant time; then the open limits. `memberOf` says how a live session was
+ * proof (JOIN), compared in constant time; a session that ended stays ended; then the open limits, in
+ * all and for `source` (the stripe's address; IPv6: its /64). `memberOf` says how a live session was
  * opened. Pure: it reads `sessions` and changes nothing.
  */
 export function admit<S>(
@@ -237,6 +239,7 @@ export function admit<S>(
   sessions: SessionLookup<S>,
   policy: AdmissionPolicy,
   memberOf: (session: S) => Membership,
+  source?: string,
 ): Admission<S> {
   const refuse = (status: RefuseStatus, code: string, reason: string): Admission<S> => ({ kind: "refuse", status, code, reason });
   const h = hello.header;
@@ -261,6 +264,8 @@ export function admit<S>(
     if (!proven || m.keyId !== keyId) return { kind: "silent", reason: "bad-member" };
     return { kind: "attach", key, session: live };
   }
+  // An ended session is not opened again under its id: a late OPEN would start its stream over.
+  if (sessions.ended(key)) return refuse(STATUS_UNKNOWN_SESSION, "E_SESSION_ENDED", `session ${key.slice(0, 12)} has ended`);
   if (h.kind === KIND_JOIN) {
     // Only a JOIN that names a worker, on a server of several, learns that another one may hold it.
     const wanted = policy.worker === undefined ? undefined : wantedWorker(h.options);
@@ -274,7 +279,7 @@ export function admit<S>(
   const standby = (h.flags & HEADER_FLAG_STANDBY) !== 0;
   // A standby stripe learns its destination from its TARGET frame; one in the header is a client bug.
   if (standby && destination.kind !== "server-default") return refuse(STATUS_REFUSED, "E_BAD_DESTINATION", "a standby stripe with a destination");
-  const blocker = sessions.openBlocker();
+  const blocker = sessions.openBlocker(source);
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
   return { kind: "open", key, destination, standby, membership: { secret: new Uint8Array(h.secret), keyId } };
 }
