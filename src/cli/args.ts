@@ -140,6 +140,7 @@ export const OPTIONS = [
   // link: a capped route for tests and benchmarks.
   { name: "rate", modes: ["link"], type: { kind: "numbers", min: 0, max: Infinity }, arg: "MBPS[,MBPS...]", scope: "listener", defaultText: "0", help: "per-connection cap in MB/s (10^6 bytes/s), each direction; a list is assigned to connections in turn; 0 = uncapped" },
   { name: "delay", modes: ["link"], type: { kind: "number", min: 0, max: Infinity }, arg: "MS", scope: "listener", defaultText: "0", help: "added one-way delay, each direction" },
+  { name: "connect-delay", modes: ["link"], type: { kind: "number", min: 0, max: 60_000 }, arg: "MS", scope: "listener", defaultText: "0", help: "hold each new connection this long before forwarding it: the round trip a TCP handshake costs on the route the link stands for (e.g. 2 × --delay)" },
   { name: "burst", modes: ["link"], type: { kind: "number", min: 1, max: Infinity }, arg: "BYTES", scope: "listener", defaultText: "max(16 KiB, 20 ms of the rate)", help: "token bucket depth" },
 
   // demo.
