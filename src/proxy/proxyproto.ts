@@ -23,6 +23,7 @@
 
 import { BlockList, isIP } from "node:net";
 import { StriperError } from "../errors.ts";
+import { formatIp } from "./ip.ts";
 import type { Address } from "../pipe/tcp.ts";
 import { HandshakeRejected, type HandshakeParser } from "../wire/handshake.ts";
 
@@ -55,27 +56,13 @@ export interface ProxyHeader {
   readonly destination?: Address;
 }
 
-/** Formats 16 bytes as an IPv6 address (RFC 5952: lower case, the longest run of zero groups as ::). */
+/**
+ * Formats 16 bytes as an IPv6 address (RFC 5952, src/proxy/ip.ts). An IPv4-mapped address is an IPv4
+ * client behind a dual-stack balancer: named as IPv4.
+ */
 export function formatIpv6(b: Uint8Array): string {
-  const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i]! << 8) | b[i + 1]!);
-  // An IPv4-mapped address is an IPv4 client behind a dual-stack balancer: name it as IPv4.
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  let bestAt = -1;
-  let bestLen = 1; // a single zero group is not shortened (RFC 5952 §4.2.2)
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [bestAt, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
-  if (bestAt < 0) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
+  const mapped = b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+  return formatIp(mapped ? b.subarray(12, 16) : b.subarray(0, 16));
 }
 
 const invalid = () => ({ kind: "invalid" as const, error: new HandshakeRejected("bad-proxy") });
