@@ -12,6 +12,7 @@
  *   workerLog       a worker's log lines, prefixed "worker k: ".
  */
 
+import { KeyError } from "../secure/errors.ts";
 import type { RunConfig, Values } from "../cli/args.ts";
 import { UsageError } from "../errors.ts";
 import { formatAddress, type Address } from "../pipe/tcp.ts";
@@ -127,6 +128,16 @@ export async function runFleet(o: FleetRunOptions): Promise<void> {
         },
       ],
       log,
+      // A key file that cannot be read or parsed refuses the reload here, before any worker is asked: the
+      // primary's line then says what the workers would each have refused.
+      prepare: (next) => {
+        try {
+          o.checkKeys(next);
+        } catch (err) {
+          if (err instanceof KeyError) throw new Error(`${err.code} ${err.message}`);
+          throw err;
+        }
+      },
       apply: () => fleet.reload(),
       signals: forwarding,
       // No worker ready (all of them restarting) is not a server a balancer should send sessions to.
