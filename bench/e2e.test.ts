@@ -187,7 +187,7 @@ describe("options", () => {
   const parse = (...argv: string[]) => parseOptions(argv, SCENARIOS);
 
   test("defaults: every scenario, 3 runs, 4 MB/s, 10 ms, stripes 1..16", () => {
-    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "windowed", "ops", "socks", "shortconn"] });
+    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "windowed", "ops", "socks", "shortconn", "attacks"] });
   });
 
   test("--quick means one run unless --runs says otherwise", () => {
@@ -211,7 +211,7 @@ describe("options", () => {
     [["--cap", "fast"], '--cap wants a number in [0.01, 10000], got "fast"'],
     [["--stripes", "1,2.5"], '--stripes wants whole numbers, got "2.5"'],
     [["--stripes", "1,65"], '--stripes wants a number in [1, 64], got "65"'],
-    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn, got "bogus"'],
+    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn, attacks, got "bogus"'],
     [["--runs"], "--runs needs a value (K)"],
     [["--runs", "--quick"], "--runs needs a value (K)"],
     [["--runs", "2", "--runs", "3"], "--runs given twice"],
@@ -260,7 +260,7 @@ describe("process plans", () => {
     expect(p.entry).toBe(1004);
     expect(p.procs.map((x) => [x.name, x.argv.join(" ")])).toEqual([
       ["target", "bench/tools/target.ts --port 1001 --hash 1 --seed 1 --mode sink"],
-      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001 --key-file bench.key"],
+      ["server", "src/main.ts server --listen 127.0.0.1:1003 --target 127.0.0.1:1001 --key-file bench.key --workers 1"],
       ["link", "src/main.ts link --listen 127.0.0.1:1002 --target 127.0.0.1:1003 --rate 4,0.4 --delay 10"],
       ["client", "src/main.ts client --listen 127.0.0.1:1004 --peer 127.0.0.1:1002 --stripes 8 --key-file bench.key"],
     ]);

@@ -45,6 +45,12 @@ export const DEFAULT_SESSION_OPTIONS: Omit<SessionOptions, "role"> = {
 /** Default limit on the bytes all sessions of one proxy hold in their send stores. */
 export const DEFAULT_MAX_BUFFER = 32 * 1024 * 1024;
 
+/**
+ * Default limit on the memory all reorder buffers of one proxy may use together (src/stripe/budget.ts,
+ * ReceiveWindows): windows are granted against it as sessions open.
+ */
+export const DEFAULT_MAX_RECEIVE_BUFFER = 512 * 1024 * 1024;
+
 /** An inclusive integer range. */
 export interface Range {
   readonly min: number;

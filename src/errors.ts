@@ -28,6 +28,7 @@ export const ERROR_CODES = [
   "E_HANDLER", // a pipe's event handler threw
   "E_SOCKET", // a socket error without a system code
   "E_CONNECT", // a connect failed without a system code
+  "E_FD_LIMIT", // a connection not opened: the process is at its descriptor limit (src/util/fdlimit.ts)
   "E_MSG_TOO_LARGE", // datagram pipe: message above the maximum
   "E_TRUNCATED", // datagram pipe: end of stream inside a message
   // Wire protocol (docs/protocol.md §8): each one is a ProtocolError.
@@ -51,8 +52,15 @@ export const ERROR_CODES = [
   "E_STRIPE_COUNT",
   "E_UNKNOWN_SESSION",
   "E_SESSION_LIMIT",
+  "E_SOURCE_LIMIT", // a source address holds as many sessions or stripe connections as it may (--max-sessions-per-source, --max-stripes-per-source)
+  "E_SESSION_ENDED", // a stripe for a session that ended recently (its id stays ended)
+  "E_RECEIVE_MEMORY", // no receive window fits in --max-receive-buffer: the session is refused
+  "E_ABANDONED", // a server session lost every stripe before anything was delivered: released at once
   "E_REFUSED",
   "E_SESSION_LOST",
+  "E_WRONG_WORKER", // a JOIN reached a worker process that does not hold its session (src/proxy/join.ts)
+  "E_JOIN_UNREACHABLE", // the join port a server advertised did not answer: the client uses the main address
+  "E_WORKER", // a worker process could not start or stopped unexpectedly (src/proxy/workers.ts)
   "E_SHUTDOWN",
   "E_DRAINING", // a new session refused while the proxy drains (SIGTERM): live ones go on
   "E_DRAIN_TIMEOUT", // the drain deadline passed with the session still live (src/ops/lifecycle.ts)

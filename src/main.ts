@@ -20,6 +20,9 @@ import { startServer } from "./proxy/server.ts";
 import { loadUsers, type SocksUsers } from "./proxy/users.ts";
 import { Logger, stderrLog, type LogEvent, type LogSink } from "./proxy/log.ts";
 import { statsEvents } from "./proxy/stats.ts";
+import { serveAsWorker, workerSpecOf, type WorkerServer, type WorkerSpec } from "./proxy/workers.ts";
+import { balancersOf, runFleet, workerCount, workerLog, workerOptions } from "./ops/fleet.ts";
+import { ConnectionGate, connectionLimits, readNofileLimit, setConnectionGate, setConnectionGateLog } from "./util/fdlimit.ts";
 import { VERSION } from "./version.ts";
 import { writeSync } from "node:fs";
 
@@ -38,6 +41,8 @@ interface Started {
    * theirs. The place for further live settings (issue 13: the allowlist).
    */
   reload?: (values: Values, auth: StripeAuth) => void;
+  /** The server, in a worker process (for its reports to the primary). */
+  server?: WorkerServer;
 }
 
 /** Starts every listener of `cmd`; if one cannot bind, stops those already started and throws. */
@@ -56,12 +61,12 @@ function startAll(cmd: RunConfig, start: (l: RunConfig["listeners"][number]) => 
  * The stripe authentication of every listener, loaded before any starts: a missing or malformed key is a
  * one-line KeyError (exit 2), a key file others may read a warning line.
  */
-function authOf(cmd: RunConfig): Map<Values, StripeAuth> {
+function authOf(cmd: RunConfig, warn = true): Map<Values, StripeAuth> {
   const out = new Map<Values, StripeAuth>();
   if (cmd.mode !== "server" && cmd.mode !== "client") return out;
   for (const l of cmd.listeners) {
     const r = resolveAuth({ keyFile: l["key-file"], noAuth: l["no-auth"] }, process.env);
-    for (const w of r.warnings) log(`warning: ${w}`);
+    if (warn) for (const w of r.warnings) log(`warning: ${w}`);
     out.set(l, r.auth);
   }
   return out;
@@ -80,15 +85,21 @@ function usersOf(l: Values): SocksUsers | undefined {
   }
 }
 
-function startMode(cmd: RunConfig): Started[] {
+/**
+ * Starts the listeners of `cmd`. In a worker of a server (`spec`), each server shares its port with the
+ * other workers and opens a join port of its own (src/ops/fleet.ts).
+ */
+function startMode(cmd: RunConfig, spec: WorkerSpec | undefined): Started[] {
   const g = cmd.global;
-  const auth = authOf(cmd);
+  const auth = authOf(cmd, spec === undefined); // a worker's primary has warned already
   switch (cmd.mode) {
     case "server":
       return startAll(cmd, (l) => {
-        const s = listenOrFail(l.listen!, "", () =>
+        const scaling = workerOptions(l, cmd.listeners.indexOf(l), spec);
+        const s = listenOrFail(scaling.listen, "", () =>
           startServer({
-            listen: l.listen!,
+            ...scaling,
+            balancers: balancersOf(l),
             target: l.target,
             allow: l.allow,
             connectTimeoutMs: l["connect-timeout"],
@@ -100,7 +111,10 @@ function startMode(cmd: RunConfig): Started[] {
             handshakeRate: g["handshake-rate"],
             handshakeBurst: g["handshake-burst"],
             maxSessions: g["max-sessions"],
+            maxSessionsPerSource: g["max-sessions-per-source"],
+            maxStripesPerSource: g["max-stripes-per-source"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -113,6 +127,7 @@ function startMode(cmd: RunConfig): Started[] {
             s.setKeys(a);
             s.setAllow(next.allow ?? []); // the rules were checked when the file was read
           },
+          server: s,
         };
       });
     case "client":
@@ -131,6 +146,7 @@ function startMode(cmd: RunConfig): Started[] {
             session: sessionFlags(l),
             handshakeTimeoutMs: l["handshake-timeout"],
             maxBuffer: g["max-buffer"],
+            maxReceiveBuffer: g["max-receive-buffer"],
             log,
           }),
         );
@@ -197,17 +213,30 @@ async function run(argv: string[]): Promise<void> {
       process.exit(0);
     }
   }
+  // A server of several worker processes: this is their primary (src/ops/fleet.ts).
+  const spec = workerSpecOf(process.env);
+  if (spec === undefined && workerCount(cmd) > 1) {
+    await runFleet({ cmd, argv, workers: workerCount(cmd), checkKeys: (c) => authOf(c), log });
+    return;
+  }
+  if (spec !== undefined) log = workerLog(log, spec.index);
   const signals = processSignals(); // before any listener: no signal may find the default action
-  const started = startMode(cmd);
+  // Every connection of the process counts against one gate below the descriptor limit (issue 10).
+  setConnectionGateLog(log);
+  const maxConnections = cmd.global["max-connections"];
+  if (maxConnections !== undefined) setConnectionGate(new ConnectionGate(connectionLimits(readNofileLimit()?.soft, maxConnections), (line) => log(line)));
+  const started = startMode(cmd, spec);
   const sources = started.map((s) => s.source);
+  const source = sources.every((s) => s !== undefined) ? combineSources(sources) : undefined;
   // Keys loaded by a reload's check, applied when the reload is (see runDaemon's prepare and apply).
   const reloaded = new WeakMap<RunConfig, Map<Values, StripeAuth>>();
-  runDaemon({
+  const daemon = runDaemon({
     cmd,
     argv,
     units: started.map((s) => s.unit),
-    source: sources.every((s) => s !== undefined) ? combineSources(sources) : undefined,
+    source,
     stats: () => started.flatMap((s) => s.stats()),
+    serveOps: spec === undefined, // a worker's figures are served by its primary
     log,
     // On SIGHUP the key files are read again (a key added or removed without a restart); a key file that
     // cannot be read or parsed refuses the reload.
@@ -228,6 +257,26 @@ async function run(argv: string[]): Promise<void> {
     },
     signals,
   });
+  if (spec !== undefined) {
+    serveAsWorker(
+      spec,
+      started.map((s) => s.server!),
+      {
+        stats: () => source && { sessions: [...source.sessions()], counters: source.counters(), budget: source.budget() },
+        reload: () => {
+          daemon.lifecycle.signal("SIGHUP");
+          return daemon.lifecycle.reloading;
+        },
+        // The primary died: this worker must not outlive it. Its sessions are reset, never cut clean.
+        orphaned: () => {
+          if (daemon.lifecycle.state() !== "accepting") return;
+          log("primary process gone: stopping");
+          daemon.lifecycle.signal("SIGTERM");
+          if (daemon.lifecycle.state() === "draining") daemon.lifecycle.signal("SIGTERM");
+        },
+      },
+    );
+  }
 }
 
 /**

@@ -3,13 +3,11 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import {
-  BufferBudget,
-  MIN_SESSION_WINDOW,
   MIN_WINDOW,
   ReceiveWindows,
   SendBudget,
+  WINDOW_SPREAD,
   grantWindow,
-  sessionWindow,
   windowCost,
   windowFitting,
   type BudgetShare,
@@ -32,70 +30,6 @@ function params(numRuns: number): fc.Parameters<unknown> {
 }
 
 const MiB = 1024 * 1024;
-
-describe("BufferBudget (legacy)", () => {
-  test("open until the limit; peak tracks the highest use", () => {
-    const b = new BufferBudget(10 * MiB);
-    b.take(6 * MiB);
-    expect(b.open).toBe(true);
-    b.take(4 * MiB);
-    expect(b.open).toBe(false);
-    b.give(3 * MiB);
-    expect(b.open).toBe(true);
-    expect(b.used).toBe(7 * MiB);
-    expect(b.peak).toBe(10 * MiB);
-  });
-
-  test("past half the limit only sessions under their fair share are admitted", () => {
-    const b = new BufferBudget(8 * MiB);
-    b.holders = 4; // fair share 2 MiB
-    b.take(3 * MiB);
-    expect(b.admits(5 * MiB)).toBe(true); // under half: anyone
-    b.take(2 * MiB); // 5 of 8 MiB
-    expect(b.admits(1 * MiB)).toBe(true);
-    expect(b.admits(2 * MiB)).toBe(false);
-    b.take(3 * MiB); // full
-    expect(b.admits(0)).toBe(false);
-  });
-
-  test("wakes waiters first come first served, one read chunk of room each, below 75%", () => {
-    const b = new BufferBudget(8 * MiB, MiB);
-    const woken: number[] = [];
-    b.take(8 * MiB);
-    for (const k of [1, 2, 3, 4, 5]) b.wait(() => woken.push(k));
-    b.give(1 * MiB); // 7 MiB used: above 75%, nobody
-    expect(woken).toEqual([]);
-    b.give(3 * MiB); // 4 MiB used: 2 MiB of room under 6 MiB -> two waiters
-    expect(woken).toEqual([1, 2]);
-    b.give(4 * MiB); // 0 used: room for the rest
-    expect(woken).toEqual([1, 2, 3, 4, 5]);
-  });
-
-  test("a cancelled waiter is not woken", () => {
-    const b = new BufferBudget(MiB);
-    b.take(MiB);
-    let woke = false;
-    const w = () => (woke = true);
-    b.wait(w);
-    b.cancel(w);
-    b.give(MiB);
-    expect(woke).toBe(false);
-  });
-});
-
-describe("sessionWindow (legacy)", () => {
-  test("full window while few sessions share the budget, shrinking to the floor under load", () => {
-    const b = new BufferBudget(32 * MiB);
-    expect(sessionWindow(16 * MiB, b, 0)).toBe(16 * MiB);
-    expect(sessionWindow(16 * MiB, b, 7)).toBe(16 * MiB);
-    expect(sessionWindow(16 * MiB, b, 15)).toBe(8 * MiB);
-    expect(sessionWindow(16 * MiB, b, 1000)).toBe(MIN_SESSION_WINDOW);
-  });
-
-  test("never above what was configured", () => {
-    expect(sessionWindow(256 * 1024, new BufferBudget(32 * MiB), 0)).toBe(256 * 1024);
-  });
-});
 
 // --- SendBudget -------------------------------------------------------------------------------------
 
@@ -322,7 +256,10 @@ describe("grantWindow", () => {
 
   test("the configured window while memory is plentiful, less when it is not, 0 below the minimum", () => {
     expect(grantWindow(16 * MiB, 1024 * MiB, 0)).toBe(16 * MiB);
-    expect(grantWindow(16 * MiB, windowCost(4 * MiB), 0)).toBe(4 * MiB);
+    // Beyond its floor, a session takes half of what is spare (WINDOW_SPREAD): cost(2 MiB + 32 KiB) here.
+    expect(WINDOW_SPREAD).toBe(2);
+    expect(grantWindow(16 * MiB, windowCost(4 * MiB), 0)).toBe(windowFitting(windowCost(MIN_WINDOW) + (windowCost(4 * MiB) - windowCost(MIN_WINDOW)) / 2));
+    expect(grantWindow(16 * MiB, windowCost(4 * MiB), 0, MIN_WINDOW, 1)).toBe(4 * MiB); // no spread: all of it
     expect(grantWindow(16 * MiB, windowCost(MIN_WINDOW), 0)).toBe(MIN_WINDOW);
     expect(grantWindow(16 * MiB, windowCost(MIN_WINDOW) - 1, 0)).toBe(0);
   });
@@ -330,7 +267,10 @@ describe("grantWindow", () => {
   test("keeps the minimum window's cost for every other session that may still open", () => {
     const free = 100 * MiB;
     const keep = 200 * windowCost(MIN_WINDOW);
-    expect(grantWindow(64 * MiB, free, 200)).toBe(windowFitting(free - keep));
+    // Of what is spare beyond the others' floors and its own, it takes half.
+    const floorCost = windowCost(MIN_WINDOW);
+    expect(grantWindow(64 * MiB, free, 200)).toBe(windowFitting(floorCost + (free - keep - floorCost) / 2));
+    expect(grantWindow(64 * MiB, free, 200, MIN_WINDOW, 1)).toBe(windowFitting(free - keep));
     // With more slots than memory, a session still gets the minimum while it fits.
     expect(grantWindow(16 * MiB, windowCost(MIN_WINDOW), 10_000)).toBe(MIN_WINDOW);
   });
@@ -355,7 +295,8 @@ describe("ReceiveWindows", () => {
   });
 
   test("refuses (0) when not even the minimum fits, and windows come back when sessions end", () => {
-    const w = new ReceiveWindows(3 * windowCost(MiB));
+    // A configured window equal to the minimum: each session takes exactly its cost (no spread above it).
+    const w = new ReceiveWindows(3 * windowCost(MiB), { minWindow: MiB });
     const a = w.open(MiB);
     const b = w.open(MiB);
     const c = w.open(MiB);

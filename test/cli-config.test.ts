@@ -96,6 +96,8 @@ function sample(o: OptionSpec): OptionValue {
       return true;
     case "path":
       return "/tmp/x y";
+    case "text":
+      return o.name === "join-ports" ? "7001-7008" : ["10.0.0.0/8"];
     case "rule":
       return ["*.example.com:80,443"];
   }
@@ -109,6 +111,8 @@ function toml(o: OptionSpec, v: OptionValue): string {
     case "enum":
     case "path":
       return JSON.stringify(formatValue(o, v));
+    case "text":
+      return Array.isArray(v) ? JSON.stringify(v) : JSON.stringify(formatValue(o, v));
     case "numbers":
       return `[${(v as number[]).join(", ")}]`;
     default:

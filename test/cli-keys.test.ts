@@ -105,8 +105,8 @@ describe("server and client keys", () => {
     const port = await server.listeningPort("server");
     const client = spawn(clientArgs(port), { STRIPER_KEY: key });
     await roundTrip(await client.listeningPort("client"), 1);
-    expect(server.text).toMatch(/server listening on \S+ target \S+ keys [0-9a-f]{8}\n/);
-    expect(client.text).toMatch(/client listening on .* key [0-9a-f]{8}\n/);
+    expect(server.text).toMatch(/server listening on \S+ target \S+ keys [0-9a-f]{8}; descriptor limit /);
+    expect(client.text).toMatch(/client listening on .* key [0-9a-f]{8}; descriptor limit /);
     for (const p of [server, client]) expect(p.text).not.toContain(key);
   });
 
@@ -211,6 +211,8 @@ describe("SIGHUP re-reads the key files", () => {
     const mark = server.text.length;
     server.kill("SIGHUP");
     await server.waitFor(/keys now [0-9a-f]{8},[0-9a-f]{8}/, 10_000, mark);
+    // The process's own line (not a worker's: a server of several workers logs it once all have reloaded).
+    await server.waitFor(/\dZ SIGHUP: config reloaded/, 10_000, mark);
     await roundTrip(clientPort, 8);
     // A file that no longer parses: the running keys stay, one line says why.
     writeFileSync(keys, "not a key\n");

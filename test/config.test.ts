@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT, checkRange, validateSessionOptions, type SessionOptions } from "../src/config.ts";
 import { ConfigError, StriperError } from "../src/errors.ts";
 import { StripedPipe } from "../src/pipe/striped.ts";
-import { BufferBudget } from "../src/stripe/budget.ts";
+import { SendBudget } from "../src/stripe/budget.ts";
 
 const good: SessionOptions = { ...DEFAULT_SESSION_OPTIONS, role: "client" };
 
@@ -78,7 +78,7 @@ describe("ranges", () => {
 });
 
 test("a StripedPipe with bad options throws at construction and takes no share of the budget", () => {
-  const budget = new BufferBudget(1 << 20);
+  const budget = new SendBudget(1 << 20);
   expect(() => new StripedPipe({ ...good, window: 1000 }, undefined, budget)).toThrow(ConfigError);
-  expect(budget.holders).toBe(0);
+  expect(budget.sessions).toBe(0);
 });

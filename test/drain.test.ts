@@ -36,7 +36,8 @@ function sample(text: string, series: string): number {
 async function chain(opts: { serverArgs?: string[]; clientArgs?: string[]; rate: number }) {
   const target = startTarget({ mode: "echo" });
   cleanup.push(() => target.stop());
-  const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--metrics", "127.0.0.1:0", ...(opts.serverArgs ?? [])]);
+  // One process: with several workers the reply would send JOINs to a worker's join port, past the fault proxy.
+  const server = spawn(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--metrics", "127.0.0.1:0", "--workers", "1", ...(opts.serverArgs ?? [])]);
   const serverOps = (await server.waitFor(/metrics on (http:\/\/[^ ]+\/)/))[1]!;
   const serverPort = await server.listeningPort("server");
   const fault: FaultProxy = await startFaultProxy({ targetHost: "127.0.0.1", targetPort: serverPort, rate: opts.rate });

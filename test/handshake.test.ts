@@ -378,13 +378,38 @@ describe("admission", () => {
     expect(admit(authed({ kind: KIND_OPEN }), "k2", reg, policy, member)).toEqual(silent);
   });
 
-  test("a JOIN for an unknown or ended session is STATUS_UNKNOWN_SESSION", () => {
+  test("a JOIN for an unknown or ended session is STATUS_UNKNOWN_SESSION; an ended one says so in its code", () => {
     const reg = new SessionRegistry<FakeSession>(8);
     reg.add(sessionKey(idB), new FakeSession("b", true));
-    for (const sid of [idA, idB]) {
-      const a = admit(authed({ kind: KIND_JOIN, sid }), "k1", reg, policy, member);
-      expect(a).toEqual({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_UNKNOWN_SESSION", reason: `unknown session ${sessionKey(sid).slice(0, 12)}` });
-    }
+    const a = admit(authed({ kind: KIND_JOIN, sid: idA }), "k1", reg, policy, member);
+    expect(a).toEqual({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_UNKNOWN_SESSION", reason: `unknown session ${sessionKey(idA).slice(0, 12)}` });
+    const b = admit(authed({ kind: KIND_JOIN, sid: idB }), "k1", reg, policy, member);
+    expect(b).toEqual({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_SESSION_ENDED", reason: `session ${sessionKey(idB).slice(0, 12)} has ended` });
+  });
+
+  test("ended sessions stay ended: an OPEN under an ended id is refused while the id is remembered", () => {
+    let now = 0;
+    const reg = new SessionRegistry<FakeSession>(8, { endedMs: 60_000, now: () => now });
+    const b = new FakeSession("b");
+    reg.add(sessionKey(idB), b);
+    b.closed = true;
+    expect(reg.remove(sessionKey(idB), b)).toBe(true);
+    now = 59_999;
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member)).toMatchObject({ kind: "refuse", status: STATUS_UNKNOWN_SESSION, code: "E_SESSION_ENDED" });
+    now = 60_000; // forgotten after endedMs (the replay window refuses its old hellos by then)
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member).kind).toBe("open");
+  });
+
+  test("per source: an OPEN beyond the source's limit is E_SOURCE_LIMIT; other sources still open", () => {
+    const reg = new SessionRegistry<FakeSession>(8, { maxPerSource: 1 });
+    reg.add(sessionKey(idA), new FakeSession("a"), "203.0.113.7");
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member, "203.0.113.7")).toEqual({
+      kind: "refuse",
+      status: STATUS_REFUSED,
+      code: "E_SOURCE_LIMIT",
+      reason: "limit of 1 sessions per source address",
+    });
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member, "203.0.113.8").kind).toBe("open");
   });
 
   test("a stripe index at or past maxStripes is refused; the last one allowed is admitted", () => {
@@ -449,7 +474,7 @@ describe("admission", () => {
     reg.add(sessionKey(idB), new FakeSession("b", true)); // ended, not yet removed: still holds its slot
     const idC = new Uint8Array(16).fill(0xc3);
     expect(admit(authed({ sid: idC }), "k1", reg, policy, member)).toEqual({ kind: "refuse", status: STATUS_REFUSED, code: "E_SESSION_LIMIT", reason: "session limit 2" });
-    expect(admit(authed({ sid: idB }), "k1", reg, policy, member)).toMatchObject({ kind: "refuse", code: "E_SESSION_LIMIT" });
+    expect(admit(authed({ sid: idB }), "k1", reg, policy, member)).toMatchObject({ kind: "refuse", code: "E_SESSION_ENDED" });
     expect(admit(authed({ kind: KIND_JOIN, sid: idA }), "k1", reg, policy, member)).toEqual({ kind: "attach", key: sessionKey(idA), session: a });
   });
 
@@ -589,7 +614,9 @@ describe("handshake over real sockets", () => {
     expect(res.error).toBeUndefined();
     expect(sha256(res.received)).toBe(sha256(data));
     expect(handed).toBe(1);
-    expect(logs[0]).toBe(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3 key ${KEYED.mode === "keyed" ? KEYED.keys[0]!.id : ""}`);
+    // The start line names the address, peer, stripes and key, then the limits (descriptors, memory).
+    expect(logs[0]).toStartWith(`client listening on ${LOOP}:${c.port} peer ${LOOP}:${s.port} stripes 3 key ${KEYED.mode === "keyed" ? KEYED.keys[0]!.id : ""}; descriptor limit `);
+    expect(logs[0]).toContain("receive memory 512.0 MiB, send budget 32.0 MiB");
   });
 
   test("a server reads a first message with listenTcp + readHandshake and gets the 0-RTT records behind it as leftover", async () => {

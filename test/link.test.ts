@@ -240,6 +240,18 @@ describe("capped link", () => {
     }
   });
 
+  test("connectDelayMs holds a new connection for a handshake's round trip: the first echo takes >= it + 2 × delay, later ones only 2 × delay", async () => {
+    // Lower bounds only, as above. The second ping shows the hold is paid once per connection.
+    const target = server(echo);
+    const link = await cappedLink({ targetPort: target.port, delayMs: 20, connectDelayMs: 300 });
+    const t0 = performance.now();
+    const c = await connect(link.port);
+    c.write(new Uint8Array([1]));
+    await c.until(() => c.bytes === 1, "ping 1 came back", WATCHDOG_MS);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(340);
+    expect(link.connections()[0]).toMatchObject({ open: true, bytesUp: 1, bytesDown: 1 });
+  });
+
   test("passes the client's half-close: the target still replies after the client's FIN", async () => {
     // The target replies only once it has seen EOF, so the reply must cross the half-closed connection.
     const target = server((p) => {

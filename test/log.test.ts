@@ -143,7 +143,7 @@ describe("Logger", () => {
     // The reason as data: exactly what the peer sent, its controls escaped only in transit.
     expect(err.message.length).toBeLessThan(MAX_FIELD);
     expect(rec.fields.reason).toBe(err.message);
-    expect(rec.msg).toBe(sessionEndLine("0123456789ab", 10, 20, 1500, metrics, err));
+    expect(rec.msg).toBe(sessionEndLine("0123456789ab", 10, 20, 1500, metrics, err, "[2001:db8::1]:443"));
     expect(JSON.parse(lines[1]!)).toMatchObject({ level: "info", event: "log", msg: "plain line" });
   });
 

@@ -46,6 +46,25 @@ describe("operations endpoint", () => {
     expect((await fetch(`${ops.url}healthz`)).status).toBe(503);
   });
 
+  test("/healthz answers an HTTP/1.0 request without Host (a load balancer's plain health check)", async () => {
+    const ops = serve(new FakeStats());
+    const answer = await new Promise<string>((resolve, reject) => {
+      let got = "";
+      void Bun.connect({
+        hostname: "127.0.0.1",
+        port: ops.port,
+        socket: {
+          open: (s) => void s.write("GET /healthz HTTP/1.0\r\n\r\n"),
+          data: (_s, d) => void (got += d.toString()),
+          close: () => resolve(got),
+          connectError: (_s, e) => reject(e),
+        },
+      });
+    });
+    expect(answer).toMatch(/^HTTP\/1\.[01] 200 /);
+    expect(answer).toContain("accepting");
+  });
+
   test("/api/sessions: every live session and stripe as the source reports it, with totals", async () => {
     const fake = new FakeStats(2, 3);
     fake.step();

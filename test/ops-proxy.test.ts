@@ -57,7 +57,8 @@ function near(got: number | undefined, want: number): void {
 test("a real transfer: promtool-clean /metrics, byte counters within 1 % of the known size, the live session in /api/sessions", async () => {
   const target = startTarget({ mode: "echo" });
   cleanup.push(() => target.stop());
-  const server = await proxy(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`], "server");
+  // One process: the figures asserted (its buffer limit) are one process's (a --workers fleet adds them up).
+  const server = await proxy(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--workers", "1"], "server");
   const client = await proxy(["client", "--listen", "127.0.0.1:0", "--peer", `127.0.0.1:${server.port}`, "--stripes", "4"], "client");
 
   // 16 MiB echoed, the session still open.
@@ -108,7 +109,8 @@ test("a real transfer: promtool-clean /metrics, byte counters within 1 % of the 
 test("handshake rejections and refused sessions are counted by reason, on both proxies", async () => {
   const target = startTarget({ mode: "echo" });
   cleanup.push(() => target.stop());
-  const server = await proxy(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--max-sessions", "1"], "server");
+  // One process: --max-sessions is per worker process.
+  const server = await proxy(["server", "--listen", "127.0.0.1:0", "--target", `127.0.0.1:${target.port}`, "--max-sessions", "1", "--workers", "1"], "server");
   const peer = ["--peer", `127.0.0.1:${server.port}`, "--handshake-timeout", "1s"];
   const good = await proxy(["client", "--listen", "127.0.0.1:0", ...peer], "client");
   // No standby pool for the client with the wrong key: its pool's dials would be bad-auth handshakes too.

@@ -54,29 +54,64 @@ describe("SessionRegistry", () => {
     expect(reg.size).toBe(2);
   });
 
-  test("a live key cannot be registered twice; an ended session's key is taken over, even at the limit", () => {
-    const reg = new SessionRegistry<FakeSession>(1);
+  test("a key cannot be registered twice, not even over an ended session (its id stays ended)", () => {
+    const reg = new SessionRegistry<FakeSession>(4);
     const old = new FakeSession();
     reg.add("k", old);
     expectCode(() => reg.add("k", new FakeSession()), "E_INTERNAL");
     old.closed = true;
-    const next = new FakeSession();
-    reg.add("k", next);
-    expect(reg.live("k")).toBe(next);
-    expect(reg.size).toBe(1);
+    expect(reg.ended("k")).toBe(true);
+    expectCode(() => reg.add("k", new FakeSession()), "E_INTERNAL");
+    expect(reg.sessions.get("k")).toBe(old);
   });
 
-  test("only the session that owns a key removes it: an ended session's late removal keeps its successor", () => {
+  test("only the session that owns a key removes it", () => {
     const reg = new SessionRegistry<FakeSession>(4);
-    const old = new FakeSession(true);
-    reg.add("k", old);
-    const next = new FakeSession();
-    reg.add("k", next);
-    expect(reg.remove("k", old)).toBe(false);
-    expect(reg.live("k")).toBe(next);
-    expect(reg.remove("k", next)).toBe(true);
+    const s = new FakeSession();
+    reg.add("k", s);
+    expect(reg.remove("k", new FakeSession())).toBe(false);
+    expect(reg.live("k")).toBe(s);
+    expect(reg.remove("k", s)).toBe(true);
     expect(reg.size).toBe(0);
-    expect(reg.remove("k", next)).toBe(false);
+    expect(reg.remove("k", s)).toBe(false);
+  });
+
+  test("ended ids are remembered for endedMs after removal, at most maxEnded of them, oldest forgotten first", () => {
+    let now = 0;
+    const reg = new SessionRegistry<FakeSession>(100, { endedMs: 1000, maxEnded: 3, now: () => now });
+    for (const k of ["a", "b", "c", "d"]) {
+      const s = new FakeSession(true);
+      reg.add(k, s);
+      reg.remove(k, s);
+      now += 10;
+    }
+    expect(reg.endedCount).toBe(3);
+    expect(["a", "b", "c", "d"].map((k) => reg.ended(k))).toEqual([false, true, true, true]);
+    expect(reg.ended("never")).toBe(false);
+    now = 1025; // b ended at 10, c at 20, d at 30
+    expect(["b", "c", "d"].map((k) => reg.ended(k))).toEqual([false, false, true]);
+    now = 2000;
+    expect(reg.endedCount).toBe(0);
+    const again = new FakeSession();
+    reg.add("d", again); // forgotten: the id may be used again
+    expect(reg.live("d")).toBe(again);
+  });
+
+  test("per source: a blocker at maxPerSource for that source only; a removal frees its count", () => {
+    const reg = new SessionRegistry<FakeSession>(10, { maxPerSource: 2 });
+    const a = new FakeSession();
+    reg.add("a", a, "203.0.113.7");
+    reg.add("b", new FakeSession(), "203.0.113.7");
+    expect(reg.openBlocker("203.0.113.7")).toEqual({ code: "E_SOURCE_LIMIT", reason: "limit of 2 sessions per source address" });
+    expect(reg.openBlocker("2001:db8::/64")).toBeUndefined();
+    expectCode(() => reg.add("c", new FakeSession(), "203.0.113.7"), "E_INTERNAL");
+    expect(reg.sourceCount("203.0.113.7")).toBe(2);
+    reg.remove("a", a);
+    expect(reg.sourceCount("203.0.113.7")).toBe(1);
+    expect(reg.openBlocker("203.0.113.7")).toBeUndefined();
+    // The per-source limit is never above the session limit, and must be a whole number ≥ 1.
+    expect(new SessionRegistry<FakeSession>(4, { maxPerSource: 100 }).maxPerSource).toBe(4);
+    expectCode(() => new SessionRegistry<FakeSession>(4, { maxPerSource: 0 }), "E_CONFIG");
   });
 
   test("after stopOpening no session is added; live ones stay findable", () => {

@@ -85,20 +85,37 @@ describe("Rejections", () => {
 });
 
 describe("DamageLog", () => {
-  test("damaged stripes: one line at once per code, then one summary per interval, whatever the flood", () => {
+  test("dropped stripes: one line at once per code and source, then one summary per interval, whatever the flood", () => {
     let now = 0;
     const lines: string[] = [];
     const d = new DamageLog((l) => lines.push(l), { intervalMs: 10_000, now: () => now });
     const err = new RecordError("E_RECORD_AUTH", "record 3: body did not authenticate");
-    for (let i = 0; i < 500; i++) d.note(`s${i % 7}`, i % 16, err);
-    d.note("s9", 1, new RecordError("E_RECORD_TOO_LARGE", "record 0: 9999999 bytes exceeds the maximum of 1048576"));
+    for (let i = 0; i < 500; i++) d.note(`s${i % 7}`, i % 16, err, "203.0.113.7:4000");
+    d.note("s8", 2, err, "[2001:db8::1]:443");
+    d.note("s9", 1, new RecordError("E_RECORD_TOO_LARGE", "record 0: 9999999 bytes exceeds the maximum of 1048576"), "203.0.113.7:4001");
     expect(lines).toEqual([
-      "session s0 stripe 0 dropped: E_RECORD_AUTH record 3: body did not authenticate (repeats are summarised every 10 s)",
-      "session s9 stripe 1 dropped: E_RECORD_TOO_LARGE record 0: 9999999 bytes exceeds the maximum of 1048576 (repeats are summarised every 10 s)",
+      "session s0 stripe 0 dropped: E_RECORD_AUTH record 3: body did not authenticate (remote 203.0.113.7:4000; repeats are summarised every 10 s)",
+      "session s8 stripe 2 dropped: E_RECORD_AUTH record 3: body did not authenticate (remote [2001:db8::1]:443; repeats are summarised every 10 s)",
+      "session s9 stripe 1 dropped: E_RECORD_TOO_LARGE record 0: 9999999 bytes exceeds the maximum of 1048576 (remote 203.0.113.7:4001; repeats are summarised every 10 s)",
     ]);
     now = 10_000;
     d.flush();
-    expect(lines.slice(2)).toEqual(["500 stripes dropped (E_RECORD_AUTH: a record did not authenticate) in the last 10 s; their data was re-sent"]);
+    expect(lines.slice(3)).toEqual(["500 stripes from 203.0.113.7 dropped in the last 10 s: E_RECORD_AUTH (a record did not authenticate); their data was re-sent"]);
+    d.close();
+  });
+
+  test("refused stripes: the first of a code and source at once, the rest summarised; a source's text is escaped", () => {
+    let now = 0;
+    const lines: string[] = [];
+    const d = new DamageLog((l) => lines.push(l), { intervalMs: 10_000, now: () => now });
+    for (let i = 0; i < 300; i++) d.refused(`203.0.113.7:${1000 + i}`, "E_SESSION_LIMIT", "session limit 1024");
+    d.refused("evil\nhost:1", "E_SOURCE_LIMIT", "limit of 256 sessions per source address");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toBe("stripe from 203.0.113.7:1000 refused: E_SESSION_LIMIT session limit 1024 (repeats are summarised every 10 s)");
+    expect(lines[1]).not.toContain("\n");
+    now = 10_000;
+    d.flush();
+    expect(lines.slice(2)).toEqual(["300 stripes from 203.0.113.7 refused in the last 10 s: E_SESSION_LIMIT"]);
     d.close();
   });
 });

@@ -103,13 +103,16 @@ describe("constants", () => {
       STATUS_OK: 0,
       STATUS_UNKNOWN_SESSION: 1,
       STATUS_REFUSED: 3,
+      STATUS_WRONG_WORKER: 4,
+      OPT_WORKER: 2,
+      OPT_JOIN: 1,
       TIME_WINDOW_MS: 30000,
       REPLAY_SLACK_MS: 1000,
       FIRST_FRAME_COUNTER: 2,
     });
     expect(SILENT_REASONS).toEqual([
       "bad-auth", "too-long", "bad-header", "bad-version", "stale-time", "replay", "replay-full",
-      "bad-member", "rate-limited", "busy", "timeout", "truncated",
+      "bad-member", "rate-limited", "busy", "timeout", "truncated", "bad-proxy",
     ]);
   });
 });

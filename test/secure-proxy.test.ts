@@ -409,14 +409,14 @@ describe("damage in flight", () => {
     expect(s.fault!.connections().length).toBeGreaterThanOrEqual(12); // each replaced by a re-dial
     // Each damaged record was caught by its receiver: the server for the flips upward, the client downward.
     // The first is logged at once, the rest summarised (lines aggregated per code: an attacker on the path
-    // could otherwise damage every stripe after every re-dial); stopping logs the pending summary.
+    // could otherwise damage every stripe after every re-dial), per source; stopping logs the pending summary.
     for (const logs of [s.serverLogs, s.clientLogs]) {
       expect(logs.filter((l) => / stripe \d dropped: E_RECORD_AUTH /.test(l)).length).toBe(1);
     }
     s.client!.stop();
     s.server.stop();
     for (const logs of [s.serverLogs, s.clientLogs]) {
-      expect(logs.some((l) => /^2 stripes dropped \(E_RECORD_AUTH: a record did not authenticate\) in the last \d+ s; their data was re-sent$/.test(l))).toBe(true);
+      expect(logs.some((l) => /^2 stripes from 127\.0\.0\.1 dropped in the last \d+ s: E_RECORD_AUTH \(a record did not authenticate\); their data was re-sent$/.test(l))).toBe(true);
     }
   }, 120_000);
 });

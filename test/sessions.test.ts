@@ -1,29 +1,25 @@
 /**
- * SessionFactory (src/proxy/sessions.ts): the receive window a new session gets depends only on how many
- * sessions are live when it opens. Sessions are held open and closed explicitly, as a proxy does with its
- * session table, so nothing here depends on timing (issue 7: the end-to-end version of this test relied on
- * sessions overlapping in wall-clock time and failed on busy machines).
- *
- * The figures of the rule itself (4 × budget shared, 1 MiB floor today) are pinned in budget.test.ts;
- * here `sessionWindow` is the oracle, so a change of the rule changes one place.
+ * SessionFactory (src/proxy/sessions.ts): a new session's receive window is granted against the proxy's
+ * receive memory (ReceiveWindows), and given back when the session ends (release). Sessions are held open
+ * and released explicitly, as a proxy does with its session table, so nothing here depends on timing
+ * (issue 7). The rule's own figures are pinned in budget.test.ts (grantWindow); here an independent
+ * ReceiveWindows fed the same opens and closes is the oracle, so a change of the rule changes one place.
  */
 
 import { describe, expect, test } from "bun:test";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe } from "../src/pipe/striped.ts";
 import { SessionFactory } from "../src/proxy/sessions.ts";
-import { MIN_SESSION_WINDOW, sessionWindow } from "../src/stripe/budget.ts";
+import { MIN_WINDOW, ReceiveWindows, windowCost } from "../src/stripe/budget.ts";
+import { ConfigError } from "../src/errors.ts";
 import { cleanups } from "./helpers/util.ts";
 
 const MiB = 1024 * 1024;
 const cleanup = cleanups();
 
-/**
- * A factory and its live sessions, counted as the proxies count them (client.ts and server.ts pass the
- * size of their session table to `open`). Everything is closed and the factory stopped after the test.
- */
-function proxyWith(maxBuffer: number, window = DEFAULT_SESSION_OPTIONS.window) {
-  const configured = window;
-  const factory = new SessionFactory({ ...DEFAULT_SESSION_OPTIONS, window, role: "server" }, maxBuffer);
+/** A factory with its live sessions; everything is closed and the factory stopped after the test. */
+function proxyWith(maxReceiveBuffer: number, maxSessions: number, window = DEFAULT_SESSION_OPTIONS.window) {
+  const factory = new SessionFactory({ ...DEFAULT_SESSION_OPTIONS, window, role: "server" }, { maxBuffer: 2 * MiB, maxReceiveBuffer, maxSessions });
+  const oracle = new ReceiveWindows(maxReceiveBuffer, { maxSessions });
   const live = new Set<StripedPipe>();
   cleanup.push(() => {
     for (const s of live) s.close();
@@ -31,66 +27,75 @@ function proxyWith(maxBuffer: number, window = DEFAULT_SESSION_OPTIONS.window) {
   });
   return {
     factory,
+    oracle,
     live,
-    configured,
-    /** Opens a session and holds it open; returns it. */
-    open(): StripedPipe {
-      const s = factory.open(live.size);
-      live.add(s);
+    configured: window,
+    /** Opens a session and holds it open; returns it, or undefined when refused. */
+    open(): StripedPipe | undefined {
+      const s = factory.open();
+      if (s !== undefined) live.add(s);
       return s;
     },
-    /** Closes a held session and takes it out of the table, as a proxy does when a session ends. */
+    /** Closes a held session and releases its window, as a proxy does when a session ends. */
     close(s: StripedPipe): void {
       s.close();
+      factory.release(s);
       live.delete(s);
     },
   };
 }
 
 describe("SessionFactory windows", () => {
-  test("each session held open makes the next one's window no larger, down to the floor", () => {
-    const p = proxyWith(1 * MiB);
+  test("windows shrink as receive memory is reserved, never below the minimum, and memory stays within the limit", () => {
+    const p = proxyWith(256 * MiB, 32);
     const windows: number[] = [];
-    for (let k = 0; k < 8; k++) {
-      const s = p.open();
-      // The window for the k-th session is the budget rule's for k sessions already live.
-      expect(s.opts.window).toBe(sessionWindow(p.configured, p.factory.budget, k));
+    for (let k = 0; k < 32; k++) {
+      const s = p.open()!;
+      expect(s.opts.window).toBe(p.oracle.open(p.configured));
       windows.push(s.opts.window);
     }
-    expect(p.live.size).toBe(8);
     for (let k = 1; k < windows.length; k++) expect(windows[k]!).toBeLessThanOrEqual(windows[k - 1]!);
-    // Under load the windows really shrink, and never below the floor or above what was configured.
+    expect(windows[0]!).toBe(p.configured);
     expect(windows.at(-1)!).toBeLessThan(windows[0]!);
-    expect(windows.at(-1)!).toBe(MIN_SESSION_WINDOW);
-    for (const w of windows) expect(w).toBeLessThanOrEqual(p.configured);
+    expect(windows.at(-1)!).toBeGreaterThanOrEqual(MIN_WINDOW);
+    expect(p.factory.windows.used).toBe(windows.reduce((n, w) => n + windowCost(w), 0));
+    expect(p.factory.windows.used).toBeLessThanOrEqual(256 * MiB);
   });
 
-  test("a session opened after others closed gets the window for the sessions still live", () => {
-    const p = proxyWith(1 * MiB);
-    const held = [p.open(), p.open(), p.open(), p.open()];
-    const loaded = p.open().opts.window; // 5th, with 4 live
-    for (const s of held.slice(1)) p.close(s);
-    expect(p.live.size).toBe(2); // the first and the 5th
-    const later = p.open().opts.window;
-    expect(later).toBe(sessionWindow(p.configured, p.factory.budget, 2));
-    expect(later).toBeGreaterThan(loaded);
-    // Every held session counts against the budget's fair share; closed ones no longer do.
-    expect(p.factory.budget.holders).toBe(p.live.size);
+  test("beyond what the memory holds, a session is refused (undefined); a released window makes room again", () => {
+    // 1 MiB holds the smallest window's cost (2 × 64 KiB + 128 KiB) 4 times.
+    const p = proxyWith(1 * MiB, 1024);
+    const held: StripedPipe[] = [];
+    for (let s = p.open(); s !== undefined; s = p.open()) held.push(s);
+    expect(held.length).toBe(Math.floor(MiB / windowCost(MIN_WINDOW)));
+    expect(p.open()).toBeUndefined();
+    p.close(held[0]!);
+    p.factory.release(held[0]!); // a second release does nothing
+    expect(p.open()?.opts.window).toBe(MIN_WINDOW);
+    expect(p.open()).toBeUndefined();
   });
 
-  test("an idle proxy gives the configured window when the budget allows it, never more", () => {
-    const big = proxyWith(32 * MiB, 16 * MiB);
-    expect(big.open().opts.window).toBe(16 * MiB);
-    const small = proxyWith(32 * MiB, 256 * 1024);
-    for (let k = 0; k < 4; k++) expect(small.open().opts.window).toBe(256 * 1024);
-  });
-
-  test("sessions of one factory share one budget; the other options pass through unchanged", () => {
-    const p = proxyWith(2 * MiB);
-    const a = p.open();
-    const b = p.open();
+  test("every session held open takes a share of the send budget; closed ones give it back", () => {
+    const p = proxyWith(512 * MiB, 1024);
+    const a = p.open()!;
+    const b = p.open()!;
+    expect(p.factory.budget.sessions).toBe(2);
     expect(p.factory.budget.limit).toBe(2 * MiB);
-    expect(p.factory.budget.holders).toBe(2);
     for (const s of [a, b]) expect(s.opts).toEqual({ ...DEFAULT_SESSION_OPTIONS, role: "server", window: s.opts.window });
+    p.close(a);
+    expect(p.factory.budget.sessions).toBe(1);
+    expect(p.factory.windows.sessions).toBe(1);
   });
+
+  test("an idle proxy gives the configured window, never more", () => {
+    const small = proxyWith(512 * MiB, 1024, 256 * 1024);
+    for (let k = 0; k < 4; k++) expect(small.open()!.opts.window).toBe(256 * 1024);
+  });
+});
+
+test("a session that cannot be built (bad options) gives its window back at once", () => {
+  const factory = new SessionFactory({ ...DEFAULT_SESSION_OPTIONS, frameSize: 0, role: "server" }, { maxReceiveBuffer: 64 * MiB });
+  cleanup.push(() => factory.stop());
+  expect(() => factory.open()).toThrow(ConfigError);
+  expect([factory.windows.used, factory.windows.sessions]).toEqual([0, 0]);
 });

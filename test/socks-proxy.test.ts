@@ -21,6 +21,7 @@ import { startServer, type ServerOptions, type StriperServer } from "../src/prox
 import type { LookupAddress } from "../src/proxy/target.ts";
 import { parseUsers } from "../src/proxy/users.ts";
 import { generateKey } from "../src/secure/keys.ts";
+import { MIN_WINDOW, windowCost } from "../src/stripe/budget.ts";
 import { KEYED, PLAIN } from "./helpers/keys.ts";
 import { randomData, sha256, startTarget } from "./helpers/net.ts";
 import { Proc } from "./helpers/proc.ts";
@@ -537,6 +538,48 @@ describe("standby stripes and short connections", () => {
     await until(() => s.clientLogs.some((l) => /standby stripe failed: E_REFUSED/.test(l)), "the refusal logged");
     expect(s.serverLogs.some((l) => /refused: E_STANDBY_LIMIT standby limit 1/.test(l))).toBe(true);
     for (let i = 0; i < 3; i++) expect((await curl([...socks5h(s), `http://${LOOP}:${s.http}/f10k`])).exit).toBe(0);
+  });
+});
+
+describe("standby stripes and the issue 10 limits", () => {
+  /** A second client of `s.server`, without a pool, on one stripe: its sessions open the usual way. */
+  function plainClient(s: Setup): { client: StriperClient; via: string[] } {
+    const client = startClient({ auth: KEYED, peer: { host: LOOP, port: s.server.port }, socks: { listen: { host: LOOP, port: 0 } }, stripes: 1, pool: 0, log: () => {} });
+    cleanup.push(() => client.stop());
+    return { client, via: ["--socks5-hostname", `${LOOP}:${client.port}`] };
+  }
+
+  test("a held standby holds the receive window its reply promised, and gives it back when it goes", async () => {
+    // Receive memory for exactly two of the smallest windows: two held standbys take it all.
+    const s = await setup({ client: { pool: 2 }, server: { session: { window: MIN_WINDOW }, maxReceiveBuffer: 2 * windowCost(MIN_WINDOW) } });
+    await until(() => s.client.pool.ready === 2 && s.server.standby === 2, "the pool filled");
+    const other = plainClient(s);
+    const refused = await curl([...other.via, `http://${LOOP}:${s.http}/f10k`]);
+    expect(socksCode(refused.stderr)).toBe(REP.generalFailure);
+    expect(s.server.stats.counters().sessionsRefused).toEqual({ "receive-memory": 1 });
+    // The pooled client's session opens on the window granted at the standby's reply.
+    const r = await curl([...socks5h(s), `http://${LOOP}:${s.http}/f10k`]);
+    expect([r.exit, sha256(r.body)]).toEqual([0, sha256(F10K)]);
+    // Once that session has ended, the pool's refill (refused for memory while it ran) gets its window.
+    await until(() => s.server.liveSessions === 0 && s.server.standby === 2, "the session ended and the pool refilled", 10_000);
+    // The client goes: its standbys end untaken, their windows are free again (else refused forever).
+    s.client.stop();
+    await until(() => s.server.standby === 0 && s.server.liveSessions === 0, "the standby stripes ended");
+    const after = await curl([...other.via, `http://${LOOP}:${s.http}/f10k`]);
+    expect([after.exit, sha256(after.body)]).toEqual([0, sha256(F10K)]);
+  });
+
+  test("held standbys count against --max-stripes-per-source, and free their slots when they go", async () => {
+    const s = await setup({ client: { pool: 2 }, server: { maxStripesPerSource: 2 } });
+    await until(() => s.client.pool.ready === 2 && s.server.standby === 2, "the pool filled");
+    const other = plainClient(s); // the same source address, 127.0.0.1
+    const refused = await curl([...other.via, `http://${LOOP}:${s.http}/f10k`]);
+    expect(socksCode(refused.stderr)).toBe(REP.generalFailure);
+    expect(s.server.stats.counters().sessionsRefused).toEqual({ "source-limit": 1 });
+    s.client.stop();
+    await until(() => s.server.standby === 0, "the standby stripes ended");
+    const after = await curl([...other.via, `http://${LOOP}:${s.http}/f10k`]);
+    expect([after.exit, sha256(after.body)]).toEqual([0, sha256(F10K)]);
   });
 });
 

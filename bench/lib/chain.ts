@@ -91,6 +91,9 @@ function keyArgs(spec: RunSpec, role: "server" | "client"): string[] {
 /** The server proxy on `port`, connecting sessions to `next`. */
 export function serverProc(spec: RunSpec, port: number, next: string): ProcPlan {
   const argv = ["src/main.ts", "server", "--listen", addr(port), "--target", next, ...keyArgs(spec, "server")];
+  // One process, as the figures before `--workers` (issue 14) were measured: its CPU is this pid's, and
+  // stripes routed through a link or fault proxy must not be told a worker's join port that bypasses it.
+  if (!extra(spec, "server").includes("--workers")) argv.push("--workers", "1");
   return { name: "server", argv: [...argv, ...extra(spec, "server")], ready: /server listening on/, keep: SESSION_END };
 }
 

@@ -41,7 +41,7 @@ export const faults: Scenario = {
   },
 
   measures: ({ o }) =>
-    `- faults: ${STRIPES} stripes through the fault proxy (bench/tools/fault-proxy.ts) capped at ${o.capMBps} MB/s per connection with ${o.delayMs} ms one-way latency — uncapped, the surviving stripes absorb a lost one for free on loopback, so only the capped run measures what a reset costs; one random live stripe reset every ${RESET_EVERY_MS} ms from the app's start to the end of the transfer; hashed.`,
+    `- faults: ${STRIPES} stripes through the fault proxy (bench/tools/fault-proxy.ts) capped at ${o.capMBps} MB/s per connection with ${o.delayMs} ms one-way latency — uncapped, the surviving stripes absorb a lost one for free on loopback, so only the capped run measures what a reset costs; one random stripe that is carrying data (past its reply, 64 KiB through it) reset every ${RESET_EVERY_MS} ms from the app's start to the end of the transfer; hashed.`,
 
   figures({ o, results }) {
     const fr = results.get("faults/resets");

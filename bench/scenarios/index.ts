@@ -4,6 +4,7 @@
  */
 
 import type { Scenario } from "../lib/types.ts";
+import { attacks } from "./attacks.ts";
 import { auth } from "./auth.ts";
 import { caps } from "./caps.ts";
 import { faults } from "./faults.ts";
@@ -18,7 +19,7 @@ import { uneven } from "./uneven.ts";
 import { windowed } from "./windowed.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn, attacks];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

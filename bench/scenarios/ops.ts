@@ -183,7 +183,9 @@ async function hammer(urls: string[]): Promise<number> {
 async function costRun(spec: RunSpec, run: number): Promise<RunResult> {
   const [pTarget, pServer, pClient, mServer, mClient] = freePorts(8) as [number, number, number, number, number];
   const server = serverProc(spec, pServer, addr(pTarget));
-  const client = clientProc(spec, pClient, addr(pServer));
+  // Every session on all its stripes at once (sessions otherwise open their other stripes only after
+  // --grow-after bytes, and these send one byte): the figures are per sessions of N stripes.
+  const client = clientProc({ ...spec, args: { ...spec.args, client: [...(spec.args?.client ?? []), "--grow-after", "0"] } }, pClient, addr(pServer));
   const chain = await Chain.start({
     procs: [
       targetProc({ ...spec, dir: "echo" }, pTarget),

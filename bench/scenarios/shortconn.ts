@@ -14,11 +14,10 @@
  * the client has exited (so the standby stripes are in the count too). Every body is checked against
  * the target's SHA-256.
  *
- * What the link cannot show: it delays bytes, not TCP handshakes (a connect to it completes at once on
- * loopback, and its own connect onward is not delayed). So no set-up here pays the round trip a fresh
- * TCP connection costs on a real path: "direct" would pay it once per fetch, "no pool" once per
- * session (the OPEN's connection), the pooled set-ups never (their stripe was connected beforehand).
- * The figures are lower bounds for direct and no pool, exact for the pooled ones.
+ * TCP handshakes: a connect on loopback completes at once, so the link is run with --connect-delay
+ * 2 × delay (it holds each new connection for the round trip its opening handshake costs on the route
+ * it stands for). "direct" then pays it once per fetch, "no pool" once per session (the OPEN's
+ * connection), the pooled set-ups never (their stripe was connected beforehand) — as on a real path.
  */
 
 import { BENCH_KEY_FILE, Chain, LOOP, linkProc, type ProcPlan } from "../lib/chain.ts";
@@ -66,7 +65,9 @@ async function runSpec(spec: RunSpec, run: number): Promise<RunResult> {
   const [pHttp, pLink, pServer, pClient] = freePorts(8) as [number, number, number, number];
   const http: ProcPlan = { name: "http", argv: ["bench/tools/http-target.ts", "--port", String(pHttp), "--bytes", String(BODY)], ready: "json" };
   const linkTo = setup.client === undefined ? pHttp : pServer;
-  const link: ProcPlan = { ...linkProc(spec, pLink, addr(linkTo)), keep: /\blink conn \d+ \[/ }; // after the log's timestamp
+  const linked = linkProc(spec, pLink, addr(linkTo));
+  // A fresh connection costs its handshake's round trip on the route the link stands for.
+  const link: ProcPlan = { ...linked, argv: [...linked.argv, "--connect-delay", String(2 * DELAY_MS)], keep: /\blink conn \d+ \[/ }; // after the log's timestamp
   const procs = [http];
   if (setup.client !== undefined) {
     procs.push({
@@ -147,7 +148,7 @@ export const shortconn: Scenario = {
   run: runSpec,
 
   measures: ({ o }) =>
-    `- shortconn: curl (-sS, --socks5-hostname for the pair) fetches a ${BODY / 1024} KiB body ${o.quick ? QUICK_FETCHES : FETCHES} times one after another (after ${WARMUP} unmeasured ones) from bench/tools/http-target.ts; the link (src/main.ts link, uncapped) adds ${DELAY_MS} ms each way and sits in front of the server (pair) or the target (direct); the pair has ${STRIPES} stripes. Time per fetch: curl's time_total (the process start is not in it). Connections per fetch: connections the link accepted (its log lines, counted after the client exited, standby stripes included) ÷ all fetches. Bodies checked by SHA-256. The link delays bytes, not TCP handshakes: on a real path a fresh connection costs one round trip more, which "direct" would pay on every fetch and "--pool 0" on every session, the pooled set-ups never.`,
+    `- shortconn: curl (-sS, --socks5-hostname for the pair) fetches a ${BODY / 1024} KiB body ${o.quick ? QUICK_FETCHES : FETCHES} times one after another (after ${WARMUP} unmeasured ones) from bench/tools/http-target.ts; the link (src/main.ts link, uncapped) adds ${DELAY_MS} ms each way and sits in front of the server (pair) or the target (direct); the pair has ${STRIPES} stripes. Time per fetch: curl's time_total (the process start is not in it). Connections per fetch: connections the link accepted (its log lines, counted after the client exited, standby stripes included) ÷ all fetches. Bodies checked by SHA-256. The link holds each new connection for ${2 * DELAY_MS} ms (--connect-delay) before forwarding it: the round trip a TCP handshake costs on a real path, which loopback does not — "direct" pays it on every fetch, "--pool 0" on every session, the pooled set-ups never.`,
 
   figures({ results }) {
     const direct = summarize(okRuns(results.get("shortconn/direct")).map((r) => r.figures?.medianMs)).median;
@@ -161,9 +162,10 @@ export const shortconn: Scenario = {
         key,
         unit: "ms",
         pick: pick("medianMs"),
-        note: key === "shortconn/wait" ? "one round trip more than direct by design: the SOCKS reply waits for the server's verdict" : "",
+        note: key === "shortconn/wait" ? "the verdict's round trip takes the place of the handshake's: the stripe was connected beforehand" : "",
       });
-      if (isImmediate && direct !== null) median.target = { kind: "max", below: direct + 5, text: `< direct + 5 ms (${fmt(direct + 5, 1)})` };
+      // The issue's goal, "no slower than going without the pair", within the 5 ms the first-reply target allows.
+      if ((isImmediate || key === "shortconn/wait") && direct !== null) median.target = { kind: "max", below: direct + 5, text: `< direct + 5 ms (${fmt(direct + 5, 1)})` };
       out.push(median);
       out.push(plainFigure(results, { scenario: "shortconn", case: `${s.label}: p95 per fetch`, key, unit: "ms", pick: pick("p95Ms") }));
       // Connections across the link: to the server (pair) or to the target (direct, one per fetch).

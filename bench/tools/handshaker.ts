@@ -9,7 +9,8 @@
  *   proof of the session secret), reads the server's reply, checks that it authenticates and says OK,
  *   and closes. Reports {"event":"done","handshakes":n,"failures":f,"seconds":s}.
  * - hold: opens N connections that each send the first 20 bytes of a first message and nothing more, so
- *   none ever authenticates; reports {"event":"holding","open":k} once all are connected, keeps them H ms,
+ *   none ever authenticates; reports {"event":"holding","open":k,"refusedAtConnect":r} once all are connected
+ *   (r: reset by the server before the connect resolved), keeps them H ms,
  *   then {"event":"done","closedEarly":c} (c: closed by the server before the end).
  *
  * stdout carries {"event":"ready"} at start. Times are the process's own.
@@ -122,19 +123,26 @@ async function hold(): Promise<void> {
   const holdMs = Number(f.get("--hold-ms") ?? 3000);
   const prefix = new Uint8Array(randomBytes(20));
   const conns: { c: Conn; s: Socket<Conn> }[] = [];
+  // A connection the server resets before our connect resolves (its connection limits) is counted, not fatal.
+  let refusedAtConnect = 0;
   // In batches, so the listen backlog is never the limit.
   for (let i = 0; i < n; i += 100) {
     const batch = await Promise.all(
       Array.from({ length: Math.min(100, n - i) }, async () => {
         const c = newConn();
-        const s = await connect(c);
-        s.write(prefix);
-        return { c, s };
+        try {
+          const s = await connect(c);
+          s.write(prefix);
+          return { c, s };
+        } catch {
+          refusedAtConnect++;
+          return undefined;
+        }
       }),
     );
-    conns.push(...batch);
+    for (const x of batch) if (x !== undefined) conns.push(x);
   }
-  emit({ event: "holding", open: conns.filter((x) => !x.c.closed).length });
+  emit({ event: "holding", open: conns.filter((x) => !x.c.closed).length, refusedAtConnect });
   await Bun.sleep(holdMs);
   const closedEarly = conns.filter((x) => x.c.closed).length;
   const bytesBack = conns.reduce((a, x) => a + x.c.have, 0);

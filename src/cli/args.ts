@@ -8,8 +8,10 @@
  */
 
 import { StriperError, UsageError } from "../errors.ts";
-import { DEFAULT_MAX_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_BUFFER, DEFAULT_MAX_RECEIVE_BUFFER, DEFAULT_SESSION_OPTIONS, SESSION_LIMITS, STRIPE_COUNT } from "../config.ts";
+import { DEFAULT_MAX_SESSIONS_PER_SOURCE } from "../proxy/registry.ts";
 import type { Address } from "../pipe/tcp.ts";
+import { cidrProblem } from "../proxy/proxyproto.ts";
 import { SCHEDULER_MODES, type SchedulerMode } from "../stripe/scheduler.ts";
 import { parseAllowRule } from "../proxy/allow.ts";
 import {
@@ -38,6 +40,8 @@ export type OptionKind =
   /** Boolean: present = true on the command line (no value); true/false in TOML. */
   | { readonly kind: "flag" }
   | { readonly kind: "path" }
+  /** A string of a given shape (`pattern`), described by `expect` in errors; checked further where used. */
+  | { readonly kind: "text"; readonly pattern: RegExp; readonly expect: string }
   /** An allowlist rule, HOST:PORTS (src/proxy/allow.ts), checked as it is read. */
   | { readonly kind: "rule" };
 
@@ -123,8 +127,18 @@ export const OPTIONS = [
   { name: "handshake-rate", modes: ["server"], type: { kind: "number", min: 0.01, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_RATE, help: "handshake attempts per second per source address (IPv6: per /64); refunded when one authenticates" },
   { name: "handshake-burst", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_HANDSHAKE_BURST, help: "handshake attempts a quiet source may make at once" },
   { name: "max-standby", modes: ["server"], type: { kind: "int", min: 0, max: 1_000_000 }, arg: "N", scope: "process", default: 256, help: "standby stripes (opened ahead of need by clients' pools) held at once; 16 per source at most, each for at most 60 s" },
-  { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this" },
-  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together" },
+  { name: "max-sessions", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: 1024, help: "refuse sessions beyond this (per worker process with --workers)" },
+  // Scaling (issue 14): worker processes on one port, join ports, load balancers in front.
+  { name: "workers", modes: ["server"], type: { kind: "int", min: 1, max: 64 }, arg: "N", scope: "process", defaultText: "the number of cores", help: "worker processes sharing the listening port (SO_REUSEPORT); every stripe of a session is handled by the worker holding it; 1: one process" },
+  { name: "join-ports", modes: ["server"], type: { kind: "text", pattern: /^(0|\d{1,5}-\d{1,5})$/, expect: "FIRST-LAST (worker k listens on FIRST + k) or 0 (any free port)" }, arg: "FIRST-LAST", scope: "listener", defaultText: "the listen port + 1 + worker", help: "with --workers above 1: each worker's own port for the stripes of its sessions, told to clients in the reply that opens a session" },
+  { name: "advertise-join", modes: ["server"], type: { kind: "enum", values: ["on", "off"] }, arg: "on|off", scope: "listener", default: "on", help: "tell clients the join port; off behind a load balancer, whose clients must not bypass it (their stripes then find the worker through wrong-worker answers)" },
+  { name: "proxy-protocol-from", modes: ["server"], type: { kind: "text", pattern: /^[0-9a-fA-F:.]+(\/\d{1,3})?$/, expect: "an IPv4 or IPv6 address or CIDR block" }, arg: "CIDR", scope: "listener", repeatable: true, help: "a load balancer: its connections must open with a PROXY protocol v2 header (HAProxy send-proxy-v2), whose client address counts for logs and limits; anyone else's header is refused like garbage" },
+  { name: "max-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_BUFFER, help: "unacknowledged bytes all sessions may hold together beyond each one's guaranteed 256 KiB; a session whose far side stops acknowledging is set apart (a server's workers each have this much)" },
+  // Issue 10: what one peer can hold (README "Limits").
+  { name: "max-sessions-per-source", modes: ["server"], type: { kind: "int", min: 1, max: 1_000_000 }, arg: "N", scope: "process", default: DEFAULT_MAX_SESSIONS_PER_SOURCE, help: "sessions one source address (IPv6: one /64) may hold at once; more OPENs are refused (E_SOURCE_LIMIT)" },
+  { name: "max-stripes-per-source", modes: ["server"], type: { kind: "int", min: 1, max: 10_000_000 }, arg: "N", scope: "process", defaultText: "half the accepted-connection limit", help: "authenticated stripe connections one source address (IPv6: one /64) may hold at once; more are refused (E_SOURCE_LIMIT)" },
+  { name: "max-receive-buffer", modes: SESSION_MODES, type: { kind: "int", min: 1 << 20, max: 2 ** 40 }, arg: "BYTES", scope: "process", default: DEFAULT_MAX_RECEIVE_BUFFER, help: "memory all reorder buffers may use together: receive windows are granted against it and shrink under load; a session for which not even 64 KiB fits is refused (E_RECEIVE_MEMORY)" },
+  { name: "max-connections", modes: SESSION_MODES, type: { kind: "int", min: 1, max: 10_000_000 }, arg: "N", scope: "process", defaultText: "the descriptor limit less a reserve", help: "connections accepted at once; beyond, new ones are reset until the count falls 5 % below; never above what the descriptor limit allows" },
 
   // Operations.
   { name: "metrics", modes: SESSION_MODES, type: { kind: "address" }, arg: "HOST:PORT", scope: "process", help: "serve /metrics, /healthz, /api/sessions and the dashboard here (off by default)" },
@@ -134,6 +148,7 @@ export const OPTIONS = [
   // link: a capped route for tests and benchmarks.
   { name: "rate", modes: ["link"], type: { kind: "numbers", min: 0, max: Infinity }, arg: "MBPS[,MBPS...]", scope: "listener", defaultText: "0", help: "per-connection cap in MB/s (10^6 bytes/s), each direction; a list is assigned to connections in turn; 0 = uncapped" },
   { name: "delay", modes: ["link"], type: { kind: "number", min: 0, max: Infinity }, arg: "MS", scope: "listener", defaultText: "0", help: "added one-way delay, each direction" },
+  { name: "connect-delay", modes: ["link"], type: { kind: "number", min: 0, max: 60_000 }, arg: "MS", scope: "listener", defaultText: "0", help: "hold each new connection this long before forwarding it: the round trip a TCP handshake costs on the route the link stands for (e.g. 2 × --delay)" },
   { name: "burst", modes: ["link"], type: { kind: "number", min: 1, max: Infinity }, arg: "BYTES", scope: "listener", defaultText: "max(16 KiB, 20 ms of the rate)", help: "token bucket depth" },
 
   // demo.
@@ -246,6 +261,9 @@ export function parseValue(spec: OptionSpec, text: string, flag: string): Option
     case "path":
       if (text === "") throw new UsageError(`${flag}: expected a file name`);
       return text;
+    case "text":
+      if (!t.pattern.test(text)) throw new UsageError(`${flag}: expected ${t.expect}, got "${text}"`);
+      return text;
     case "rule":
       try {
         return parseAllowRule(text).text;
@@ -275,6 +293,7 @@ export function formatValue(spec: OptionSpec, v: OptionValue): string {
     case "enum":
     case "flag":
     case "path":
+    case "text":
     case "rule":
       return String(v);
     default: {
@@ -452,6 +471,16 @@ const CHECKS: readonly Check[] = [
     v["no-auth"] === true && v["key-file"] !== undefined
       ? { name: "no-auth", message: "--no-auth and --key-file exclude each other: choose one" }
       : undefined,
+  (v) => {
+    const bad = (v["proxy-protocol-from"] ?? []).map(cidrProblem).find((p) => p !== undefined);
+    return bad === undefined ? undefined : { name: "proxy-protocol-from", message: bad };
+  },
+  (v) => {
+    const m = /^(\d+)-(\d+)$/.exec(v["join-ports"] ?? "");
+    if (m === null) return undefined;
+    const [lo, hi] = [Number(m[1]), Number(m[2])];
+    return lo < 1 || hi > 65535 || hi < lo ? { name: "join-ports", message: `must be FIRST-LAST with 1 ≤ FIRST ≤ LAST ≤ 65535, got ${lo}-${hi}` } : undefined;
+  },
   (v) =>
     v.keepalive !== undefined && v["dead-timeout"] !== undefined && v["dead-timeout"] <= v.keepalive
       ? { name: "dead-timeout", message: `must be longer than keepalive (${v.keepalive} ms), got ${v["dead-timeout"]} ms` }
@@ -571,6 +600,7 @@ function typeHint(o: OptionSpec): string {
     case "duration":
     case "flag":
     case "path":
+    case "text":
     case "rule":
       return "";
     default: {

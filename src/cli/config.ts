@@ -133,6 +133,7 @@ export function tomlValue(spec: OptionSpec, raw: unknown, label: string): Option
     case "address":
     case "enum":
     case "path":
+    case "text":
     case "rule":
       return typeof raw === "string" ? viaText(raw) : fail(t.kind === "address" ? `a string "HOST:PORT"` : "a string");
     case "int":

@@ -1,7 +1,7 @@
 /**
  * `link` mode: run a capped link from the command line.
  *
- *   bun run src/cli/link.ts --listen 127.0.0.1:9000 --target 127.0.0.1:9001 --rate 4,4,4,0.4 --delay 10 [--burst BYTES]
+ *   bun run src/cli/link.ts --listen 127.0.0.1:9000 --target 127.0.0.1:9001 --rate 4,4,4,0.4 --delay 10 [--burst BYTES] [--connect-delay MS]
  *
  * Rates in MB/s (10^6 bytes/s), assigned to connections in turn, 0 = uncapped; delay in ms one way.
  */
@@ -16,7 +16,7 @@ import { stderrLog, type LogSink } from "../proxy/log.ts";
  * throws UsageError on anything malformed.
  */
 export function parseLinkArgs(argv: string[]): CappedLinkOptions {
-  const f = flags(argv, ["listen", "target", "rate", "delay", "burst"], "link");
+  const f = flags(argv, ["listen", "target", "rate", "delay", "burst", "connect-delay"], "link");
   const target = f.get("target");
   if (target === undefined) throw new UsageError("link: --target is required");
   const t = parseAddress(target, "--target");
@@ -28,6 +28,8 @@ export function parseLinkArgs(argv: string[]): CappedLinkOptions {
   if (delay !== undefined) opts.delayMs = parseNumber(delay, "--delay", 0, Infinity);
   const burst = f.get("burst");
   if (burst !== undefined) opts.burst = parseNumber(burst, "--burst", 1, Infinity);
+  const connectDelay = f.get("connect-delay");
+  if (connectDelay !== undefined) opts.connectDelayMs = parseNumber(connectDelay, "--connect-delay", 0, 60_000);
   return opts;
 }
 
@@ -68,7 +70,7 @@ export async function runLinkCli(argv: string[], log: LogSink = stderrLog): Prom
   });
   process.on("SIGHUP", () => log("link: SIGHUP ignored (nothing to reload)"));
   link = await startCappedLink(opts);
-  const burst = opts.burst !== undefined ? ` burst ${opts.burst} B` : "";
+  const burst = (opts.burst !== undefined ? ` burst ${opts.burst} B` : "") + (opts.connectDelayMs ? ` connect delay ${opts.connectDelayMs} ms` : "");
   log(`link listening on ${link.hostname}:${link.port} -> ${opts.targetHost}:${opts.targetPort} rate ${describeRates(opts.rates)} delay ${opts.delayMs ?? 0} ms each way${burst}`);
   await new Promise<void>((resolve) => {
     const done = () => {

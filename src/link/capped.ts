@@ -27,6 +27,8 @@ export interface CappedLinkOptions {
   burst?: number;
   /** Added one-way delay in each direction, ms; default 0. */
   delayMs?: number;
+  /** Hold each new connection this long before forwarding, ms (a TCP handshake's round trip); default 0. */
+  connectDelayMs?: number;
   /** Called once per connection when it ends (the CLI prints its counters). */
   onConnectionClosed?(stats: LinkConnStats): void;
 }
@@ -75,6 +77,7 @@ export async function startCappedLink(opts: CappedLinkOptions): Promise<CappedLi
     targetHost: opts.targetHost,
     targetPort: opts.targetPort,
     lane: (i) => ({ rate: rates[i % rates.length] || 0, burst: opts.burst, delayMs: opts.delayMs ?? 0, sliceBytes: 0 }),
+    connectDelayMs: opts.connectDelayMs,
     onClose: opts.onConnectionClosed && ((c) => opts.onConnectionClosed!(stats(c))),
   });
   return {

@@ -255,6 +255,13 @@ export interface ForwarderOptions {
    * may change its bytes in place (tests: flip a bit in flight) or keep a copy (record a first message).
    */
   tap?(index: number, up: boolean, chunk: Uint8Array): void;
+  /**
+   * Hold each accepted connection this long (ms) before dialling the target and forwarding its bytes:
+   * what TCP's opening handshake costs on a real path (one round trip). Loopback connects in
+   * microseconds, so without it a fresh connection through the link is a round trip cheaper than on the
+   * route the link stands for, and short-connection benchmarks favour whatever opens more connections.
+   */
+  connectDelayMs?: number;
 }
 
 /** One forwarded connection: the accepted client socket, the dialled target socket and two lanes. */
@@ -422,9 +429,15 @@ export class Forwarder {
       this.sockets++;
       conn.targetOpen(t);
     };
-    connectHalfOpen<Side>(this.opts.targetHost, this.opts.targetPort, target, { ...handlers, open }, (err) =>
-      conn.abort(errCode(err) ?? "ECONNREFUSED"),
-    );
+    const dial = (): void => {
+      if (!conn.open) return; // the client went away while the handshake was being "made"
+      connectHalfOpen<Side>(this.opts.targetHost, this.opts.targetPort, target, { ...handlers, open }, (err) =>
+        conn.abort(errCode(err) ?? "ECONNREFUSED"),
+      );
+    };
+    const wait = this.opts.connectDelayMs ?? 0;
+    if (wait > 0) setTimeout(dial, wait);
+    else dial();
   }
 
   socketClosed(): void {

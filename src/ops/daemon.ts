@@ -12,6 +12,7 @@ import { logEvent, type LogEvent, type LogSink } from "../proxy/log.ts";
 import { VERSION } from "../version.ts";
 import { startOpsServer, type OpsServer } from "./http.ts";
 import { runLifecycle, type Drainable, type LifecycleHandle, type SignalSource } from "./lifecycle.ts";
+import type { HealthState } from "./metrics.ts";
 import type { StatsSource } from "./stats.ts";
 
 /** Readable reasons for the errors a listener meets at start-up. */
@@ -38,7 +39,8 @@ export function listenOrFail<T>(address: Address, what: string, start: () => T):
   try {
     return start();
   } catch (err) {
-    throw new ListenError(address, what, err);
+    // A ListenError already names its address (a worker's join port, say).
+    throw err instanceof ListenError ? err : new ListenError(address, what, err);
   }
 }
 
@@ -58,10 +60,18 @@ export interface DaemonOptions {
    * message, when it cannot apply: the reload is then refused and the running config kept.
    */
   prepare?: (next: RunConfig) => void;
-  /** Applies a reloaded config whose changes are all live (see OptionSpec.reload). */
-  apply?: (next: RunConfig, changed: string[]) => void;
+  /** Applies a reloaded config whose changes are all live (see OptionSpec.reload); awaited before the reload line. */
+  apply?: (next: RunConfig, changed: string[]) => unknown;
   /** From processSignals(), taken before the listeners started. */
   signals: SignalSource;
+  /** What /healthz says, given the lifecycle's state (default: that state): a server's fleet of workers. */
+  health?: (lifecycle: HealthState) => HealthState;
+  /** More JSON endpoints on the operations address (`/api/<name>`). */
+  api?: Readonly<Record<string, () => Promise<unknown>>>;
+  /** Serve --metrics here (default true; a server's workers leave it to their primary). */
+  serveOps?: boolean;
+  /** Ends the process once the lifecycle has stopped (default: exit after 200 ms, for reset frames to leave). */
+  exit?: (code: number) => void;
 }
 
 /** A running daemon. */
@@ -74,11 +84,12 @@ export interface Daemon {
 export function runDaemon(o: DaemonOptions): Daemon {
   const info = { version: VERSION, mode: o.cmd.mode, startedAt: Date.now() };
   let lifecycle: LifecycleHandle | undefined;
-  const health = () => lifecycle?.state() ?? "accepting";
-  const metrics = o.cmd.global.metrics;
+  const state = (): HealthState => lifecycle?.state() ?? "accepting";
+  const health = o.health ? () => o.health!(state()) : state;
+  const metrics = o.serveOps === false ? undefined : o.cmd.global.metrics;
   let ops: OpsServer | undefined;
   if (metrics) {
-    ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health }));
+    ops = listenOrFail(metrics, "metrics", () => startOpsServer({ listen: metrics, source: o.source, info, health, api: o.api }));
     o.log(`metrics on ${ops.url} (/metrics, /healthz, /api/sessions, dashboard at /)${o.source ? "" : "; this mode has no session statistics"}`);
   }
   lifecycle = runLifecycle({
@@ -86,7 +97,7 @@ export function runDaemon(o: DaemonOptions): Daemon {
     drainTimeoutMs: o.cmd.global["drain-timeout"] ?? 0,
     log: o.log,
     // Give reset frames a moment to leave before the process ends.
-    exit: (code) => setTimeout(() => process.exit(code), 200).unref(),
+    exit: o.exit ?? ((code) => setTimeout(() => process.exit(code), 200).unref()),
     stats: () => {
       const events = o.stats();
       if (events.length === 0) o.log("no live sessions");

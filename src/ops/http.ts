@@ -83,6 +83,8 @@ export interface OpsServerOptions {
   info: ProcessInfo;
   /** The lifecycle's state (for /healthz and striper_draining). */
   health: () => HealthState;
+  /** More JSON endpoints: `/api/<name>` answers with what the function resolves to (`/api/workers`). */
+  api?: Readonly<Record<string, () => Promise<unknown>>>;
 }
 
 /** A running operations endpoint. */
@@ -106,9 +108,14 @@ export function startOpsServer(o: OpsServerOptions): OpsServer {
     // Measured (Bun 1.4.5): with development off and reusePort unset, a second process binds the same
     // port without an error and the kernel splits the scrapes between them. Make it fail instead.
     reusePort: false,
-    fetch(req) {
+    async fetch(req) {
       if (req.method !== "GET" && req.method !== "HEAD") return text("method not allowed\n", 405);
-      const path = new URL(req.url).pathname;
+      // An HTTP/1.0 request without Host (HAProxy's plain `option httpchk`) comes as a bare path.
+      const path = new URL(req.url, "http://localhost").pathname;
+      const extra = path.startsWith("/api/") ? o.api?.[path.slice(5)] : undefined;
+      if (extra !== undefined) return Response.json(await extra(), { headers: { "cache-control": "no-store" } });
+      // A source fed from elsewhere (a server's workers) is brought up to date first.
+      if ((path === "/metrics" || path === "/api/sessions") && o.source?.refresh) await o.source.refresh();
       switch (path) {
         case "/metrics":
           return text(registry.render(), 200, METRICS_CONTENT_TYPE);

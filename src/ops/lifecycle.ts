@@ -183,8 +183,11 @@ export interface LifecycleOptions {
   /** The running config; `reread` loads and validates it again (throws UsageError/ConfigFileError). */
   config?: RunConfig;
   reread?: () => Promise<RunConfig>;
-  /** Applies a valid new config whose changes are all live-reloadable (and re-reads key files). */
-  apply?: (next: RunConfig, changed: string[]) => void;
+  /**
+   * Applies a valid new config whose changes are all live-reloadable (and re-reads key files); awaited,
+   * so the "config reloaded" line comes once it is applied everywhere (every worker of a server).
+   */
+  apply?: (next: RunConfig, changed: string[]) => unknown;
   signals?: SignalSource;
   clock?: Clock;
 }
@@ -292,7 +295,7 @@ export function runLifecycle(o: LifecycleOptions): LifecycleHandle {
       o.log(`SIGHUP: reload refused, keeping the running config: ${needRestart.join(", ")} changed, which needs a restart`);
       return;
     }
-    o.apply?.(next, changed);
+    await o.apply?.(next, changed);
     current = next;
     o.log(`SIGHUP: config reloaded${changed.length > 0 ? ` (changed: ${changed.join(", ")})` : " (no option changed)"}`);
   };

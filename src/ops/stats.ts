@@ -109,6 +109,11 @@ export interface StatsSource {
   counters(): Partial<CounterSnapshot>;
   /** The buffer budget, when the proxy has one. */
   budget(): BudgetSnapshot | undefined;
+  /**
+   * Brings the snapshots up to date before a scrape reads them, when they come from elsewhere (the
+   * workers of a `--workers` server, over IPC). The endpoints await it; a local source has none.
+   */
+  refresh?(): Promise<void>;
 }
 
 /** Several sources as one (one per listener of a process). */

@@ -11,8 +11,9 @@ import type { SocketHandler, TCPSocketListener } from "bun";
  * Bun.listen with `allowHalfOpen`: without it Bun closes a socket when the peer's FIN arrives, and the
  * other direction could not finish (docs/bun-sockets.md, "Closing").
  */
-export function listenHalfOpen<T>(host: string, port: number, socket: SocketHandler<T>): TCPSocketListener<T> {
-  return Bun.listen<T>({ hostname: host, port, allowHalfOpen: true, socket });
+export function listenHalfOpen<T>(host: string, port: number, socket: SocketHandler<T>, reusePort = false): TCPSocketListener<T> {
+  // reusePort (SO_REUSEPORT) lets the worker processes of one server share the port; bun-types lack it.
+  return Bun.listen<T>({ hostname: host, port, allowHalfOpen: true, socket, ...(reusePort ? { reusePort: true } : {}) });
 }
 
 /**

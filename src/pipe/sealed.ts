@@ -181,27 +181,8 @@ export class SealedPipe implements Pipe {
    * with E_RECORD_COUNTER (and send returns false) rather than throwing into the session.
    */
   send(chunk: Uint8Array): boolean {
-    if (!this._writable) throw new BrokenError("E_NOT_WRITABLE", "send() after shutdown or close");
-    const length = chunk.byteLength;
-    this.stats.bytesOut += length;
-    if (length === 0) return !this.congested;
-    let ok = true;
-    try {
-      for (let at = 0; at < length; at += this.maxRecord) {
-        const body = at === 0 && length <= this.maxRecord ? chunk : chunk.subarray(at, Math.min(length, at + this.maxRecord));
-        ok = this.sendRecord([body], body.byteLength) && ok;
-        if (this._state === "closed") return false;
-      }
-    } catch (err) {
-      if (!(err instanceof RecordError)) throw err;
-      this.close(err);
-      return false;
-    }
-    if (!ok) {
-      this.congested = true;
-      this.stats.congestions++;
-    }
-    return ok;
+    // One piece, no cuts: sendv splits it only at the record maximum.
+    return this.sendv([chunk], chunk.byteLength);
   }
 
   /**

@@ -21,9 +21,10 @@ import { REAL_CLOCK, type Clock, type ClockTimer } from "../clock.ts";
 import { validateSessionOptions, type SessionOptions } from "../config.ts";
 import { BrokenError, PeerResetError, ProtocolError, asStriperError, type StriperError } from "../errors.ts";
 import { AckPolicy, ACK_DELAY_MS } from "../stripe/ack.ts";
-import type { BufferBudget } from "../stripe/budget.ts";
+import type { SendBudget } from "../stripe/budget.ts";
 import { RecvEnd, SessionEnd } from "../stripe/ending.ts";
 import { SendGate } from "../stripe/gate.ts";
+import { ControlFloodError, StripeGuard } from "../stripe/guard.ts";
 import { HeadOfLineWatch, Health, Ping, stripeHealth } from "../stripe/liveness.ts";
 import { SessionCounters, type SessionMetrics } from "../stripe/metrics.ts";
 import { Receiver } from "../stripe/receiver.ts";
@@ -99,9 +100,9 @@ export class StripedPipe implements Pipe {
 
   /**
    * Throws ConfigError when an option is out of range (src/config.ts). `budget`, when given, is shared
-   * by all sessions of a proxy and caps their send stores together.
+   * by all sessions of a proxy and caps their send stores together (each with a guaranteed minimum).
    */
-  constructor(opts: SessionOptions, peerWindow = opts.window, budget?: BufferBudget) {
+  constructor(opts: SessionOptions, peerWindow = opts.window, budget?: SendBudget) {
     this.opts = validateSessionOptions(opts);
     this.clock = opts.clock ?? REAL_CLOCK;
     this.scheduler = createScheduler(opts.scheduler, opts.frameSize);
@@ -149,6 +150,15 @@ export class StripedPipe implements Pipe {
     return this.state === "closed";
   }
 
+  /**
+   * Whether anything has got through: bytes of the peer's stream delivered here, or bytes of ours that
+   * the peer acknowledged. A server session that lost every stripe before this is given up at once
+   * rather than held for the grace period (its slot is released: issue 10).
+   */
+  get progressed(): boolean {
+    return this.receiver.delivered > 0 || this.sender.buf.acked > 0;
+  }
+
   /** Counters and peaks, for statistics and tests. */
   metrics(): SessionMetrics {
     return this.counters.snapshot(this.stripes, this.sender, this.receiver);
@@ -174,7 +184,9 @@ export class StripedPipe implements Pipe {
     stripe.decoder = new FrameDecoder({
       data: (offset, bytes) => this.receiver.data(offset, bytes),
       control: (type, flags, value, payload) => this.onControl(stripe, type, flags, value, payload),
+      empty: () => stripe.guard.other(this.clock.now()),
     });
+    stripe.guard = new StripeGuard(this.clock.now(), { peerWindow: this.sender.peerWindow, sent: this.dataSent });
     this.stripes[index] = stripe;
     pipe.setHandler({
       data: (chunk) => this.guard(() => this.onStripeData(stripe, chunk)),
@@ -253,8 +265,13 @@ export class StripedPipe implements Pipe {
     try {
       stripe.decoder.push(chunk);
     } catch (err) {
-      this.finish(asStriperError(err, "E_PROTOCOL")); // a ProtocolError sends RESET_PROTOCOL
-      return;
+      if (!(err instanceof ControlFloodError)) {
+        this.finish(asStriperError(err, "E_PROTOCOL")); // a ProtocolError sends RESET_PROTOCOL
+        return;
+      }
+      // Too many control frames: this stripe goes (its data is re-sent elsewhere), not the session.
+      // What its chunk carried before the flood was checked and stored: deliver and acknowledge it.
+      this.killStripe(stripe, err);
     }
     if (this.closed) return; // a RESET frame in the chunk ended the session
     this.deliver();
@@ -263,17 +280,31 @@ export class StripedPipe implements Pipe {
     if (this.acks.due || stripe.pendingPong >= 0) this.pump();
   }
 
+  /** DATA bytes this session has framed so far, resends included: what earns the peer ACK credit. */
+  private get dataSent(): number {
+    return this.sender.nextOffset + this.sender.resentBytes;
+  }
+
+  /**
+   * A control frame: first its stripe's guard (ControlFloodError beyond the rates, E_BAD_ACK for an ACK
+   * with more entries than a session has stripes; src/stripe/guard.ts), then what it means.
+   */
   private onControl(stripe: Stripe, type: ControlFrameType, flags: number, value: number, payload: Uint8Array): void {
+    const now = this.clock.now();
     switch (type) {
       case FrameType.Ack:
+        stripe.guard.ack(now, payload.byteLength, this.dataSent);
         this.onAck(flags, value, payload);
         return;
       case FrameType.Ping:
+        stripe.guard.ping(now);
         stripe.pendingPong = value;
         return;
       case FrameType.Pong:
+        stripe.guard.other(now);
         return; // receipt alone refreshed lastRecvAt
       case FrameType.Fin:
+        stripe.guard.other(now);
         this.receiver.fin(value);
         return;
       case FrameType.Reset:

@@ -4,11 +4,20 @@
  * Bun facts this relies on (docs/bun-sockets.md): write() takes what the kernel accepts and
  * drops the rest, so the remainder is queued here and flushed from `drain`; end() is a full close, so FIN
  * is sent with shutdown() and both ends use allowHalfOpen; terminate() sends RST, which is how a broken
- * pipe is made visible to a peer as an error rather than a clean EOF.
+ * pipe is made visible to a peer as an error rather than a clean EOF. A reset decided while the listener's
+ * `open` handler runs is sent on the next timer tick: a Bun client whose first write meets an RST sent
+ * from inside `open` reports a clean EOF (an RST on the wire: other clients see ECONNRESET).
+ *
+ * Every connection, accepted or dialled, is counted against the process's ConnectionGate
+ * (src/util/fdlimit.ts) until its socket closes: beyond the accept limit a new connection is reset at
+ * once, beyond the total a dial fails with E_FD_LIMIT, so the process never runs out of descriptors.
+ * Socket handlers are contained: a throw closes that pipe (E_HANDLER) and is reported, never more.
  */
 
 import type { Socket, SocketHandler, TCPSocketListener } from "bun";
 import { BrokenError, ConnectError, StriperError, asStriperError } from "../errors.ts";
+import { connectionGate, type ConnectionGate } from "../util/fdlimit.ts";
+import { guardedTimeout, reportContained } from "../util/guard.ts";
 import { connectHalfOpen, listenHalfOpen } from "./bun-socket.ts";
 import { NOOP_HANDLER, newStats, type Pipe, type PipeHandler, type PipeState, type PipeStats } from "./pipe.ts";
 
@@ -35,6 +44,18 @@ export class TcpPipe implements Pipe {
   private finPending = false; // shutdown() called while data was still queued
   private finSent = false;
   private paused = false;
+  /** The gate this pipe's descriptor is counted in, and as what, until its socket closes. */
+  private gate: ConnectionGate | undefined;
+  private gateKind: "accepted" | "dialled" = "accepted";
+  /** @internal Inside the listener's `open` handler: a reset now waits for the next tick (module comment). */
+  opening = false;
+  private closeHooks: (() => void)[] | undefined;
+
+  /** Calls `fn` once when this pipe closes (at once if it has): for counts kept beside its handler. */
+  whenClosed(fn: () => void): void {
+    if (this.state === "closed") return fn();
+    (this.closeHooks ??= []).push(fn);
+  }
 
   setHandler(handler: PipeHandler): void {
     this.handler = handler;
@@ -90,16 +111,31 @@ export class TcpPipe implements Pipe {
     const socket = this.socket;
     this.finish(err);
     if (socket === undefined) return;
-    if (err !== undefined) socket.terminate();
-    else socket.end();
+    if (err === undefined) socket.end();
+    else if (this.opening) resetSoon(socket);
+    else socket.terminate();
+  }
+
+  /** @internal Counts this pipe's descriptor in `gate` until its socket closes (or its dial fails). */
+  countIn(gate: ConnectionGate, kind: "accepted" | "dialled"): void {
+    this.gate = gate;
+    this.gateKind = kind;
+  }
+
+  /** @internal The descriptor is gone: the gate forgets it (once). */
+  uncount(): void {
+    const gate = this.gate;
+    this.gate = undefined;
+    gate?.onClose(this.gateKind);
   }
 
   // --- socket events (called from tcpHandlers) ---
 
-  /** @internal */
-  onOpen(socket: Socket<TcpPipe>): void {
+  /** @internal `accepted`: called from the listener's `open` handler. */
+  onOpen(socket: Socket<TcpPipe>, accepted = false): void {
     if (this.state === "closed") {
-      socket.terminate();
+      if (accepted) resetSoon(socket);
+      else socket.terminate();
       return;
     }
     this.socket = socket;
@@ -220,27 +256,44 @@ export class TcpPipe implements Pipe {
     this.queuedBytes = 0;
     const handler = this.handler;
     this.handler = NOOP_HANDLER;
+    const hooks = this.closeHooks;
+    this.closeHooks = undefined;
+    for (const h of hooks ?? []) h();
     handler.close(err);
   }
 }
 
+/** Sends RST on the next timer tick (see the module comment), unless the socket has closed by then. */
+function resetSoon(socket: Socket<TcpPipe> | Socket<undefined>): void {
+  guardedTimeout("tcp reset", () => socket.terminate(), 0);
+}
+
+/**
+ * A socket handler whose throw is contained: reported, and the pipe closed with E_HANDLER, instead of
+ * going to Bun's `error` handler with the socket left open and the pipe half-updated.
+ */
+function contained<A extends unknown[]>(name: string, fn: (socket: Socket<TcpPipe>, ...args: A) => void) {
+  return (socket: Socket<TcpPipe>, ...args: A): void => {
+    try {
+      fn(socket, ...args);
+    } catch (err) {
+      reportContained(`socket ${name} handler`, err);
+      socket.data?.close(asStriperError(err, "E_HANDLER"));
+    }
+  };
+}
+
 /** Bun socket handlers shared by every TcpPipe; `socket.data` is the pipe. */
 const tcpHandlers: SocketHandler<TcpPipe> = {
-  open(socket) {
-    socket.data.onOpen(socket);
-  },
-  data(socket, chunk) {
-    socket.data.onData(chunk);
-  },
-  drain(socket) {
-    socket.data.onDrain();
-  },
-  end(socket) {
-    socket.data.onEnd();
-  },
-  close(socket, err) {
-    socket.data?.onClose(err ?? undefined);
-  },
+  open: contained("open", (socket) => socket.data.onOpen(socket)),
+  data: contained("data", (socket, chunk: Uint8Array) => socket.data.onData(chunk)),
+  drain: contained("drain", (socket) => socket.data.onDrain()),
+  end: contained("end", (socket) => socket.data.onEnd()),
+  close: contained("close", (socket, err?: Error) => {
+    const pipe = socket.data as TcpPipe | undefined; // undefined: reset by the gate before it had a pipe
+    pipe?.uncount();
+    pipe?.onClose(err ?? undefined);
+  }),
   error(socket, err) {
     socket.data?.onError(err);
   },
@@ -267,12 +320,26 @@ export function formatAddress(a: Address): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
-/** Opens a TCP connection; returns at once with a pipe in state "opening". Failure closes it with ConnectError. */
+/**
+ * Opens a TCP connection; returns at once with a pipe in state "opening". Failure closes it with
+ * ConnectError (after the caller has installed its handler): E_FD_LIMIT when the process is at its
+ * descriptor limit, else the system's code.
+ */
 export function connectTcp(to: Address, handler?: PipeHandler): TcpPipe {
   const pipe = new TcpPipe();
   if (handler) pipe.setHandler(handler);
   pipe.remote = formatAddress(to);
-  connectHalfOpen(to.host, to.port, pipe, tcpHandlers, (err) => pipe.onConnectError(err, pipe.remote));
+  const gate = connectionGate();
+  if (!gate.onDial()) {
+    const err = new ConnectError("E_FD_LIMIT", `descriptor limit: ${gate.accepted + gate.dialled} connections open, ${gate.limits.total} at most`);
+    guardedTimeout("tcp dial refused", () => pipe.onConnectError(err, pipe.remote), 0);
+    return pipe;
+  }
+  pipe.countIn(gate, "dialled");
+  connectHalfOpen(to.host, to.port, pipe, tcpHandlers, (err) => {
+    pipe.uncount();
+    pipe.onConnectError(err, pipe.remote);
+  });
   return pipe;
 }
 
@@ -284,27 +351,44 @@ export interface TcpListener {
   stop(): void;
 }
 
+/** Options of listenTcp. */
+export interface ListenOptions {
+  /** SO_REUSEPORT: other processes may listen on the same address (the kernel spreads connections). */
+  reusePort?: boolean;
+}
+
 /**
  * Listens on `at`; `onAccept` must install a handler synchronously. The pipe is still "opening" inside
- * `onAccept`; it opens (and `ready` fires) right after.
+ * `onAccept`; it opens (and `ready` fires) right after. Beyond the process's accept limit a connection
+ * is reset at once and never reaches `onAccept` (the gate logs that once per episode).
  */
-export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void): TcpListener {
+export function listenTcp(at: Address, onAccept: (pipe: TcpPipe) => void, options: ListenOptions = {}): TcpListener {
   const listener: TCPSocketListener<TcpPipe> = listenHalfOpen<TcpPipe>(at.host, at.port, {
     ...tcpHandlers,
     open(socket) {
-      const pipe = new TcpPipe();
-      socket.data = pipe;
-      pipe.remoteHost = socket.remoteAddress ?? "";
-      pipe.remote = remoteOf(socket);
-      try {
-        onAccept(pipe);
-      } catch (err) {
-        socket.terminate();
+      const gate = connectionGate();
+      if (gate.onAccept() === "close") {
+        resetSoon(socket);
         return;
       }
-      pipe.onOpen(socket);
+      const pipe = new TcpPipe();
+      socket.data = pipe;
+      pipe.countIn(gate, "accepted");
+      pipe.remoteHost = socket.remoteAddress ?? "";
+      // The peer may be gone already (no address): "unknown", never "undefined:".
+      pipe.remote = remoteOf(socket);
+      pipe.opening = true;
+      try {
+        onAccept(pipe);
+        pipe.onOpen(socket, true);
+      } catch (err) {
+        reportContained("accept handler", err);
+        pipe.close(asStriperError(err, "E_HANDLER"));
+      } finally {
+        pipe.opening = false;
+      }
     },
-  });
+  }, options.reusePort === true);
   return {
     host: at.host,
     port: listener.port,

@@ -21,7 +21,10 @@ import type { Pipe } from "../pipe/pipe.ts";
 import { PrefacePipe } from "../pipe/preface.ts";
 import { SealedPipe, type PrefaceStep } from "../pipe/sealed.ts";
 import { DEFAULT_SESSION_OPTIONS, type StripedPipe, type SessionOptions } from "../pipe/striped.ts";
-import type { BufferBudget } from "../stripe/budget.ts";
+import type { SendBudget } from "../stripe/budget.ts";
+import { ControlFloodError } from "../stripe/guard.ts";
+import { connectionGate, describeLimits } from "../util/fdlimit.ts";
+import { guardedTimeout } from "../util/guard.ts";
 import { connectTcp, formatAddress, type Address, type TcpPipe } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, KIND_OPEN, SALT_SIZE, SECRET_SIZE, SID_SIZE } from "../secure/constants.ts";
 import { RecordError } from "../secure/errors.ts";
@@ -48,10 +51,12 @@ import {
   type StripeAuth,
 } from "./handshake.ts";
 import { DamageLog } from "./damage.ts";
-import { escapeText, hexId, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
+import { JOIN_CONNECT_MS, JoinMemory, JoinRoute, type DialTarget, type RouteCounts } from "./join.ts";
+import { escapeText, formatBytes, hexId, hostOfRemote, logEvent, sessionEndEvent, stderrLog, type LogSink } from "./log.ts";
 import { OutageNotice } from "./outage.ts";
+import { SessionLines } from "./sessionlines.ts";
 import { SessionFactory } from "./sessions.ts";
-import { ProxyStats } from "./stats.ts";
+import { ProxyStats, reasonLabel } from "./stats.ts";
 
 /** Settings of the client-side proxy, whatever its front. */
 export interface ClientSettings {
@@ -66,6 +71,11 @@ export interface ClientSettings {
   handshakeTimeoutMs?: number;
   /** Bytes all sessions together may hold unacknowledged (default 32 MiB). */
   maxBuffer?: number;
+  /**
+   * Memory all reorder buffers may use together (default 512 MiB): each session's receive window is
+   * granted against it; an app connection for which not even the smallest fits is reset.
+   */
+  maxReceiveBuffer?: number;
   /** Wall clock for the timestamp in first messages, unix ms (default Date.now); tests skew it. */
   wallClock?: () => number;
   log?: LogSink;
@@ -101,8 +111,10 @@ export interface StriperClient {
   readonly port: number;
   /** Live sessions. */
   readonly sessions: Set<StripedPipe>;
-  /** The memory budget all sessions share (for statistics and tests). */
-  readonly budget: BufferBudget;
+  /** The send budget all sessions share (for statistics and tests). */
+  readonly budget: SendBudget;
+  /** How JOINs were routed since start, all sessions together (src/proxy/join.ts). */
+  readonly routing: Readonly<RouteCounts & { fallbacks: number }>;
   /** Standby stripes: ready now, dialled and taken since start (zeros without a pool). */
   readonly pool: { readonly ready: number; readonly dialled: number; readonly taken: number };
   /**
@@ -199,9 +211,13 @@ export function startClient(opts: ClientOptions): StriperClient {
   const wall = opts.wallClock ?? Date.now;
   const peerName = formatAddress(opts.peer);
   const sessions = new Set<StripedPipe>();
-  const factory = new SessionFactory(sessionOpts, opts.maxBuffer);
+  const factory = new SessionFactory(sessionOpts, { maxBuffer: opts.maxBuffer, maxReceiveBuffer: opts.maxReceiveBuffer });
   const damage = new DamageLog(log);
+  const lines = new SessionLines(log);
   const stats = new ProxyStats({ role: "client", budget: factory.budget });
+  // What the client learned about reaching servers' join ports, and how its JOINs were routed.
+  const joinMemory = new JoinMemory();
+  const routing = { viaJoinPort: 0, viaMain: 0, wrongWorker: 0, fallbacks: 0 };
 
   const growAfter = opts.growAfter === undefined || opts.growAfter <= 0 ? undefined : opts.growAfter;
   const poolSize = opts.pool ?? 0;
@@ -222,12 +238,28 @@ export function startClient(opts: ClientOptions): StriperClient {
     const sessionId = pooled?.sid ?? new Uint8Array(randomBytes(SID_SIZE));
     const secret = pooled?.secret ?? new Uint8Array(randomBytes(SECRET_SIZE)); // S: proves membership, never sent in clear
     const id = hexId(sessionId);
-    const session = factory.open(sessions.size, pooled?.serverWindow ?? INITIAL_WINDOW);
+    const appHost = hostOfRemote(app.remote);
+    const opened = factory.open(pooled?.serverWindow ?? INITIAL_WINDOW);
+    if (opened === undefined) {
+      const err = new StriperError("E_RECEIVE_MEMORY", `no receive window fits in ${formatBytes(factory.windows.limit)}: app connection reset`);
+      stats.refused(reasonLabel(err.code));
+      lines.end(appHost, err.code, { level: "warn", event: "session.refused", session: id, remote: app.remote, msg: `session ${id} refused: app ${app.remote} ${err.code} ${err.message}` });
+      // A standby stripe taken for it goes too (the server gives its window back; the pool refills).
+      pooled?.carrier.close(err);
+      // A front that owes its app a reply (SOCKS, HTTP CONNECT) answers with a general failure.
+      if (app.answer?.waits === true) app.answer.failed("failed");
+      else app.pipe.close(err);
+      return;
+    }
+    const session = opened;
     session.id = id;
     sessions.add(session);
     const started = performance.now();
     // Per stripe index: the dial whose reply has not authenticated yet (its failure goes to the dialer).
     const awaitingReply = new Map<number, DialAttempt>();
+    // Where this session's stripes go: a server of several workers names the one that holds it.
+    const route = new JoinRoute(opts.peer, joinMemory);
+    if (pooled !== undefined) route.learn(pooled.replyOptions); // a standby stripe's reply named the worker
 
     /** The first message of one stripe connection: fresh salt, so fresh keys (re-dials included). */
     const hello = (a: DialAttempt): StripeHello => {
@@ -244,8 +276,9 @@ export function startClient(opts: ClientOptions): StriperClient {
           timestampMs: Math.floor(wall()),
           window: session.opts.window,
           secret: a.kind === KIND_OPEN ? secret : joinProof(secret, cs),
-          // The destination rides in the OPEN's sealed header, never in clear (keyed mode).
-          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : [],
+          // The destination rides in the OPEN's sealed header, never in clear (keyed mode); a JOIN names the
+          // worker that holds the session on a server of several.
+          options: a.kind === KIND_OPEN ? destinationOptions(app.destination) : route.headerOptions(a.kind),
         },
         cs,
       );
@@ -257,6 +290,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       switch (verdict.kind) {
         case "attach":
           awaitingReply.delete(a.index);
+          route.attached(a.index);
           session.setPeerWindow(verdict.window);
           dialer.succeeded(a.index);
           outage.back();
@@ -276,10 +310,11 @@ export function startClient(opts: ClientOptions): StriperClient {
     /** The opening stripe: attached at once, so the app's first bytes ride with the first message. */
     const dialOpen = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
       let carrier: Pipe;
-      const deadline = setTimeout(() => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
+      const deadline = guardedTimeout("stripe reply deadline", () => carrier.close(noAuthenticReply(handshakeTimeout)), handshakeTimeout);
       deadline.unref();
       const replied = (r: ServerReplyIn): StriperError | undefined => {
         clearTimeout(deadline);
+        route.learn(r.reply.options); // before the JOINs that an OK sets off
         return onReply(a, judgeReply(r.reply));
       };
       if (h.out.sealer !== undefined) {
@@ -308,11 +343,42 @@ export function startClient(opts: ClientOptions): StriperClient {
       session.attach(a.index, a.generation, carrier);
     };
 
-    /** A joining stripe: attached once its reply has authenticated and said OK. */
-    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello): void => {
-      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout }, (r) => {
+    /**
+     * A joining stripe: attached once its reply has authenticated and said OK. A JOIN to a worker's join
+     * port that cannot connect sends this session's JOINs to the main address instead; a JOIN that
+     * reached the wrong worker is dialled again at once, up to a bound (src/proxy/join.ts).
+     */
+    const dialJoin = (a: DialAttempt, pipe: TcpPipe, h: StripeHello, t: DialTarget): void => {
+      let opened = false;
+      let timedOut = false;
+      const connectTimer = t.joinPort
+        ? setTimeout(() => {
+            timedOut = true;
+            pipe.close(new ConnectError("E_JOIN_UNREACHABLE", `no connection to join port ${formatAddress(t.to)} within ${JOIN_CONNECT_MS} ms`));
+          }, JOIN_CONNECT_MS)
+        : undefined;
+      connectTimer?.unref();
+      const onReady = (): void => {
+        opened = true;
+        clearTimeout(connectTimer);
+        if (t.joinPort) route.joinReached();
+      };
+      readHandshake(pipe, h.parser, { deadlineMs: handshakeTimeout, onReady }, (r) => {
+        clearTimeout(connectTimer);
         if (session.closed) {
           pipe.close();
+          return;
+        }
+        if (r instanceof StriperError && t.joinPort && !opened) {
+          // The join port cannot be reached (a firewall): from now on the main address, at once.
+          pipe.close(r);
+          awaitingReply.delete(a.index);
+          if (!route.fallback) {
+            routing.fallbacks++;
+            log(`session ${id} join port ${t.to.port} unreachable (${r.code}): its stripes join through ${peerName}`);
+          }
+          route.joinUnreachable(timedOut);
+          dialStripe(a);
           return;
         }
         if (r instanceof StriperError) {
@@ -327,8 +393,15 @@ export function startClient(opts: ClientOptions): StriperClient {
         if (refusal !== undefined) {
           pipe.close(refusal);
           awaitingReply.delete(a.index);
+          if (session.closed) return;
+          if (refusal.code === "E_WRONG_WORKER") {
+            routing.wrongWorker++;
+            // Another source port hashes to another worker: dial again at once, within the bound. Not an
+            // outage: the server answered.
+            if (route.wrongWorker(a.index)) return dialStripe(a);
+          }
           outage.failed(refusal);
-          if (!session.closed) dialer.failed(a.index, refusal);
+          dialer.failed(a.index, refusal);
           return;
         }
         if (h.out.sealer !== undefined && r.value.key !== undefined) {
@@ -341,15 +414,23 @@ export function startClient(opts: ClientOptions): StriperClient {
       });
     };
 
+    /** Per stripe index, the local end's view of the current connection to the server (for log lines). */
+    const stripeRemote: string[] = [];
     const dialStripe = (a: DialAttempt): void => {
       if (session.closed) return;
       if (a.generation !== 1) stats.redialed();
-      const pipe = connectTcp(opts.peer);
+      const t = route.target(a.kind);
+      if (a.kind !== KIND_OPEN) {
+        if (t.joinPort) routing.viaJoinPort++;
+        else routing.viaMain++;
+      }
+      const pipe = connectTcp(t.to);
+      stripeRemote[a.index] = pipe.remote;
       const h = hello(a);
       awaitingReply.set(a.index, a);
       pipe.send(h.out.bytes); // queued until the connection opens; frames follow it
       if (a.kind === KIND_OPEN) dialOpen(a, pipe, h);
-      else dialJoin(a, pipe, h);
+      else dialJoin(a, pipe, h, t);
     };
 
     const dialer = new StripeDialer({
@@ -371,7 +452,7 @@ export function startClient(opts: ClientOptions): StriperClient {
         dialer.failed(index, err);
         return;
       }
-      if (err instanceof RecordError) damage.note(id, index, err);
+      if (err instanceof RecordError || err instanceof ControlFloodError) damage.note(id, index, err, stripeRemote[index]);
       outage.lost(session.usableStripes);
     };
 
@@ -380,12 +461,12 @@ export function startClient(opts: ClientOptions): StriperClient {
     // A session to the server's own target says nothing of where it goes (the server's log does).
     const chosen = app.destination.kind === "server-default" ? undefined : formatDestination(app.destination);
     stats.opened(session, { id, remote: app.remote, ...(chosen !== undefined ? { target: chosen } : {}) });
-    logEvent(log, {
+    lines.start(appHost, {
       event: "session.start",
       session: id,
       remote: app.remote,
-      msg: `session ${id} start app ${appName}${chosen !== undefined ? ` to ${where}` : ""} stripes ${n} peer ${peerName}${pooled !== undefined ? " standby" : ""}`,
-      fields: { stripes: n, peer: peerName, destination: chosen, standby: pooled !== undefined },
+      msg: `session ${id} start app ${appName}${chosen !== undefined ? ` to ${where}` : ""} stripes ${n} peer ${peerName} window ${formatBytes(session.opts.window)}${pooled !== undefined ? " standby" : ""}`,
+      fields: { stripes: n, peer: peerName, destination: chosen, standby: pooled !== undefined, window: session.opts.window },
     });
     linkApp(app, session, {
       growAfter,
@@ -400,8 +481,9 @@ export function startClient(opts: ClientOptions): StriperClient {
         dialer.stop();
         outage.stop();
         sessions.delete(session);
+        factory.release(session);
         stats.closed(session);
-        logEvent(log, sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
+        lines.end(appHost, r.error?.code ?? "ok", sessionEndEvent(id, r.aToB.bytes, r.bToA.bytes, performance.now() - started, session.metrics(), r.error, app.remote));
       },
     });
     if (pooled !== undefined) {
@@ -421,12 +503,16 @@ export function startClient(opts: ClientOptions): StriperClient {
   pool?.start();
   const key = opts.auth.mode === "keyed" ? ` key ${opts.auth.keys[0]!.id}` : "";
   stats.listener = listener.address;
-  log(`client listening on ${listener.address} peer ${peerName} stripes ${n}${key}`);
+  log(
+    `client listening on ${listener.address} peer ${peerName} stripes ${n}${key}; ${describeLimits(connectionGate().limits)}; ` +
+      `receive memory ${formatBytes(factory.windows.limit)}, send budget ${formatBytes(factory.budget.limit)}`,
+  );
   if (opts.auth.mode === "plain") log(PLAIN_WARNING);
   return {
     port: listener.port,
     sessions,
     budget: factory.budget,
+    routing,
     stats,
     get liveSessions() {
       return sessions.size;
@@ -457,6 +543,7 @@ export function startClient(opts: ClientOptions): StriperClient {
       listener.stop();
       pool?.stop();
       damage.close();
+      lines.close();
       stats.close();
       for (const s of [...sessions]) s.close(reason);
     },

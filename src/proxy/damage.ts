@@ -1,42 +1,88 @@
 /**
- * Log lines about stripes dropped because a record did not authenticate (docs/protocol.md §3.4.4):
- * damage in transit, or someone on the path changing bytes. An attacker on the path can make that
- * happen on every stripe of every session, again after every re-dial, so the lines are aggregated per
- * error code (LogAggregator, src/proxy/log.ts): the first of a code as it happens, then one summary per
- * interval while they continue. The session itself re-sends what the stripe carried; nothing is lost.
+ * Log lines about single stripes that a proxy drops or refuses after authentication, aggregated per
+ * error code and source address (LogAggregator, src/proxy/log.ts): the first of a kind as it happens,
+ * then one summary per interval while they continue ("312 stripes from 203.0.113.7 dropped in the last
+ * 10 s: E_CONTROL_FLOOD"). Someone on the path can damage every stripe after every re-dial, and a key
+ * holder can send floods or hit limits as often as it likes: neither may turn that into a line each.
+ *
+ * - dropped: a record did not authenticate (docs/protocol.md §3.4.4: damage in transit, or someone on
+ *   the path changing bytes), or the peer sent control frames beyond the limits (E_CONTROL_FLOOD). The
+ *   session re-sends what the stripe carried; nothing is lost.
+ * - refused: an authenticated stripe refused with a status (session limits, unknown or ended session).
  */
 
 import type { StriperError } from "../errors.ts";
-import { LogAggregator, logEvent, type LogSink } from "./log.ts";
+import { guardedInterval } from "../util/guard.ts";
+import { LogAggregator, escapeText, hostOfRemote, logEvent, type LogSink } from "./log.ts";
 
-/** Aggregated lines for damaged stripes, one kind per error code. */
+/** Kinds (code × source) tracked at once; beyond, events are counted together. */
+const MAX_KINDS = 256;
+
+/** What a dropped stripe's summary says happened, by error code. */
+function dropMeaning(code: string): string {
+  switch (code) {
+    case "E_RECORD_AUTH":
+      return "a record did not authenticate";
+    case "E_CONTROL_FLOOD":
+      return "control frames beyond the limits";
+    default:
+      return "the stripe failed";
+  }
+}
+
+/** Aggregated lines for stripes dropped or refused, one kind per error code and source. */
 export class DamageLog {
   private readonly agg: LogAggregator;
   private readonly intervalMs: number;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private timer: Timer | undefined;
 
   constructor(log: LogSink, opts: { intervalMs?: number; now?: () => number } = {}) {
     this.intervalMs = opts.intervalMs ?? 10_000;
-    this.agg = new LogAggregator((ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: 16 });
+    this.agg = new LogAggregator((ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: MAX_KINDS });
   }
 
-  /** Stripe `index` of session `session` was dropped because of `err` (a RecordError). */
-  note(session: string, index: number, err: StriperError): void {
+  /** Stripe `index` of session `session`, from `remote`, was dropped because of `err` (a RecordError or ControlFloodError). */
+  note(session: string, index: number, err: StriperError, peer = "unknown"): void {
     const every = Math.round(this.intervalMs / 1000);
+    const remote = escapeText(peer, 80); // formatRemote escaped it already; this keeps the line safe whatever the caller passes
+    const host = hostOfRemote(peer);
     this.agg.note(
-      err.code,
-      { level: "warn", event: "stripe.damaged", session, msg: `session ${session} stripe ${index} dropped: ${err.code} ${err.message} (repeats are summarised every ${every} s)` },
+      `drop ${err.code} ${host}`,
+      {
+        level: "warn",
+        event: "stripe.dropped",
+        session,
+        remote,
+        msg: `session ${session} stripe ${index} dropped: ${err.code} ${err.message} (remote ${remote}; repeats are summarised every ${every} s)`,
+      },
       (n, seconds) => ({
         level: "warn",
-        event: "stripe.damaged.summary",
-        msg: `${n} stripe${n === 1 ? "" : "s"} dropped (${err.code}: a record did not authenticate) in the last ${seconds} s; their data was re-sent`,
+        event: "stripe.dropped.summary",
+        remote: host,
+        msg: `${n} stripe${n === 1 ? "" : "s"} from ${host} dropped in the last ${seconds} s: ${err.code} (${dropMeaning(err.code)}); their data was re-sent`,
         fields: { code: err.code, count: n, seconds },
       }),
     );
-    if (this.timer === undefined) {
-      this.timer = setInterval(() => this.flush(), Math.min(1000, this.intervalMs));
-      this.timer.unref?.();
-    }
+    this.arm();
+  }
+
+  /** An authenticated stripe from `remote` was refused with `code` (E_SESSION_LIMIT, E_SOURCE_LIMIT…). */
+  refused(peer: string, code: string, reason: string): void {
+    const every = Math.round(this.intervalMs / 1000);
+    const remote = escapeText(peer, 80);
+    const host = hostOfRemote(peer);
+    this.agg.note(
+      `refuse ${code} ${host}`,
+      { level: "warn", event: "stripe.refused", remote, msg: `stripe from ${remote} refused: ${code} ${reason} (repeats are summarised every ${every} s)` },
+      (n, seconds) => ({
+        level: "warn",
+        event: "stripe.refused.summary",
+        remote: host,
+        msg: `${n} stripe${n === 1 ? "" : "s"} from ${host} refused in the last ${seconds} s: ${code}`,
+        fields: { code, count: n, seconds },
+      }),
+    );
+    this.arm();
   }
 
   /** Logs summaries whose interval is over; stops the timer once nothing is pending. */
@@ -53,5 +99,12 @@ export class DamageLog {
     this.agg.close();
     clearInterval(this.timer);
     this.timer = undefined;
+  }
+
+  /** The aggregator summarises when noted or flushed: a burst followed by quiet needs the timer. */
+  private arm(): void {
+    if (this.timer !== undefined) return;
+    this.timer = guardedInterval("stripe log flush", () => this.flush(), Math.min(1000, this.intervalMs));
+    this.timer.unref?.();
   }
 }

@@ -15,6 +15,7 @@
 
 import type { StriperError } from "../errors.ts";
 import { KIND_JOIN, KIND_OPEN } from "../secure/constants.ts";
+import { guardedTimeout } from "../util/guard.ts";
 
 /** First re-dial delay, before jitter. */
 export const BACKOFF_BASE_MS = 50;
@@ -55,7 +56,7 @@ export interface DialerOptions {
 }
 
 const realTimers: DialTimers = {
-  set: (fn, ms) => setTimeout(fn, ms).unref(),
+  set: (fn, ms) => guardedTimeout("re-dial", fn, ms).unref(),
   clear: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
 };
 

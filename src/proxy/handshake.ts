@@ -15,13 +15,15 @@
 
 import { BrokenError, ConnectError, ProtocolError, StriperError } from "../errors.ts";
 import type { Pipe } from "../pipe/pipe.ts";
-import { HEADER_FLAG_STANDBY, KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION } from "../secure/constants.ts";
+import { HEADER_FLAG_STANDBY, KIND_JOIN, KIND_OPEN, STATUS_OK, STATUS_REFUSED, STATUS_UNKNOWN_SESSION, STATUS_WRONG_WORKER } from "../secure/constants.ts";
 import { proofMatches, secretsEqual } from "../secure/kdf.ts";
 import type { Key } from "../secure/keys.ts";
 import type { ClientHello, HandshakeAuth, ServerReply, SilentReason } from "../secure/messages.ts";
 import type { HandshakeParser } from "../wire/handshake.ts";
 import { destinationFromOptions, type Destination } from "./destination.ts";
+import { wantedWorker } from "./join.ts";
 import { sessionKey, type SessionLookup } from "./registry.ts";
+import { guardedTimeout } from "../util/guard.ts";
 
 // --- Keys --------------------------------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ export function readHandshake<T>(
       }
     }
   };
-  const timer = setTimeout(() => {
+  const timer = guardedTimeout("handshake deadline", () => {
     finish(new BrokenError("E_HANDSHAKE_TIMEOUT", `no handshake within ${opts.deadlineMs} ms`));
   }, opts.deadlineMs);
   const ready = opts.onReady ?? (() => {});
@@ -180,7 +182,7 @@ export function readHandshake<T>(
 // --- Server: admission -----------------------------------------------------------------------------
 
 /** What admission may refuse with: the reply status the client sees (authenticated). */
-export type RefuseStatus = typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION;
+export type RefuseStatus = typeof STATUS_REFUSED | typeof STATUS_UNKNOWN_SESSION | typeof STATUS_WRONG_WORKER;
 
 /**
  * What the server remembers of how a session was opened, to check the stripes that join it: the session
@@ -216,13 +218,19 @@ export type Admission<S> =
 export interface AdmissionPolicy {
   /** Highest stripe index + 1 accepted in a session. */
   maxStripes: number;
+  /**
+   * This process's worker index when the server runs several (`--workers`): a JOIN for a session it
+   * does not hold that names another worker is answered WRONG_WORKER rather than UNKNOWN_SESSION.
+   */
+  worker?: number;
 }
 
 /**
  * Decides what happens to a stripe whose first message authenticated (under the key `keyId`) and passed
  * the time and replay checks, in the order of docs/protocol.md §3.10 step 8: kind and stripe index, stripe
  * count, session lookup; for a live session the key that opened it and the secret (OPEN) or the join
- * proof (JOIN), compared in constant time; then the open limits. `memberOf` says how a live session was
+ * proof (JOIN), compared in constant time; a session that ended stays ended; then the open limits, in
+ * all and for `source` (the stripe's address; IPv6: its /64). `memberOf` says how a live session was
  * opened. Pure: it reads `sessions` and changes nothing.
  */
 export function admit<S>(
@@ -231,6 +239,7 @@ export function admit<S>(
   sessions: SessionLookup<S>,
   policy: AdmissionPolicy,
   memberOf: (session: S) => Membership,
+  source?: string,
 ): Admission<S> {
   const refuse = (status: RefuseStatus, code: string, reason: string): Admission<S> => ({ kind: "refuse", status, code, reason });
   const h = hello.header;
@@ -255,13 +264,22 @@ export function admit<S>(
     if (!proven || m.keyId !== keyId) return { kind: "silent", reason: "bad-member" };
     return { kind: "attach", key, session: live };
   }
-  if (h.kind === KIND_JOIN) return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  // An ended session is not opened again under its id: a late OPEN would start its stream over.
+  if (sessions.ended(key)) return refuse(STATUS_UNKNOWN_SESSION, "E_SESSION_ENDED", `session ${key.slice(0, 12)} has ended`);
+  if (h.kind === KIND_JOIN) {
+    // Only a JOIN that names a worker, on a server of several, learns that another one may hold it.
+    const wanted = policy.worker === undefined ? undefined : wantedWorker(h.options);
+    if (wanted !== undefined && wanted !== policy.worker) {
+      return refuse(STATUS_WRONG_WORKER, "E_WRONG_WORKER", `session ${key.slice(0, 12)} is on worker ${wanted}, this is ${policy.worker}`);
+    }
+    return refuse(STATUS_UNKNOWN_SESSION, "E_UNKNOWN_SESSION", `unknown session ${key.slice(0, 12)}`);
+  }
   const destination = destinationFromOptions(h.options);
   if (destination instanceof StriperError) return refuse(STATUS_REFUSED, destination.code, destination.message);
   const standby = (h.flags & HEADER_FLAG_STANDBY) !== 0;
   // A standby stripe learns its destination from its TARGET frame; one in the header is a client bug.
   if (standby && destination.kind !== "server-default") return refuse(STATUS_REFUSED, "E_BAD_DESTINATION", "a standby stripe with a destination");
-  const blocker = sessions.openBlocker();
+  const blocker = sessions.openBlocker(source);
   if (blocker !== undefined) return refuse(STATUS_REFUSED, blocker.code, blocker.reason);
   return { kind: "open", key, destination, standby, membership: { secret: new Uint8Array(h.secret), keyId } };
 }
@@ -282,6 +300,9 @@ export function judgeReply(r: ServerReply): ReplyVerdict {
   if (r.status === STATUS_OK) return { kind: "attach", window: r.window };
   if (r.status === STATUS_UNKNOWN_SESSION) {
     return { kind: "end", error: new BrokenError("E_SESSION_LOST", "server proxy no longer has this session") };
+  }
+  if (r.status === STATUS_WRONG_WORKER) {
+    return { kind: "retry", error: new ConnectError("E_WRONG_WORKER", "the stripe reached a worker process that does not hold the session") };
   }
   return { kind: "retry", error: new ConnectError("E_REFUSED", `server proxy refused the stripe (status ${r.status})`) };
 }

@@ -67,6 +67,12 @@ export function remoteHost(host: string | undefined | null): string {
   return escapeText(h, 64);
 }
 
+/** The host part of a remote address as formatRemote or formatAddress wrote it ("[v6]:port", "v4:port"). */
+export function hostOfRemote(remote: string): string {
+  const m = /^\[(.*)\]:\d*$/.exec(remote) ?? /^([^:]*):\d*$/.exec(remote);
+  return remoteHost(m ? m[1] : remote);
+}
+
 /** Formats a remote address for logs: "203.0.113.7:443", "[2001:db8::1]:443", "unknown:443". */
 export function formatRemote(host: string | undefined | null, port?: number | null): string {
   const h = remoteHost(host);
@@ -315,14 +321,16 @@ export function hexId(id: Uint8Array, bytes = 6): string {
 }
 
 /**
- * The one line logged when a session ends: bytes each way, duration, stripe trouble, why it ended. The
- * reason may quote the peer (a RESET reason): it is escaped and bounded here as well as by the sink.
+ * The one line logged when a session ends: bytes each way, duration, stripe trouble, the remote address
+ * (server: the stripe that opened it; client: the app), why it ended. The reason may quote the peer (a
+ * RESET reason): it is escaped and bounded here as well as by the sink.
  */
-export function sessionEndLine(id: string, up: number, down: number, ms: number, m: SessionMetrics, err?: StriperError): string {
+export function sessionEndLine(id: string, up: number, down: number, ms: number, m: SessionMetrics, err?: StriperError, remote?: string): string {
   const reason = err ? `${err.code} ${escapeText(err.message)}` : "ok";
   return (
     `session ${id} end up ${formatBytes(up)} down ${formatBytes(down)} ${(ms / 1000).toFixed(2)} s ` +
-    `stripe-deaths ${m.stripeDeaths} resent ${formatBytes(m.resentBytes)} acks ${formatBytes(m.ackBytes)} reason ${reason}`
+    `stripe-deaths ${m.stripeDeaths} resent ${formatBytes(m.resentBytes)} acks ${formatBytes(m.ackBytes)}` +
+    `${remote === undefined ? "" : ` remote ${escapeText(remote, 80)}`} reason ${reason}`
   );
 }
 
@@ -333,7 +341,7 @@ export function sessionEndEvent(id: string, up: number, down: number, ms: number
     event: "session.end",
     session: id,
     remote,
-    msg: sessionEndLine(id, up, down, ms, m, err),
+    msg: sessionEndLine(id, up, down, ms, m, err, remote),
     fields: {
       up,
       down,

@@ -8,6 +8,7 @@
 
 import type { StriperError } from "../errors.ts";
 import type { LogEvent } from "./log.ts";
+import { guardedTimeout } from "../util/guard.ts";
 
 /** How long a session has had no stripe before it says so (ms). */
 export const OUTAGE_NOTICE_MS = 1000;
@@ -21,7 +22,7 @@ export interface NoticeTimers {
 
 const realTimers: NoticeTimers = {
   now: () => performance.now(),
-  set: (fn, ms) => setTimeout(fn, ms).unref(),
+  set: (fn, ms) => guardedTimeout("outage notice", fn, ms).unref(),
   clear: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
 };
 

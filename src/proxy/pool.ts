@@ -18,7 +18,7 @@ import type { Pipe } from "../pipe/pipe.ts";
 import { SealedPipe } from "../pipe/sealed.ts";
 import { connectTcp, type Address } from "../pipe/tcp.ts";
 import { FIRST_FRAME_COUNTER, HEADER_FLAG_STANDBY, KIND_OPEN, SALT_SIZE, SECRET_SIZE, SID_SIZE } from "../secure/constants.ts";
-import { encodeClientHello, encodeOptions, type HandshakeAuth } from "../secure/messages.ts";
+import { encodeClientHello, encodeOptions, type HandshakeAuth, type Tlv } from "../secure/messages.ts";
 import { RecordOpener } from "../secure/record.ts";
 import { encodeFrame } from "../wire/codec.ts";
 import { FRAME_TARGET } from "../wire/constants.ts";
@@ -46,6 +46,8 @@ export interface PooledStripe {
   readonly carrier: Pipe;
   /** The server's receive window for the session, from its reply. */
   readonly serverWindow: number;
+  /** The reply's options: on a server of several workers, where the session's JOINs go (src/proxy/join.ts). */
+  readonly replyOptions: readonly Tlv[];
 }
 
 /** What a pooled stripe's OPEN carries and where it goes. */
@@ -99,7 +101,7 @@ export function dialStandby(d: StandbyDial, done: (r: PooledStripe | StriperErro
     if (out.sealer !== undefined && r.value.key !== undefined) {
       carrier = new SealedPipe(pipe, { sealer: out.sealer, opener: new RecordOpener(r.value.key, FIRST_FRAME_COUNTER), leftover: r.leftover });
     }
-    done({ sid, secret, auth: d.auth, carrier, serverWindow: v.window });
+    done({ sid, secret, auth: d.auth, carrier, serverWindow: v.window, replyOptions: r.value.reply.options });
   });
 }
 

@@ -9,6 +9,7 @@
 
 import { SILENT_REASONS, type SilentReason } from "../secure/messages.ts";
 import { LogAggregator, logEvent, type LogEvent, type LogSink } from "./log.ts";
+import { guardedInterval } from "../util/guard.ts";
 
 /** Sources tallied per reason and interval; refusals from further ones are only counted. */
 export const MAX_SOURCES = 64;
@@ -42,7 +43,7 @@ export class Rejections {
   private readonly agg: LogAggregator;
   private readonly intervalMs: number;
   private readonly now: () => number;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private timer: Timer | undefined;
   /** Set by emit while a reason's first line (not a summary) goes out. */
   private firstLogged = false;
 
@@ -92,7 +93,7 @@ export class Rejections {
     else t.other++;
     // The aggregator summarises when noted or flushed: a burst followed by quiet needs the timer.
     if (this.timer === undefined) {
-      this.timer = setInterval(() => this.flush(), Math.min(1000, this.intervalMs));
+      this.timer = guardedInterval("rejections flush", () => this.flush(), Math.min(1000, this.intervalMs));
       this.timer.unref?.();
     }
   }

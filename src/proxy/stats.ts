@@ -13,9 +13,10 @@
 import type { ErrorCode } from "../errors.ts";
 import { DURATION_BUCKETS, HistogramRecorder, RTT_BUCKETS, type CounterSnapshot, type SessionSnapshot, type StatsSource, type StripeSnapshot } from "../ops/stats.ts";
 import type { SessionMetrics, StripedPipe } from "../pipe/striped.ts";
-import type { BufferBudget } from "../stripe/budget.ts";
+import type { SendBudget } from "../stripe/budget.ts";
 import type { StripeMetrics } from "../stripe/metrics.ts";
 import { formatBytes, type LogEvent } from "./log.ts";
+import { guardedInterval } from "../util/guard.ts";
 
 /** How often live stripes' RTTs are sampled into the histogram (ms). */
 export const RTT_SAMPLE_MS = 1000;
@@ -28,7 +29,7 @@ export function reasonLabel(code: ErrorCode | string): string {
 /** Options of a ProxyStats. */
 export interface ProxyStatsOptions {
   role: "server" | "client";
-  budget: BufferBudget;
+  budget: SendBudget;
   /** Stripe handshakes refused silently, by reason (the server's Rejections counts). */
   rejections?: () => Readonly<Record<string, number>>;
   /** Monotonic ms (default performance.now) and wall-clock ms (default Date.now); tests pass their own. */
@@ -79,7 +80,7 @@ export class ProxyStats implements StatsSource {
   private readonly now: () => number;
   private readonly wall: () => number;
   private readonly sampleMs: number;
-  private sampler: ReturnType<typeof setInterval> | undefined;
+  private sampler: Timer | undefined;
   private idleWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: ProxyStatsOptions) {
@@ -99,7 +100,7 @@ export class ProxyStats implements StatsSource {
     this.live.set(session, { ...info, session, startedAt: this.wall(), started: this.now() });
     this.sessionsTotal++;
     if (this.sampler === undefined && this.sampleMs > 0) {
-      this.sampler = setInterval(() => this.sample(), this.sampleMs);
+      this.sampler = guardedInterval("rtt sampling", () => this.sample(), this.sampleMs);
       this.sampler.unref?.();
     }
   }

@@ -70,6 +70,23 @@ export const STATUS_OK = 0;
 export const STATUS_UNKNOWN_SESSION = 1;
 /** Reply status: refused by a limit (stripe index, sessions, draining). */
 export const STATUS_REFUSED = 3;
+/**
+ * Reply status: a JOIN for a session held by another worker process of this server (it named that
+ * worker); the client dials again (docs/protocol.md §3.16).
+ */
+export const STATUS_WRONG_WORKER = 4;
+
+/**
+ * Header option (client → server, in a JOIN): the worker that holds the session, as the OPEN's reply
+ * named it; value u16. (Type 1 is left to the destination option.)
+ */
+export const OPT_WORKER = 2;
+/**
+ * Reply option (server → client, in the OK reply to an OPEN): where the session's other stripes go;
+ * value worker u16 ‖ workers u16 ‖ join port u16 (0: the main address). Reply and header options are
+ * separate type spaces.
+ */
+export const OPT_JOIN = 1;
 
 /** Default half-width of the accepted timestamp window (±30 s). */
 export const TIME_WINDOW_MS = 30_000;

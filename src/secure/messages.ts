@@ -72,7 +72,9 @@ export type SilentReason =
   /** The whole first message did not arrive before the handshake deadline. */
   | "timeout"
   /** The connection ended before the whole first message arrived. */
-  | "truncated";
+  | "truncated"
+  /** From a load balancer (`--proxy-protocol-from`): no valid PROXY v2 header first (src/proxy/proxyproto.ts). */
+  | "bad-proxy";
 
 /** Every SilentReason, in documentation order (counters are kept per entry). */
 export const SILENT_REASONS: readonly SilentReason[] = [
@@ -88,6 +90,7 @@ export const SILENT_REASONS: readonly SilentReason[] = [
   "busy",
   "timeout",
   "truncated",
+  "bad-proxy",
 ];
 
 /** How first messages are protected: sealed under pre-shared keys, or plain (`--no-auth`). */

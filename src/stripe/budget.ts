@@ -1,7 +1,7 @@
 /**
  * Shared memory limits of one proxy: pure, no sockets; the clock is passed in.
  *
- * Send side, SendBudget (replaces BufferBudget once the session is wired to it): every session's send
+ * Send side, SendBudget: every session's send
  * store (bytes read from its app or target and not yet acknowledged by the far proxy) draws on it.
  * - Every session may hold `minShare` without asking: a session that makes no progress cannot starve
  *   another below that.
@@ -21,10 +21,13 @@
  *
  * Receive side, ReceiveWindows: one limit on the memory all reorder buffers of a proxy may use. A
  * session's receive window W lets its reorder buffer use at most reorderMemoryLimit(W) = 2 × W + 128 KiB
- * (stream data plus what it costs to hold it; see reorder.ts), so that is what opening it reserves. A new
- * session gets the configured window or the largest that fits in what is left after keeping the
- * smallest window's share for every other session that may still open; when not even MIN_WINDOW fits,
- * it is refused. Windows are returned when sessions end.
+ * (stream data plus what it costs to hold it; see reorder.ts), so that is what opening it reserves. The
+ * smallest window's cost is kept for every other session that may still open (so every slot can open);
+ * of what is spare beyond that, a new session takes at most half (WINDOW_SPREAD), up to the configured
+ * window. So windows shrink gradually under load instead of falling from full to the minimum at once:
+ * with 512 MiB, 1,024 slots and 16 MiB configured, 7 sessions get 16 MiB, the next ones 8, 4, 2, 1 and
+ * 0.5 MiB, the rest 64 KiB until others end. When not even MIN_WINDOW fits, the session is refused.
+ * Windows are returned when sessions end.
  */
 
 import { MEMORY_SLACK, reorderMemoryLimit } from "./reorder.ts";
@@ -247,17 +250,22 @@ export function windowFitting(bytes: number): number {
   return Math.max(0, Math.floor((bytes - MEMORY_SLACK) / 2));
 }
 
+/** A new session takes at most 1 / WINDOW_SPREAD of the spare receive memory (see the module comment). */
+export const WINDOW_SPREAD = 2;
+
 /**
  * The receive window for a new session, or 0 to refuse it. Pure: `free` is the receive memory not
  * yet reserved, `otherSlots` how many more sessions may open after this one (each keeps the smallest
  * window's cost), `min` the smallest window worth giving (the configured window if that is smaller).
+ * Beyond its own floor, the session takes at most 1 / `spread` of what is spare after the others' floors.
  */
-export function grantWindow(configured: number, free: number, otherSlots: number, min = MIN_WINDOW): number {
+export function grantWindow(configured: number, free: number, otherSlots: number, min = MIN_WINDOW, spread = WINDOW_SPREAD): number {
   const floor = Math.min(configured, min);
   const floorCost = windowCost(floor);
   if (free < floorCost) return 0;
   const keep = Math.min(free - floorCost, Math.max(0, otherSlots) * floorCost);
-  return Math.max(floor, Math.min(configured, windowFitting(free - keep)));
+  const spare = free - keep - floorCost;
+  return Math.max(floor, Math.min(configured, windowFitting(floorCost + spare / spread)));
 }
 
 /** Options of ReceiveWindows. */
@@ -300,88 +308,4 @@ export class ReceiveWindows {
     this.used -= windowCost(window);
     this.sessions--;
   }
-}
-
-// --- legacy: BufferBudget and sessionWindow, until the session is wired to SendBudget/ReceiveWindows --
-
-/**
- * BufferBudget (legacy): one limit on the bytes all send stores hold, with no per-session minimum.
- *
- * A session whose store is over budget stops reading its local socket (send() returns false) and waits
- * here. When acknowledgements bring the total below the low-water mark (75%, so sessions do not wake one
- * chunk at a time), waiters are woken first-come first-served, only as many as the free room can take
- * at one read chunk each: every woken session reads at least one more chunk before it can stop again,
- * and waking all of a hundred sessions at once overshot the limit by 50 MB.
- */
-/** See module comment. */
-export class BufferBudget {
-  /** Bytes currently held by all sessions. */
-  used = 0;
-  /** Highest `used` seen. */
-  peak = 0;
-  private readonly waiters = new Set<() => void>();
-
-  /** `chunk`: what one woken session may read before it stops again (Bun reads up to 512 KiB). */
-  constructor(
-    readonly limit: number,
-    private readonly chunk = 512 * 1024,
-  ) {}
-
-  /** Sessions sharing the budget (for the fair share). */
-  holders = 0;
-
-  /** True while more may be taken. */
-  get open(): boolean {
-    return this.used < this.limit;
-  }
-
-  /**
-   * Whether a session holding `held` bytes may read more. Past half the limit, only sessions under
-   * their fair share (limit / sessions) may: every session reads one more chunk before it can stop,
-   * so with many sessions the limit alone was overshot by sessions × 512 KiB.
-   */
-  admits(held: number): boolean {
-    if (this.used >= this.limit) return false;
-    return this.used < this.limit / 2 || held < this.limit / Math.max(1, this.holders);
-  }
-
-  take(bytes: number): void {
-    this.used += bytes;
-    if (this.used > this.peak) this.peak = this.used;
-  }
-
-  give(bytes: number): void {
-    this.used -= bytes;
-    let room = this.limit * 0.75 - this.used;
-    while (room > 0 && this.waiters.size > 0) {
-      const [w] = this.waiters;
-      this.waiters.delete(w!);
-      room -= this.chunk;
-      w!();
-    }
-  }
-
-  /** Calls `wake` once the budget has room again. */
-  wait(wake: () => void): void {
-    this.waiters.add(wake);
-  }
-
-  /** Forgets a waiter (its session ended). */
-  cancel(wake: () => void): void {
-    this.waiters.delete(wake);
-  }
-}
-
-/** Smallest receive window a session is given under load (legacy rule; see MIN_WINDOW). */
-export const MIN_SESSION_WINDOW = 1024 * 1024;
-
-/**
- * The receive window for a new session when `sessions` already exist: the configured window, but no
- * more than 4 × the budget shared among them (at least 1 MiB). A receiver's reorder buffers are bounded
- * only by the windows it advertised, so without this a proxy's worst case was sessions × window
- * (16 GiB at 1024 sessions of 16 MiB).
- */
-export function sessionWindow(configured: number, budget: BufferBudget, sessions: number): number {
-  const share = Math.floor((4 * budget.limit) / (sessions + 1));
-  return Math.min(configured, Math.max(MIN_SESSION_WINDOW, share));
 }

@@ -6,6 +6,7 @@
 
 import type { Pipe } from "../pipe/pipe.ts";
 import type { FrameDecoder } from "../wire/codec.ts";
+import type { StripeGuard } from "./guard.ts";
 import { StripeLedger } from "./ledger.ts";
 import { Ping } from "./liveness.ts";
 import type { StripeView } from "./scheduler.ts";
@@ -50,6 +51,8 @@ export class Stripe extends StripeLedger implements StripeView, StripePlan {
   lent: Uint8Array | undefined;
   /** Set by the session right after construction (its sink needs the stripe). */
   decoder!: FrameDecoder;
+  /** What this stripe's peer may make us do with control frames (set by the session with the decoder). */
+  guard!: StripeGuard;
 
   constructor(
     readonly index: number,

@@ -18,7 +18,7 @@
  */
 
 import { readFileSync } from "node:fs";
-import type { LogSink } from "../proxy/log.ts";
+import { stderrLog, type LogSink } from "../proxy/log.ts";
 
 /** Descriptors left for the runtime itself: stdio, epoll, eventfd, timers, listeners, files it reads. */
 export const RUNTIME_FDS = 32;
@@ -187,4 +187,34 @@ export class ConnectionGate {
     const s = ((this.now() - this.episodeStart) / 1000).toFixed(1);
     this.log(`accepting connections again (${this.accepted} open): ${this.episodeRefused} closed at once over ${s} s`);
   }
+}
+
+// --- the process's gate ------------------------------------------------------------------------------
+
+let processGate: ConnectionGate | undefined;
+let gateLog: LogSink = stderrLog;
+
+/**
+ * The gate every TcpPipe of this process is counted against (src/pipe/tcp.ts): descriptors are per
+ * process, so every listener and dial shares it. Created on first use from the soft limit read then.
+ */
+export function connectionGate(): ConnectionGate {
+  processGate ??= new ConnectionGate(connectionLimits(readNofileLimit()?.soft), (line) => gateLog(line));
+  return processGate;
+}
+
+/**
+ * Replaces the process's gate (main, for --max-connections; tests, for small limits); undefined makes
+ * the next use create one from the descriptor limit again. Returns the previous one. Connections
+ * already counted by the old gate are released to it.
+ */
+export function setConnectionGate(gate: ConnectionGate | undefined): ConnectionGate | undefined {
+  const previous = processGate;
+  processGate = gate;
+  return previous;
+}
+
+/** Where the process gate's lines go (main sets its logger). */
+export function setConnectionGateLog(log: LogSink): void {
+  gateLog = log;
 }

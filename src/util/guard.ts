@@ -51,17 +51,22 @@ export function setGuardReporter(r: GuardReporter): GuardReporter {
   return previous;
 }
 
+/** Reports a throw that the caller contained itself (e.g. after closing what it was handling). Never throws. */
+export function reportContained(name: string, err: unknown): void {
+  try {
+    reporter(name, err);
+  } catch {
+    // A reporter that throws (stderr gone) must not undo the containment.
+  }
+}
+
 /** `fn` with any throw reported under `name` and contained; returns undefined when it threw. */
 export function guarded<A extends unknown[], R>(name: string, fn: (...args: A) => R): (...args: A) => R | undefined {
   return (...args: A) => {
     try {
       return fn(...args);
     } catch (err) {
-      try {
-        reporter(name, err);
-      } catch {
-        // A reporter that throws (stderr gone) must not undo the containment.
-      }
+      reportContained(name, err);
       return undefined;
     }
   };
@@ -69,13 +74,7 @@ export function guarded<A extends unknown[], R>(name: string, fn: (...args: A) =
 
 /** Reports a rejection of `p` under `name` instead of leaving it unhandled. */
 export function guardPromise(name: string, p: Promise<unknown>): void {
-  p.catch((err: unknown) => {
-    try {
-      reporter(name, err);
-    } catch {
-      // as in guarded()
-    }
-  });
+  p.catch((err: unknown) => reportContained(name, err));
 }
 
 /** setInterval with the callback guarded. */

@@ -78,6 +78,12 @@ export interface FrameSink {
   data(offset: number, bytes: Uint8Array): void;
   /** A whole non-DATA frame (payload joined; empty when none). The decoder has checked the type. */
   control(type: ControlFrameType, flags: number, value: number, payload: Uint8Array): void;
+  /**
+   * An empty DATA frame (valid, and without effect on the stream). Reported apart from `data` so a
+   * session can count it against its peer's control budget: otherwise a flood of them would cost
+   * decoding work that no limit sees.
+   */
+  empty?(): void;
 }
 
 // --- ACK entries -----------------------------------------------------------------------------------
@@ -252,7 +258,11 @@ export class FrameDecoder {
   private startPayload(): void {
     this.remaining = this.payloadLength;
     if (this.type === FRAME_DATA) {
-      this.phase = this.payloadLength > 0 ? Phase.Payload : Phase.Header;
+      if (this.payloadLength > 0) this.phase = Phase.Payload;
+      else {
+        this.phase = Phase.Header;
+        this.sink.empty?.();
+      }
       return;
     }
     this.control = new Uint8Array(this.payloadLength);

@@ -1,12 +1,13 @@
 /**
  * External tools the suite runs for real: promtool (Debian package prometheus), chromium,
- * systemd-analyze (package systemd) and curl (test/helpers/socks.ts). .ci/run installs whichever is missing; a test that needs one
+ * systemd-analyze (package systemd), curl (test/helpers/socks.ts) and haproxy. .ci/run installs whichever is missing; a test that needs one
  * fails with the package to install rather than skipping.
  */
 
 /** The path of `name`, or an error naming the Debian package that provides it. */
 export function tool(name: string, pkg: string): string {
-  const bin = Bun.which(name);
+  // Also the sbin directories, where Debian puts haproxy: a user's PATH often leaves them out.
+  const bin = Bun.which(name, { PATH: `${process.env.PATH ?? ""}:/usr/sbin:/sbin` });
   if (!bin) throw new Error(`${name} not found: install the Debian package ${pkg} (.ci/run does)`);
   return bin;
 }
