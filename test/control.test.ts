@@ -65,6 +65,31 @@ class Model {
     this.c.onSample(this.t, s);
   }
 
+  /**
+   * Runs `ms` with the host stalling for `stallMs` out of every `everyMs`: while stalled the sender
+   * neither sends nor hears confirmations, and the bottleneck drains what is already in flight; when
+   * the host wakes, one confirmation reports everything delivered meanwhile (what a busy machine's
+   * event loop does: reads the ACKs that piled up at once). Returns the bytes delivered.
+   */
+  runStalling(ms: number, stallMs: number, everyMs: number): number {
+    const { path } = this;
+    const start = this.delivered;
+    const end = this.t + ms;
+    while (this.t < end) {
+      this.run(everyMs - stallMs);
+      for (let k = 0; k < stallMs; k += DT) {
+        this.t += DT;
+        const pipe = path.rate * path.baseMs;
+        const step = Math.min(this.inflight, this.inflight >= pipe ? path.rate * DT : (this.inflight / path.baseMs) * DT);
+        this.delivered += step;
+        this.inflight -= step;
+      }
+      this.queueMs = 0;
+      this.sample(path.baseMs + stallMs, 0, false);
+    }
+    return this.delivered - start;
+  }
+
   /** Runs `ms`; returns the bytes delivered in that time. */
   run(ms: number, demand = Infinity): number {
     const { path, c } = this;
@@ -231,6 +256,45 @@ describe("StripeControl", () => {
     expect(probed).toBe(true);
     // The probe saw nothing lower: the path's round trip is what it measured (its delay grew).
     expect(c.minRtt).toBe(BASE + 5);
+  });
+
+  test("host stalls: the aggregation allowance keeps the rate; without it the cap spirals down", () => {
+    // A busy host stalls 60 ms in every 120: confirmations arrive in bursts after each stall. The cap
+    // must keep enough in flight to cover the stall, or every rate interval reads low, bw falls, the
+    // cap with it, and the stripe ends at a fraction of the path (the issue-11 regression under load;
+    // on a real host smaller frames and more CPU per byte at the lower rate then make it worse).
+    const withAllowance = new StripeControl(0, 3);
+    const a = new Model(withAllowance, P4);
+    a.run(3000);
+    a.runStalling(5000, 60, 120);
+    const rateA = a.runStalling(5000, 60, 120) / 5000;
+    expect(rateA).toBeGreaterThan(RATE * 0.9);
+    expect(withAllowance.bw / 1000).toBeGreaterThan(RATE * 0.9);
+    // The allowance is what one stall delivers: 60 ms of the rate (at most aggregationMaxMs of it).
+    expect(withAllowance.aggregation / RATE).toBeGreaterThan(50);
+    expect(withAllowance.aggregation).toBeLessThanOrEqual((withAllowance.bw * CONTROL.aggregationMaxMs) / 1000);
+
+    const without = new StripeControl(0, 3, { ...CONTROL, aggregationMaxMs: 0 });
+    const b = new Model(without, P4);
+    b.run(3000);
+    b.runStalling(5000, 60, 120);
+    const rateB = b.runStalling(5000, 60, 120) / 5000;
+    expect(rateB).toBeLessThan(RATE * 0.8);
+    expect(without.bw / 1000).toBeLessThan(RATE * 0.8);
+  });
+
+  test("on a steady path the aggregation allowance stays a few confirmations' worth", () => {
+    const c = new StripeControl(0, 2);
+    const m = new Model(c, P4);
+    m.run(3000);
+    let most = 0;
+    for (let t = 0; t < 3000; t += DT) {
+      m.run(DT);
+      if (c.phase === Phase.Cruise) most = Math.max(most, c.aggregation);
+    }
+    // The peer confirms every DT ms: a burst beyond bw is at most a couple of those.
+    expect(most).toBeLessThanOrEqual(2 * RATE * DT);
+    expect(m.queueMs).toBeLessThan(CONTROL.headroomMs * 1.5);
   });
 
   test("stripes with different seeds probe at different times", () => {
