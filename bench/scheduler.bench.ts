@@ -23,6 +23,7 @@ class BenchStripe extends StripeLedger implements StripeView {
   congested = false;
   planned = 0;
   cap: number;
+  aggregation = 0;
   frame: number;
 
   constructor(

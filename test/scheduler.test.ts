@@ -21,6 +21,7 @@ class TestStripe extends StripeLedger implements StripeView {
   rate = 0;
   rtt = 0;
   cap = 0;
+  aggregation = 0;
   frame = 0;
   appLimitedMarks = 0;
 

@@ -5,7 +5,7 @@
  *
  * BBR-like, sized for striping (docs/design.md, "How the scheduler keeps queues short"):
  *
- *   cap = gain × bw × minRtt + bw × headroom + aggregation
+ *   cap = gain × bw × minRtt + max(bw × headroom, aggregation)
  *
  * - bw: after startup, the largest delivery rate measured over an interval of at least `rateRounds`
  *   round trips (and `rateIntervalMinMs`) within the last `bwWindowMs`. Rates over one round trip, as
@@ -18,16 +18,18 @@
  *   minimum: in flight held to half a BDP until the queue has drained and a round trip has passed,
  *   then the minimum is what that round saw (a path whose delay grew is followed; a standing queue
  *   cannot pose as the path). Staggered across a session's stripes.
- * - headroom: what the minimum leaves out under load — the peer's ACK delay (2 ms), a frame's
- *   serialisation, and the hosts' scheduling delays (7–10 ms under load, stalls of 10–20 ms on the
- *   2-core benchmark machine). It is the queue the stripe may hold: `headroomMs` of its rate.
+ * - headroom: what the minimum leaves out — the peer's ACK delay (2 ms), a frame's serialisation, and
+ *   the hosts' scheduling delays (7–10 ms under load). It is the queue the stripe may hold, `headroomMs`
+ *   of its rate, unless the aggregation allowance measured more.
  * - aggregation (BBR's extra_acked, Linux tcp_bbr.c bbr_update_ack_aggregation): the most bytes
  *   confirmed beyond what bw predicts over an ACK epoch, max-filtered over `aggregationRounds` rounds
  *   (at least `bwWindowMs`), at most `aggregationMaxMs` of the rate. A host that stalls (a busy
  *   machine: 20-500 ms) confirms a stall's worth at once after it; without this allowance in flight
  *   runs dry during every stall, the rate intervals read cap ÷ inflated round trip, bw falls, the cap
  *   with it, and the stripe spirals down to its smallest cap (64 MiB tests 10x slower under load). On
- *   a quiet host confirmations come every 2 ms at about bw and the allowance stays a few ms of rate.
+ *   a quiet host confirmations come every 2 ms at about bw and the allowance stays a frame or two (a
+ *   few ms of rate), under the headroom: the cap there is what it was without it. Added to the
+ *   headroom instead of replacing it, those frames would be a standing queue of ~8 ms more.
  * - gain: `probeGain` for one round in `cycleRounds` (probing for more rate), else 1. No drain round:
  *   sending is ACK-clocked, so the cap alone bounds the queue and a probe's excess leaves within a round.
  * - startup: cap max(initialCap, startupGain × BDP + headroom) while bw grows by `startupGrowth` a round
@@ -268,7 +270,7 @@ export class StripeControl {
       case Phase.Cruise: {
         if (this.penaltyLeft > 0) return Math.max(p.minCap, bdp / 2);
         const gain = this.cycle === 0 ? p.probeGain : 1;
-        return Math.max(p.minCap, gain * bdp + (bw * p.headroomMs) / 1000 + this.aggregation);
+        return Math.max(p.minCap, gain * bdp + Math.max((bw * p.headroomMs) / 1000, this.aggregation));
       }
       default: {
         const unreachable: never = this.phase;

@@ -23,6 +23,8 @@ export interface StripeMetrics {
   queue: number;
   /** In-flight cap, bytes (0 = the scheduler mode has none). */
   cap: number;
+  /** Of the cap, the allowance for confirmations that come in bursts (host stalls), bytes. */
+  aggregation: number;
   /** DATA payload per frame the scheduler cuts for it, bytes (0 = the session's frame size). */
   frame: number;
   /** Most bytes it ever had in flight beyond cap + one frame right after a send: ≤ 0 by design (-Infinity: none under a cap). */
@@ -87,6 +89,7 @@ export class SessionCounters {
         minRtt,
         queue: Math.max(0, s.srtt - minRtt),
         cap: s.cap,
+        aggregation: s.aggregation,
         frame: s.frame,
         capExcess: s.capExcess,
         sent: s.sent,

@@ -60,6 +60,8 @@ export interface StripeView {
   rtt: number;
   /** In-flight cap in bytes (0 = the mode has none). */
   cap: number;
+  /** Of the cap, the allowance for confirmations that come in bursts (StripeControl.aggregation), bytes. */
+  aggregation: number;
   /** DATA payload per frame on this stripe (0 = not set yet). */
   frame: number;
 }
@@ -196,6 +198,7 @@ export class RateScheduler extends Measuring implements Scheduler {
       const ctl = this.control(s, now);
       s.rtt = ctl.minRtt;
       s.cap = ctl.cap;
+      s.aggregation = ctl.aggregation;
       s.rate = ctl.validated ? ctl.bw : Math.max(ctl.bw, ref);
       s.frame = frameFor(s.rate, this.maxFrame);
     }

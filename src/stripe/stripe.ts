@@ -20,6 +20,7 @@ export class Stripe extends StripeLedger implements StripeView, StripePlan {
   rate = 0;
   rtt = 0;
   cap = 0;
+  aggregation = 0;
   frame = 0;
   /**
    * Most bytes ever in flight beyond cap + one frame, right after a DATA frame was sent (-Infinity until
