@@ -15,6 +15,11 @@
  * - "batch+seal":     today's copy into a batch, then "seal pooled" of the batch: sealing added on top.
  * - "sealv":          the record sealed straight from 4 frames (a 64-byte header+pad piece and a payload
  *                     view of the receive chunk each): the sealing IS the send path's one copy.
+ * - "seal batch":     what SealedPipe.sendv does with a session batch cut into small records (below
+ *                     128 KiB: a slow stripe's frames): the records of one 512 KiB batch sealed one after
+ *                     another into one pooled buffer (RecordSealer.sealAt) for one carrier write; no
+ *                     per-record alignment (copyUnaliased avoids the slow distances). Larger records go
+ *                     one per buffer, as "seal pooled".
  * - "open":           one whole record pushed into a RecordOpener.
  * - "seal+open":      pooled seal then open, the issue's target (≥ 2 GB/s at 256 KiB on one core).
  * Handshake: "hello open $keys" reads a valid client hello whose key is the LAST of 1 or 16 server keys
@@ -174,6 +179,35 @@ function openRecords(size: number): Steady {
   };
 }
 
+/** Records of `size` per 512 KiB session batch, and SealedPipe's pooled buffer (640 KiB) for them. */
+function batchOf(size: number): { records: number; buffer: Uint8Array } {
+  return { records: Math.max(1, Math.floor((512 * 1024) / size)), buffer: Buffer.allocUnsafe(640 * 1024) };
+}
+
+/** One iteration seals one batch of records into the pooled buffer; returns the batch's bytes. */
+function sealBatchOp(size: number): { records: number; seal: () => Uint8Array } {
+  const src = bodies(size);
+  const sealer = new RecordSealer(KEY);
+  const { records, buffer } = batchOf(size);
+  const piece: Uint8Array[] = [new Uint8Array(0)];
+  return {
+    records,
+    seal: () => {
+      let at = 0;
+      for (let r = 0; r < records; r++) {
+        piece[0] = src.next();
+        at = sealer.sealAt(piece, size, buffer, at);
+      }
+      return buffer.subarray(0, at);
+    },
+  };
+}
+
+function sealBatch(size: number): Steady {
+  const { records, seal } = sealBatchOp(size);
+  return { bytes: size * records, unit: "batch", note: `${records} records per batch`, op: () => do_not_optimize(seal()) };
+}
+
 function sealOpen(size: number): Steady {
   const src = bodies(size);
   const sealer = new RecordSealer(KEY);
@@ -211,6 +245,7 @@ const recordCases: Case[] = [
   { name: "seal concat $size", arg: "size", values: SIZES, setup: sealConcat },
   { name: "batch+seal $size", arg: "size", values: SIZES, setup: batchSeal },
   { name: "sealv $size", arg: "size", values: SIZES, setup: sealvFrames },
+  { name: "seal batch $size", arg: "size", values: [16 * 1024, 64 * 1024], setup: sealBatch },
   { name: "open $size", arg: "size", values: SIZES, setup: openRecords },
   { name: "seal+open $size", arg: "size", values: SIZES, setup: sealOpen, target },
 ];

@@ -190,14 +190,16 @@ describe("processes", () => {
     expect(clientStart.msg).toMatch(/start app \[::1\]:\d+ stripes 4/);
   });
 
-  test("a port already in use: one fatal line naming the address, the port and the reason, exit 1", async () => {
-    const t = target();
-    const p = spawn(["relay", "--listen", `127.0.0.1:${t.port}`, "--target", "127.0.0.1:1"]);
-    expect(await p.exited).toBe(1);
-    const lines = p.text.trim().split("\n");
-    expect(lines.length).toBe(1);
-    expect(lines[0]).toMatch(new RegExp(`^\\S+ fatal: EADDRINUSE cannot listen on 127\\.0\\.0\\.1:${t.port}: address already in use$`));
-  });
+  for (const mode of ["relay", "link"] as const) {
+    test(`${mode}: a port already in use: one fatal line naming the address, the port and the reason, exit 1`, async () => {
+      const t = target();
+      const p = spawn([mode, "--listen", `127.0.0.1:${t.port}`, "--target", "127.0.0.1:1"]);
+      expect(await p.exited).toBe(1);
+      const lines = p.text.trim().split("\n");
+      expect(lines.length).toBe(1);
+      expect(lines[0]).toMatch(new RegExp(`^\\S+ fatal: EADDRINUSE cannot listen on 127\\.0\\.0\\.1:${t.port}: address already in use$`));
+    });
+  }
 
   test("a metrics address in use stops the listeners already started and says which address failed", async () => {
     const t = target();

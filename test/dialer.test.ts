@@ -1,13 +1,13 @@
 /**
  * The stripe dialer with an injected clock and jitter: the opening dial (stripe 0, OPEN) and the JOINs
- * after it, generations, backoff, the "opening dial failed" rule, one pending re-dial per index, and
+ * after it, generations, backoff, the "opening dial failed" and "opening dial lost" rules, one pending re-dial per index, and
  * stop. No sockets: the proxy tests (striped.test.ts, reliability.test.ts, secure-proxy.test.ts) exercise
  * it over real ones.
  */
 
 import { describe, expect, test } from "bun:test";
 import { BrokenError, ConnectError, type StriperError } from "../src/errors.ts";
-import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, StripeDialer, backoffMs, type DialAttempt, type DialTimers } from "../src/proxy/dialer.ts";
+import { BACKOFF_BASE_MS, BACKOFF_MAX_MS, OPEN_ATTEMPTS, StripeDialer, backoffMs, type DialAttempt, type DialTimers } from "../src/proxy/dialer.ts";
 import { KIND_JOIN, KIND_OPEN } from "../src/secure/constants.ts";
 import { until } from "./helpers/util.ts";
 
@@ -103,6 +103,39 @@ describe("StripeDialer", () => {
     expect(gaveUp).toEqual([err]);
     expect(timers.due.size).toBe(0);
     expect(dials.length).toBe(1);
+  });
+
+  test("an opening dial lost on the way is dialled again as an OPEN, after its backoff, up to OPEN_ATTEMPTS dials", () => {
+    const { dialer, dials, timers, gaveUp } = setup(3, () => 0);
+    dialer.start();
+    const lost = new BrokenError("ECONNRESET", "connection lost");
+    for (let attempt = 1; attempt < OPEN_ATTEMPTS; attempt++) {
+      expect(dialer.openAttempts).toBe(attempt);
+      expect(dialer.failed(0, lost, true)).toBe(true);
+      expect(timers.delays).toEqual([25 * 2 ** (attempt - 1)]);
+      timers.fireAll();
+      expect(dials.at(-1)).toEqual({ index: 0, generation: attempt + 1, kind: KIND_OPEN });
+    }
+    // The last one lost too: the session cannot open, nothing more is dialled.
+    expect(dialer.failed(0, lost, true)).toBe(false);
+    expect(gaveUp).toEqual([lost]);
+    expect(timers.due.size).toBe(0);
+    expect(dials.length).toBe(OPEN_ATTEMPTS);
+  });
+
+  test("a second OPEN that is accepted opens the session: the others follow as JOINs", () => {
+    const { dialer, dials, timers, gaveUp } = setup(3, () => 0);
+    dialer.start();
+    dialer.failed(0, new BrokenError("ECONNRESET", "connection lost"), true);
+    timers.fireAll();
+    dialer.succeeded(0);
+    expect(dials).toEqual([
+      { index: 0, generation: 1, kind: KIND_OPEN },
+      { index: 0, generation: 2, kind: KIND_OPEN },
+      { index: 1, generation: 1, kind: KIND_JOIN },
+      { index: 2, generation: 1, kind: KIND_JOIN },
+    ]);
+    expect(gaveUp).toEqual([]);
   });
 
   test("repeated failures of one index back off exponentially up to the cap; a success resets it", () => {

@@ -19,7 +19,7 @@ import { Proc } from "./helpers/proc.ts";
 import { tool } from "./helpers/tools.ts";
 import { cleanups, prng, until } from "./helpers/util.ts";
 import { proxyHeaderParser } from "../src/proxy/proxyproto.ts";
-import type { WorkerStatus } from "../src/proxy/workers.ts";
+import type { WorkerStatus } from "../src/proxy/primary.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const EXAMPLE = readFileSync(new URL("../deploy/haproxy.cfg", import.meta.url).pathname, "utf8");

@@ -8,7 +8,8 @@
 
 import { describe, expect, test } from "bun:test";
 import { JOIN_AVOID_MS, JoinMemory, JoinRoute, MAX_WORKERS, WRONG_WORKER_TRIES_PER_WORKER, joinHintOf, joinOption, wantedWorker, workerOption } from "../src/proxy/join.ts";
-import { RESTART_BASE_MS, RESTART_MAX_MS, WORKER_ENV, joinPortsFor, restartDelayMs, sumCounters, workerSpecOf } from "../src/proxy/workers.ts";
+import { sumCounters } from "../src/proxy/primary.ts";
+import { RESTART_BASE_MS, RESTART_MAX_MS, WORKER_ENV, joinPortsFor, restartDelayMs, workerSpecOf } from "../src/proxy/workers.ts";
 import { admit, judgeReply, type AdmissionPolicy, type Membership } from "../src/proxy/handshake.ts";
 import { KIND_JOIN, KIND_OPEN, OPT_JOIN, OPT_WORKER, STATUS_UNKNOWN_SESSION, STATUS_WRONG_WORKER } from "../src/secure/constants.ts";
 import type { ClientHello } from "../src/secure/messages.ts";

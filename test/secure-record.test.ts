@@ -12,7 +12,8 @@ import fc from "fast-check";
 import { StriperError } from "../src/errors.ts";
 import { LENGTH_RECORD_SIZE, MAX_RECORD, MAX_SEALS, RECORD_OVERHEAD, TAG_SIZE } from "../src/secure/constants.ts";
 import { RecordError } from "../src/secure/errors.ts";
-import { ALIGN_SLACK, RecordOpener, RecordSealer, openBody, openLength, recordSize, writeNonce } from "../src/secure/record.ts";
+import { ptr } from "bun:ffi";
+import { ALIGN_SLACK, RecordOpener, RecordSealer, copyUnaliased, openBody, openLength, recordSize, writeNonce } from "../src/secure/record.ts";
 import { prng, randInt } from "./helpers/util.ts";
 
 const SEED = process.env.TEST_SEED !== undefined ? Number(process.env.TEST_SEED) | 0 : (Math.random() * 2 ** 31) | 0;
@@ -150,6 +151,56 @@ describe("record layout", () => {
       err = e;
     }
     expectRecordError(err, "E_RECORD_TOO_LARGE");
+  });
+
+  test("sealAt: consecutive records written into one buffer are byte-identical to separate seals", () => {
+    const bodies = [[bytes(16, 1), bytes(70_000, 2)], [bytes(3, 3)], [bytes(200_000, 4), new Uint8Array(0), bytes(48, 5)]];
+    const lengths = bodies.map((ps) => ps.reduce((n, p) => n + p.byteLength, 0));
+    for (const start of [0, 1, 20, 63, 4095]) {
+      const dst = new Uint8Array(start + lengths.reduce((n, l) => n + recordSize(l), 0) + 7).fill(0xee);
+      const s = new RecordSealer(KEY, 4);
+      let at = start;
+      bodies.forEach((ps, i) => (at = s.sealAt(ps, lengths[i]!, dst, at)));
+      expect(at).toBe(dst.byteLength - 7);
+      expect(s.counter).toBe(4 + 2 * bodies.length);
+      const ref = sealAll(KEY, bodies.map(concat), 4);
+      expect(hex(dst.subarray(start, at))).toBe(hex(concat(ref)));
+      expect(dst.subarray(0, start).every((b) => b === 0xee) && dst.subarray(at).every((b) => b === 0xee)).toBe(true);
+    }
+  });
+
+  test("sealAt refuses a record without room (before any seal), or pieces that do not add up to its length", () => {
+    const s = new RecordSealer(KEY, 0, 1000);
+    const dst = new Uint8Array(100);
+    expect(() => s.sealAt([bytes(65, 1)], 65, dst, 0)).toThrow(RangeError);
+    expect(() => s.sealAt([bytes(10, 1)], 10, dst, 60)).toThrow(RangeError);
+    expect(() => s.sealAt([bytes(10, 1)], 9, dst, 0)).toThrow(RangeError);
+    let err: unknown;
+    try {
+      s.sealAt([], 0, dst, 0);
+    } catch (e) {
+      err = e;
+    }
+    expectRecordError(err, "E_RECORD_EMPTY");
+    try {
+      s.sealAt([bytes(1001, 1)], 1001, new Uint8Array(2000), 0);
+    } catch (e) {
+      err = e;
+    }
+    expectRecordError(err, "E_RECORD_TOO_LARGE");
+  });
+
+  test("copyUnaliased copies exactly at every distance from its source, the bounced ones (1-63 past, mod 4096) included", () => {
+    const src = bytes(70_000, 9);
+    const dst = new Uint8Array(70_000 + 8192);
+    for (const delta of [0, 1, 20, 63, 64, 100, 2048, 4095]) {
+      const at = (ptr(src) + delta - ptr(dst)) & 4095;
+      dst.fill(0);
+      copyUnaliased(dst, at, src);
+      expect((ptr(dst) + at - ptr(src)) & 4095).toBe(delta);
+      expect(hex(dst.subarray(at, at + src.byteLength))).toBe(hex(src));
+      expect(dst.subarray(0, at).every((b) => b === 0) && dst.subarray(at + src.byteLength).every((b) => b === 0)).toBe(true);
+    }
   });
 
   test("the ciphertext is not the plaintext", () => {

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { appExchange, randomData, sha256, startTarget, type AppResult } from "./helpers/net.ts";
 import { Proc } from "./helpers/proc.ts";
 import { cleanups, until } from "./helpers/util.ts";
-import type { WorkerStatus } from "../src/proxy/workers.ts";
+import type { WorkerStatus } from "../src/proxy/primary.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const cleanup = cleanups();

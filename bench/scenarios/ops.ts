@@ -8,8 +8,10 @@
  * After an unrecorded warm-up leg (JIT), legs run in the order none, 1×, amplified, amplified, 1×, none:
  * the same processes carry every leg (no process-placement luck between A and B), each pair of legs
  * compared is seconds apart, and a linear drift of the shared machine's load cancels out of the means
- * exactly (each condition's mean position is the same). A run's figure is mean(watched legs) / mean(unwatched legs); the row is the median over
- * runs. The watcher is started (and ready) before its leg and stopped after it.
+ * exactly (each condition's mean position is the same). A run's figure is mean(watched legs) /
+ * mean(unwatched legs); the row is the median over runs. The watcher is started before its leg, left to
+ * settle (its own start-up is not watching: Chromium's first seconds take ~20 % of a core, an open tab
+ * 1–2 %), and stopped after the leg.
  *
  * Throughput on a shared 2-core machine is noisy; CPU time is much less so. The `cost` spec measures
  * what one request costs the proxy directly: with 16 sessions of 4 stripes open and idle, the CPU time
@@ -260,7 +262,7 @@ export const ops: Scenario = {
   run: (spec: RunSpec, run: number) => (spec.key === "ops/cost" ? costRun(spec, run) : abRun(spec, run)),
 
   measures: ({ o }) =>
-    `- ops: legs of ${o.quick ? "256 MiB" : "1 GiB"} uploaded through the uncapped pair (4 stripes, keyed, both proxies with --metrics), byte counts checked, in one chain per run, after an unrecorded warm-up leg, in the order unwatched, 1×, amplified, amplified, 1×, unwatched (a linear drift of the machine's load cancels out of the means); watched by bench/tools/scraper.ts (GET /metrics of both proxies, body read, one request at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would), started and ready before its leg. A run's ratio is the mean rate of its watched legs over the mean of its unwatched legs; the row is the median over runs. CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together).`,
+    `- ops: legs of ${o.quick ? "256 MiB" : "1 GiB"} uploaded through the uncapped pair (4 stripes, keyed, both proxies with --metrics), byte counts checked, in one chain per run, after an unrecorded warm-up leg, in the order unwatched, 1×, amplified, amplified, 1×, unwatched (a linear drift of the machine's load cancels out of the means); watched by bench/tools/scraper.ts (GET /metrics of both proxies, body read, one request at a time per proxy) or bench/tools/dashboard-viewer.ts (headless Chromium on the client's dashboard; its CPU competes with the proxies, as a browser on the same machine would), started before its leg and left to settle first (the scraper 2 s, Chromium 5 s: a browser's first seconds take ~20 % of a core, a tab that is open takes 1–2 %). A run's ratio is the mean rate of its watched legs over the mean of its unwatched legs; the row is the median over runs. CPU per request: ${COST_SESSIONS} sessions of 4 stripes held open and idle through the pair, then ${COST_SECONDS} s of requests back to back to both proxies' endpoint, the proxies' CPU time (/proc) minus their idle CPU over the same time, divided by the requests (milliseconds per request, both proxies together).`,
 
   figures({ results }) {
     const rows: Figure[] = [];

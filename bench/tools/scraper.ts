@@ -2,20 +2,22 @@
  * A Prometheus stand-in for the `ops` scenario: fetches each URL every --interval-ms (the body read in
  * full, as a scraper does), one request at a time per URL, and counts.
  *
- *   bun bench/tools/scraper.ts --url http://127.0.0.1:P/metrics[,URL...] --interval-ms 1000
+ *   bun bench/tools/scraper.ts --url http://127.0.0.1:P/metrics[,URL...] --interval-ms 1000 [--settle-ms 2000]
  *
- * stdout, JSON lines: {"event":"ready"} once every URL answered 200; {"event":"stats","scrapes":N,
+ * stdout, JSON lines: {"event":"ready"} once every URL answered 200 and then --settle-ms have passed
+ * (the runtime's own start-up — JIT, first GCs — is not part of scraping); {"event":"stats","scrapes":N,
  * "errors":E,"bytes":B,"cpuSeconds":C,"seconds":S} on SIGTERM (its own CPU and wall time since ready),
  * then exit 0.
  */
 
 import { emit, parseFlags } from "../lib/data.ts";
 
-const USAGE = "usage: scraper.ts --url URL[,URL...] --interval-ms MS";
-const f = parseFlags(process.argv.slice(2), ["--url", "--interval-ms"], USAGE);
+const USAGE = "usage: scraper.ts --url URL[,URL...] --interval-ms MS [--settle-ms MS]";
+const f = parseFlags(process.argv.slice(2), ["--url", "--interval-ms", "--settle-ms"], USAGE);
 const urls = (f.get("--url") ?? "").split(",").filter(Boolean);
 const interval = Number(f.get("--interval-ms") ?? 1000);
-if (urls.length === 0 || !(interval > 0)) {
+const settleMs = Number(f.get("--settle-ms") ?? 2000);
+if (urls.length === 0 || !(interval > 0) || !(settleMs >= 0)) {
   process.stderr.write(`${USAGE}\n`);
   process.exit(2);
 }
@@ -40,9 +42,11 @@ async function loop(url: string): Promise<void> {
         if (!answered.has(url)) {
           answered.add(url);
           if (answered.size === urls.length) {
-            cpu0 = process.cpuUsage();
-            since = performance.now();
-            emit({ event: "ready" });
+            setTimeout(() => {
+              cpu0 = process.cpuUsage();
+              since = performance.now();
+              emit({ event: "ready" });
+            }, settleMs);
           }
         }
       } else errors++;

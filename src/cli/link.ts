@@ -10,6 +10,7 @@ import { flags, parseAddress, parseNumber } from "./args.ts";
 import { UsageError } from "../errors.ts";
 import { type CappedLinkOptions, type LinkConnStats, startCappedLink } from "../link/capped.ts";
 import { stderrLog, type LogSink } from "../proxy/log.ts";
+import { ListenError } from "../ops/daemon.ts";
 
 /**
  * Parses `link` arguments into capped-link options with the same helpers as the other modes;
@@ -69,7 +70,12 @@ export async function runLinkCli(argv: string[], log: LogSink = stderrLog): Prom
     }
   });
   process.on("SIGHUP", () => log("link: SIGHUP ignored (nothing to reload)"));
-  link = await startCappedLink(opts);
+  try {
+    link = await startCappedLink(opts);
+  } catch (err) {
+    // One line naming the address and the reason, as the other modes say it (issue 12).
+    throw new ListenError({ host: opts.listenHost ?? "127.0.0.1", port: opts.listenPort ?? 0 }, "", err);
+  }
   const burst = (opts.burst !== undefined ? ` burst ${opts.burst} B` : "") + (opts.connectDelayMs ? ` connect delay ${opts.connectDelayMs} ms` : "");
   log(`link listening on ${link.hostname}:${link.port} -> ${opts.targetHost}:${opts.targetPort} rate ${describeRates(opts.rates)} delay ${opts.delayMs ?? 0} ms each way${burst}`);
   await new Promise<void>((resolve) => {

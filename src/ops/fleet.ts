@@ -1,5 +1,6 @@
 /**
- * The daemon side of `server --workers N` (the processes themselves: src/proxy/workers.ts):
+ * The daemon side of `server --workers N` (the processes themselves: src/proxy/primary.ts and
+ * src/proxy/workers.ts):
  *
  *   runFleet        the primary: starts the workers, then runs the lifecycle and the operations endpoint
  *                   for all of them. SIGTERM/SIGINT drain every worker (a second one stops them at once);
@@ -19,7 +20,8 @@ import { formatAddress, type Address } from "../pipe/tcp.ts";
 import type { WorkerRole } from "../proxy/join.ts";
 import type { LogEvent, LogSink } from "../proxy/log.ts";
 import { BalancerSet } from "../proxy/proxyproto.ts";
-import { Fleet, fleetSource, joinPortsFor, workerCommand, type WorkerSpec } from "../proxy/workers.ts";
+import { Fleet, fleetSource } from "../proxy/primary.ts";
+import { joinPortsFor, workerCommand, type WorkerSpec } from "../proxy/workers.ts";
 import { runDaemon } from "./daemon.ts";
 import { processSignals, type Drainable, type SignalSource } from "./lifecycle.ts";
 

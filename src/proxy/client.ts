@@ -32,7 +32,7 @@ import { joinProof } from "../secure/kdf.ts";
 import { encodeClientHello, type ClientHelloOut, type HandshakeAuth, type ServerReplyIn } from "../secure/messages.ts";
 import { RecordOpener } from "../secure/record.ts";
 import { serverReplyParser, type HandshakeParser } from "../wire/handshake.ts";
-import { StripeDialer, type DialAttempt } from "./dialer.ts";
+import { OPEN_ATTEMPTS, StripeDialer, type DialAttempt } from "./dialer.ts";
 import { destinationFromAddress, destinationOptions, formatDestination, SERVER_DEFAULT, type Outcome } from "./destination.ts";
 import { combinedFront, plainFront, type AppConnection, type Front } from "./front.ts";
 import { linkApp } from "./link-app.ts";
@@ -445,9 +445,19 @@ export function startClient(opts: ClientOptions): StriperClient {
     const outage = new OutageNotice({ id, peer: peerName, graceMs: session.opts.graceMs, log: (ev) => logEvent(log, ev) });
     session.redial = (index) => dialer.redial(index);
     session.stripeDied = (index, err) => {
-      // The opening stripe failed before its reply authenticated: the session cannot open.
-      if (awaitingReply.has(index)) {
+      const waiting = awaitingReply.get(index);
+      if (waiting !== undefined) {
         awaitingReply.delete(index);
+        // The opening stripe broke before its reply (a reset path, not an answer: a refusal, a reply that
+        // did not authenticate and the reply deadline are ConnectErrors): dialled again as an OPEN of the
+        // same session, within the handshake deadline of the first dial, so a silent server (wrong key) that
+        // closes at its own deadline is not asked again. Else the session cannot open.
+        const lost = waiting.kind === KIND_OPEN && !(err instanceof ConnectError) && performance.now() - started < handshakeTimeout;
+        if (lost && dialer.openAttempts < OPEN_ATTEMPTS) {
+          log(`session ${id} opening stripe lost before the reply (${err.code}): dialling the OPEN again (attempt ${dialer.openAttempts + 1} of ${OPEN_ATTEMPTS})`);
+          dialer.failed(index, err, true);
+          return;
+        }
         outage.failed(err);
         dialer.failed(index, err);
         return;

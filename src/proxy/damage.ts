@@ -12,8 +12,8 @@
  */
 
 import type { StriperError } from "../errors.ts";
-import { guardedInterval } from "../util/guard.ts";
-import { LogAggregator, escapeText, hostOfRemote, logEvent, type LogSink } from "./log.ts";
+import { escapeText, hostOfRemote, logEvent, type LogSink } from "./log.ts";
+import { TimedAggregator } from "./timed-log.ts";
 
 /** Kinds (code × source) tracked at once; beyond, events are counted together. */
 const MAX_KINDS = 256;
@@ -32,13 +32,12 @@ function dropMeaning(code: string): string {
 
 /** Aggregated lines for stripes dropped or refused, one kind per error code and source. */
 export class DamageLog {
-  private readonly agg: LogAggregator;
+  private readonly agg: TimedAggregator;
   private readonly intervalMs: number;
-  private timer: Timer | undefined;
 
   constructor(log: LogSink, opts: { intervalMs?: number; now?: () => number } = {}) {
     this.intervalMs = opts.intervalMs ?? 10_000;
-    this.agg = new LogAggregator((ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: MAX_KINDS });
+    this.agg = new TimedAggregator("stripe log flush", (ev) => logEvent(log, ev), { intervalMs: this.intervalMs, now: opts.now, maxKeys: MAX_KINDS });
   }
 
   /** Stripe `index` of session `session`, from `remote`, was dropped because of `err` (a RecordError or ControlFloodError). */
@@ -63,7 +62,6 @@ export class DamageLog {
         fields: { code: err.code, count: n, seconds },
       }),
     );
-    this.arm();
   }
 
   /** An authenticated stripe from `remote` was refused with `code` (E_SESSION_LIMIT, E_SOURCE_LIMIT…). */
@@ -82,29 +80,15 @@ export class DamageLog {
         fields: { code, count: n, seconds },
       }),
     );
-    this.arm();
   }
 
-  /** Logs summaries whose interval is over; stops the timer once nothing is pending. */
+  /** Logs summaries whose interval is over. */
   flush(): void {
     this.agg.flush();
-    if (this.agg.size === 0 && this.timer !== undefined) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
   }
 
   /** Logs what is pending and stops the timer (the proxy is stopping). */
   close(): void {
     this.agg.close();
-    clearInterval(this.timer);
-    this.timer = undefined;
-  }
-
-  /** The aggregator summarises when noted or flushed: a burst followed by quiet needs the timer. */
-  private arm(): void {
-    if (this.timer !== undefined) return;
-    this.timer = guardedInterval("stripe log flush", () => this.flush(), Math.min(1000, this.intervalMs));
-    this.timer.unref?.();
   }
 }

@@ -4,9 +4,12 @@
  * docs/protocol.md §3.12, §7.4.
  *
  * A session opens on stripe 0 alone (OPEN, carrying the app's first bytes); once the server's reply to it
- * authenticated, stripes 1 … N−1 are dialled as JOINs. If stripe 0 fails before that, the session fails:
- * opening on several stripes at once would split a session across server workers behind SO_REUSEPORT.
- * Every later dial of any index is a JOIN.
+ * authenticated, stripes 1 … N−1 are dialled as JOINs. Opening on several stripes at once would split a
+ * session across server workers behind SO_REUSEPORT. If the opening dial is lost on the way (the
+ * connection broke before the reply: a reset path), stripe 0 is dialled again as an OPEN of the same
+ * session, up to OPEN_ATTEMPTS dials — the server attaches a second OPEN that proves the session's secret
+ * to the session the first one may have opened; any other failure of it fails the session. Every later
+ * dial of any index is a JOIN.
  *
  * It does no I/O itself: `dial` starts one attempt (connect, first message, reply — the client's glue) and
  * the glue reports the outcome with `succeeded` / `failed`. The clock and the jitter are injected, so
@@ -21,6 +24,8 @@ import { guardedTimeout } from "../util/guard.ts";
 export const BACKOFF_BASE_MS = 50;
 /** Longest re-dial delay, before jitter. */
 export const BACKOFF_MAX_MS = 2000;
+/** Dials of the opening stripe (the first included) before a session whose OPEN keeps being lost fails. */
+export const OPEN_ATTEMPTS = 3;
 
 /** One dial of one stripe index. */
 export interface DialAttempt {
@@ -130,16 +135,30 @@ export class StripeDialer {
     for (let i = Math.max(1, from); i < this.opts.stripes; i++) this.dial(i);
   }
 
-  /** The attempt on `index` failed (refused, unreachable, timed out, did not authenticate). */
-  failed(index: number, err: StriperError): void {
-    if (this.stopped) return;
+  /**
+   * The attempt on `index` failed (refused, unreachable, timed out, did not authenticate, lost). `lost`:
+   * the connection broke before the reply, so the opening dial may be tried again (OPEN_ATTEMPTS in all).
+   * Returns true when the index will be dialled again.
+   */
+  failed(index: number, err: StriperError, lost = false): boolean {
+    if (this.stopped) return false;
     if (!this.accepted) {
-      // The opening dial failed: nothing to join, the session cannot open.
+      if (lost && this.generation[index]! < OPEN_ATTEMPTS) {
+        this.schedule(index);
+        return true;
+      }
+      // The opening dial failed for good: nothing to join, the session cannot open.
       this.stopped = true;
       this.opts.unreachable(err);
-      return;
+      return false;
     }
     this.redial(index);
+    return true;
+  }
+
+  /** Dials of the opening stripe so far (1 on the first). */
+  get openAttempts(): number {
+    return this.generation[0]!;
   }
 
   /**
@@ -147,7 +166,12 @@ export class StripeDialer {
    * session was accepted there is nothing to re-dial: the opening attempt reports its end with failed().
    */
   redial(index: number): void {
-    if (this.stopped || !this.accepted || this.pending[index] !== undefined) return;
+    if (this.accepted) this.schedule(index);
+  }
+
+  /** Dials `index` after its backoff; at most one pending dial per index. */
+  private schedule(index: number): void {
+    if (this.stopped || this.pending[index] !== undefined) return;
     const delay = backoffMs(this.failures[index]!++, this.random());
     this.pending[index] = this.timers.set(() => {
       this.pending[index] = undefined;

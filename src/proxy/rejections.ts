@@ -8,8 +8,8 @@
  */
 
 import { SILENT_REASONS, type SilentReason } from "../secure/messages.ts";
-import { LogAggregator, logEvent, type LogEvent, type LogSink } from "./log.ts";
-import { guardedInterval } from "../util/guard.ts";
+import { logEvent, type LogEvent, type LogSink } from "./log.ts";
+import { TimedAggregator } from "./timed-log.ts";
 
 /** Sources tallied per reason and interval; refusals from further ones are only counted. */
 export const MAX_SOURCES = 64;
@@ -40,10 +40,9 @@ export class Rejections {
   /** Refusals since start, per reason (never reset: the metrics issue exports them as counters). */
   readonly counts: Record<SilentReason, number>;
   private readonly tallies = new Map<SilentReason, Tally>();
-  private readonly agg: LogAggregator;
+  private readonly agg: TimedAggregator;
   private readonly intervalMs: number;
   private readonly now: () => number;
-  private timer: Timer | undefined;
   /** Set by emit while a reason's first line (not a summary) goes out. */
   private firstLogged = false;
 
@@ -51,7 +50,8 @@ export class Rejections {
     this.intervalMs = opts.intervalMs ?? 10_000;
     this.now = opts.now ?? (() => performance.now());
     this.counts = Object.fromEntries(SILENT_REASONS.map((r) => [r, 0])) as Record<SilentReason, number>;
-    this.agg = new LogAggregator(
+    this.agg = new TimedAggregator(
+      "rejections flush",
       (ev) => {
         if (ev.event === "handshake.refused") this.firstLogged = true;
         logEvent(opts.log, ev);
@@ -91,28 +91,17 @@ export class Rejections {
     if (seen !== undefined) t.sources.set(source, seen + 1);
     else if (t.sources.size < MAX_SOURCES) t.sources.set(source, 1);
     else t.other++;
-    // The aggregator summarises when noted or flushed: a burst followed by quiet needs the timer.
-    if (this.timer === undefined) {
-      this.timer = guardedInterval("rejections flush", () => this.flush(), Math.min(1000, this.intervalMs));
-      this.timer.unref?.();
-    }
   }
 
-  /** Logs the summary of every reason whose interval is over; stops the timer once nothing is pending. */
+  /** Logs the summary of every reason whose interval is over. */
   flush(): void {
     this.agg.flush();
-    if (this.agg.size === 0 && this.timer !== undefined) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
   }
 
   /** Logs what is pending and stops the timer (the server is stopping). */
   close(): void {
     this.agg.close();
     this.tallies.clear();
-    clearInterval(this.timer);
-    this.timer = undefined;
   }
 
   /** "312 stripe handshakes refused silently (bad-auth) in the last 10 s from 203.0.113.7 ×290, …". */

@@ -51,6 +51,30 @@ export function writeNonce(nonce: Uint8Array, counter: number): void {
   nonce[11] = lo & 0xff;
 }
 
+/** Spare buffer for copyUnaliased(): grows to the largest piece bounced (≤ MAX_RECORD + a page). */
+let bounce = new Uint8Array(0);
+
+/**
+ * Copies `src` into `dst` at `at`, at memory speed whatever the two addresses: a destination 1–63
+ * bytes past its source (mod 4096) copies 10–20× slower on this CPU (docs/bun-sockets.md, "Copying"),
+ * so such a copy goes through a spare buffer half a page away from both. Small copies go straight.
+ */
+export function copyUnaliased(dst: Uint8Array, at: number, src: Uint8Array): void {
+  const n = src.byteLength;
+  if (n >= ALIGN_FROM) {
+    const delta = (ptr(dst) + at - ptr(src)) & 4095;
+    if (delta !== 0 && delta < 64) {
+      if (bounce.byteLength < n + 4096) bounce = new Uint8Array(Math.max(n, 64 * 1024) + 4096);
+      const off = (ptr(src) + 2048 - ptr(bounce)) & 4095;
+      const mid = bounce.subarray(off, off + n);
+      mid.set(src);
+      dst.set(mid, at);
+      return;
+    }
+  }
+  dst.set(src, at);
+}
+
 function checkKey(key: Uint8Array): Uint8Array {
   if (key.byteLength !== KEY_SIZE) throw new Error(`record key must be ${KEY_SIZE} bytes, got ${key.byteLength}`);
   return key;
@@ -149,22 +173,8 @@ export class RecordSealer {
   sealv(pieces: readonly Uint8Array[], aad?: Uint8Array, scratch?: Uint8Array): Uint8Array {
     let length = 0;
     for (const p of pieces) length += p.byteLength;
-    if (length === 0) throw new RecordError("E_RECORD_EMPTY", "cannot seal an empty record");
-    if (length > this.maxBody) {
-      throw new RecordError("E_RECORD_TOO_LARGE", `record of ${length} bytes exceeds the maximum of ${this.maxBody}`);
-    }
-    if (this.next + 2 > MAX_SEALS) {
-      throw new RecordError("E_RECORD_COUNTER", `key used up: ${this.next} seals made, the limit is ${MAX_SEALS}`);
-    }
-    const lp = this.lengthPlain;
-    lp[0] = length >>> 24;
-    lp[1] = (length >>> 16) & 0xff;
-    lp[2] = (length >>> 8) & 0xff;
-    lp[3] = length & 0xff;
-    const c1 = this.cipher(aad);
-    const lengthCt = c1.update(lp);
-    c1.final();
-    const lengthTag = c1.getAuthTag();
+    this.check(length);
+    const { lengthCt, lengthTag } = this.sealLength(length, aad);
     const c2 = this.cipher(aad);
     const cts: Uint8Array[] = [];
     let big = 0; // index of the largest ciphertext piece, and its offset in the body
@@ -194,11 +204,68 @@ export class RecordSealer {
     out.set(lengthTag, 4);
     at = LENGTH_RECORD_SIZE;
     for (const ct of cts) {
-      out.set(ct, at);
+      copyUnaliased(out, at, ct); // the largest is co-aligned; another piece may land anywhere
       at += ct.byteLength;
     }
     out.set(tag, at);
     return out;
+  }
+
+  /**
+   * Seals the concatenation of `pieces` (`length` bytes) as one record written into `dst` at offset
+   * `at`, and returns the offset just past it. `dst` must hold recordSize(length) bytes from `at`. For
+   * a sender that puts several records in one buffer (one socket write): the record cannot be placed
+   * for alignment, so each large ciphertext piece is copied with copyUnaliased(). Throws like seal().
+   */
+  sealAt(pieces: readonly Uint8Array[], length: number, dst: Uint8Array, at: number): number {
+    this.check(length);
+    if (dst.byteLength - at < length + RECORD_OVERHEAD) throw new RangeError(`sealAt: ${dst.byteLength - at} bytes of room for a ${length}-byte record`);
+    const { lengthCt, lengthTag } = this.sealLength(length, undefined);
+    dst.set(lengthCt, at);
+    dst.set(lengthTag, at + 4);
+    const c2 = this.cipher(undefined);
+    let pos = at + LENGTH_RECORD_SIZE;
+    const end = pos + length;
+    for (const p of pieces) {
+      if (p.byteLength === 0) continue;
+      const ct = c2.update(p);
+      if (pos + ct.byteLength > end) throw new RangeError("sealAt: pieces hold more than `length` bytes");
+      copyUnaliased(dst, pos, ct);
+      pos += ct.byteLength;
+    }
+    const rest = c2.final(); // empty for GCM (a stream mode); kept general rather than assumed
+    if (rest.byteLength > 0) {
+      if (pos + rest.byteLength > end) throw new RangeError("sealAt: pieces hold more than `length` bytes");
+      dst.set(rest, pos);
+      pos += rest.byteLength;
+    }
+    if (pos !== end) throw new RangeError(`sealAt: pieces hold ${pos - at - LENGTH_RECORD_SIZE} bytes, not ${length}`);
+    dst.set(c2.getAuthTag(), pos);
+    return pos + TAG_SIZE;
+  }
+
+  /** Refuses a record that must not be sealed (typed errors, before any seal number is used). */
+  private check(length: number): void {
+    if (length === 0) throw new RecordError("E_RECORD_EMPTY", "cannot seal an empty record");
+    if (length > this.maxBody) {
+      throw new RecordError("E_RECORD_TOO_LARGE", `record of ${length} bytes exceeds the maximum of ${this.maxBody}`);
+    }
+    if (this.next + 2 > MAX_SEALS) {
+      throw new RecordError("E_RECORD_COUNTER", `key used up: ${this.next} seals made, the limit is ${MAX_SEALS}`);
+    }
+  }
+
+  /** The first seal of a record: its body length (4 ciphertext bytes and their tag). */
+  private sealLength(length: number, aad: Uint8Array | undefined): { lengthCt: Uint8Array; lengthTag: Uint8Array } {
+    const lp = this.lengthPlain;
+    lp[0] = length >>> 24;
+    lp[1] = (length >>> 16) & 0xff;
+    lp[2] = (length >>> 8) & 0xff;
+    lp[3] = length & 0xff;
+    const c1 = this.cipher(aad);
+    const lengthCt = c1.update(lp);
+    c1.final();
+    return { lengthCt, lengthTag: c1.getAuthTag() };
   }
 
   /** A cipher for the next seal number. */
