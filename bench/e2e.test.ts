@@ -146,6 +146,21 @@ describe("judge", () => {
     expect(judge({ ...f, value: { ...f.value, max: 199 } }).pass).toBe(true);
   });
 
+  test("a median limit looks at the median, not the worst run", () => {
+    const f: Figure = {
+      scenario: "windowed",
+      case: "round trip",
+      unit: "ms",
+      value: { median: 34.8, min: 33, max: 69.3, n: 3 },
+      tally: { total: 3, ok: 3, errors: [] },
+      target: { kind: "median", below: 37.1, text: "< base + 15 ms" },
+      note: "",
+    };
+    expect(judge(f).pass).toBe(true);
+    expect(judge({ ...f, value: { ...f.value, median: 37.1 } }).pass).toBe(false);
+    expect(judge(f).target).toBe("< base + 15 ms");
+  });
+
   test("no runs at all is a failure, not a missing verdict", () => {
     const row = judge({ scenario: "x", case: "y", unit: "s", value: { median: null, min: null, max: null, n: 0 }, tally: { total: 0, ok: 0, errors: [] }, note: "" });
     expect(row.pass).toBe(false);
@@ -172,7 +187,7 @@ describe("options", () => {
   const parse = (...argv: string[]) => parseOptions(argv, SCENARIOS);
 
   test("defaults: every scenario, 3 runs, 4 MB/s, 10 ms, stripes 1..16", () => {
-    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "ops", "socks", "shortconn", "attacks"] });
+    expect(parse()).toEqual({ quick: false, runs: 3, capMBps: 4, delayMs: 10, stripes: [1, 2, 4, 8, 16], scenarios: ["caps", "uneven", "nocap", "auth", "sessions", "faults", "firstreply", "handshake", "windowed", "ops", "socks", "shortconn", "attacks"] });
   });
 
   test("--quick means one run unless --runs says otherwise", () => {
@@ -196,7 +211,7 @@ describe("options", () => {
     [["--cap", "fast"], '--cap wants a number in [0.01, 10000], got "fast"'],
     [["--stripes", "1,2.5"], '--stripes wants whole numbers, got "2.5"'],
     [["--stripes", "1,65"], '--stripes wants a number in [1, 64], got "65"'],
-    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, socks, shortconn, attacks, got "bogus"'],
+    [["--scenario", "bogus"], '--scenario: expected one of caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn, attacks, got "bogus"'],
     [["--runs"], "--runs needs a value (K)"],
     [["--runs", "--quick"], "--runs needs a value (K)"],
     [["--runs", "2", "--runs", "3"], "--runs given twice"],

@@ -9,28 +9,42 @@
  */
 
 import { do_not_optimize } from "mitata";
-import { createScheduler, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "../src/stripe/scheduler.ts";
+import { StripeLedger } from "../src/stripe/ledger.ts";
+import { createScheduler, frameFor, SCHEDULER_MODES, type SchedulerMode, type StripeView } from "../src/stripe/scheduler.ts";
 import { prng, type Case, type Steady, registerSummary, runStandalone } from "./micro.ts";
 
 const STRIPES = 16;
 const FRAME = 64 * 1024;
 const SOCKET_BUFFER = 512 * 1024;
 
+/** A stripe with a fixed rate, RTT, cap and frame (what measured() would have set). */
+class BenchStripe extends StripeLedger implements StripeView {
+  usable = true;
+  congested = false;
+  planned = 0;
+  cap: number;
+  aggregation = 0;
+  frame: number;
+
+  constructor(
+    readonly index: number,
+    public rate: number,
+    public rtt: number,
+  ) {
+    super(0);
+    // The rate mode's cap: about the BDP plus 15 ms of the rate.
+    this.cap = (rate * (rtt + 15)) / 1000;
+    this.frame = frameFor(rate, FRAME);
+  }
+}
+
 function schedule(mode: SchedulerMode): Steady {
   const rnd = prng(3);
-  const stripes: StripeView[] = Array.from({ length: STRIPES }, () => ({
-    usable: true,
-    congested: false,
-    inflight: 0,
-    rate: 20e6 + Math.floor(rnd() * 180e6),
-    rtt: 1 + rnd() * 39,
-    minRtt: 0,
-    srtt: 0,
-  }));
+  const stripes: StripeView[] = Array.from({ length: STRIPES }, (_, i) => new BenchStripe(i, 20e6 + Math.floor(rnd() * 180e6), 1 + rnd() * 39));
   const scheduler = createScheduler(mode);
   let waits = 0;
   const op = () => {
-    const i = scheduler.pick(stripes, FRAME);
+    const i = scheduler.pick(stripes);
     if (i < 0) {
       waits++;
       for (let k = 0; k < STRIPES; k++) {

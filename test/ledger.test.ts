@@ -1,11 +1,11 @@
 /**
  * StripeLedger: frames recorded with their stripe end positions, confirmed by the peer's received
- * counts (mod 2^32), and what those confirmations teach: in-flight bytes, RTT, delivery rate, and what
+ * counts (mod 2^32), and what those confirmations teach: in-flight bytes, RTT, delivery-rate samples, and what
  * is still unconfirmed when the stripe dies or stalls. Pure; time is passed in.
  */
 
 import { describe, expect, test } from "bun:test";
-import { MIN_RATE_INTERVAL_MS, StripeLedger } from "../src/stripe/ledger.ts";
+import { StripeLedger } from "../src/stripe/ledger.ts";
 import { ResendQueue } from "../src/stripe/resend.ts";
 
 /** The ranges a queue holds, by draining a copy of its contents through consume(). */
@@ -67,7 +67,7 @@ describe("confirmations", () => {
   });
 });
 
-describe("RTT and rate", () => {
+describe("RTT and delivery samples", () => {
   test("RTT samples are time since the newest confirmed frame was sent; min and smoothed kept", () => {
     const l = new StripeLedger(0);
     l.record(0, 10, 26, 100);
@@ -80,6 +80,7 @@ describe("RTT and rate", () => {
     l.record(20, 10, 78, 300);
     l.confirm(78, 400); // 100 ms: the minimum stays
     expect(l.minRtt).toBe(20);
+    expect(l.sample.rtt).toBe(100);
   });
 
   test("a sample of 0 ms counts as 0.05 ms (a minimum of 0 would mean 'not measured')", () => {
@@ -89,51 +90,67 @@ describe("RTT and rate", () => {
     expect(l.minRtt).toBe(0.05);
   });
 
-  test("the rate is bytes confirmed over intervals of at least MIN_RATE_INTERVAL_MS and 2 × min RTT", () => {
-    expect(MIN_RATE_INTERVAL_MS).toBe(50);
+  test("each confirmation that confirms a frame makes one sample; one that confirms nothing makes none", () => {
     const l = new StripeLedger(0);
-    l.record(0, 100_000, 100_016, 0);
-    l.record(100_000, 100_000, 200_032, 0);
-    l.confirm(100_016, 10); // 10 ms: too short for a sample
-    expect(l.rate).toBe(0);
-    l.confirm(200_032, 50); // 200 000 bytes over 50 ms
-    expect(l.rate).toBe(4_000_000);
+    expect(l.samples).toBe(0);
+    l.record(0, 100, 116, 0);
+    l.record(100, 100, 232, 0);
+    l.confirm(100, 10);
+    expect(l.samples).toBe(0);
+    l.confirm(116, 20);
+    expect([l.samples, l.sample.delivered, l.sample.inflight, l.delivered]).toEqual([1, 100, 100, 100]);
+    l.confirm(232, 30);
+    expect([l.samples, l.sample.delivered, l.sample.inflight]).toEqual([2, 200, 0]);
   });
 
-  test("a lower sample lowers the rate only while the stripe had data in flight", () => {
+  test("the rate is what was delivered since the frame left, over the time since the delivery before it", () => {
+    // An ACK-clocked stripe: 4 frames of 10 000 bytes sent at t = 0, then one more per confirmation.
     const l = new StripeLedger(0);
-    l.record(0, 200_000, 200_016, 45);
-    l.confirm(200_016, 50); // 200 000 bytes over the first 50 ms: 4 MB/s
-    expect(l.rate).toBe(4_000_000);
-    // Idle: a little data over a long time is not a slow stripe.
-    l.record(200_000, 1000, 201_032, 140);
-    l.confirm(201_032, 150);
-    expect(l.rate).toBe(4_000_000);
-    // Busy (more still in flight after this confirmation): the estimate falls, smoothed 0.6 / 0.4.
-    l.record(201_000, 10_000, 211_048, 240);
-    l.record(211_000, 10_000, 221_064, 240);
-    l.confirm(211_048, 250); // 10 000 bytes in 100 ms = 100 kB/s
-    expect(l.rate).toBe(4_000_000 * 0.6 + 100_000 * 0.4);
+    for (let k = 0; k < 4; k++) l.record(k * 10_000, 10_000, (k + 1) * 10_016, 0);
+    l.confirm(10_016, 20); // the first frame: 10 000 bytes since it left at 0, over 20 ms
+    expect(l.sample.rate).toBe(500_000);
+    l.record(40_000, 10_000, 50_080, 20); // sent when 10 000 had been delivered, at t = 20
+    for (let k = 2; k <= 4; k++) l.confirm(k * 10_016, 20 + (k - 1) * 2.5);
+    l.confirm(50_080, 40); // 40 000 delivered since (50 000 - 10 000) over 40 - 20 ms
+    expect(l.sample.rate).toBe(2_000_000);
   });
 
-  test("a higher sample is taken at once", () => {
+  test("the rate interval is at least the send interval: ACKs read in a bunch do not inflate it", () => {
     const l = new StripeLedger(0);
-    l.record(0, 50_000, 50_016, 45);
-    l.confirm(50_016, 50); // 1 MB/s
-    expect(l.rate).toBe(1_000_000);
-    l.record(50_000, 500_000, 550_032, 95);
-    l.confirm(550_032, 100); // 500 000 bytes in 50 ms = 10 MB/s
-    expect(l.rate).toBe(10_000_000);
+    l.record(0, 10_000, 10_016, 0);
+    l.record(10_000, 10_000, 20_032, 0);
+    l.confirm(10_016, 10); // delivered 10 000 at t = 10; the newest frame delivered left at 0
+    l.record(20_000, 10_000, 30_048, 40); // sent 40 ms after that frame left
+    // One late ACK confirms both: the ACK interval (since t = 10) is 35 ms, the send interval 40 ms;
+    // 20 000 bytes were delivered since the frame left: over 40 ms, not 35.
+    l.confirm(30_048, 45);
+    expect(l.sample.rate).toBe(500_000);
   });
 
-  test("the sampling interval grows with the RTT: at least 2 × min RTT", () => {
+  test("an idle stripe restarts its delivery clock: idle time is not slowness", () => {
+    const l = new StripeLedger(0);
+    l.record(0, 10_000, 10_016, 0);
+    l.confirm(10_016, 10);
+    l.record(10_000, 10_000, 20_032, 5000); // idle for 5 s, then a frame
+    l.confirm(20_032, 5010);
+    expect(l.sample.rate).toBe(1_000_000); // 10 000 bytes over 10 ms, not over 5 s
+  });
+
+  test("frames sent after markAppLimited are app-limited until everything in flight then has arrived", () => {
     const l = new StripeLedger(0);
     l.record(0, 1000, 1016, 0);
-    l.confirm(1016, 60); // RTT 60 ms: the next sample needs 120 ms since the interval began
-    expect(l.rate).toBe(0);
-    l.record(1000, 1000, 2032, 60);
-    l.confirm(2032, 120);
-    expect(l.rate).toBe(2000 / 0.12);
+    l.markAppLimited(); // 1000 in flight, 0 delivered: app-limited until delivered passes 1000
+    l.record(1000, 1000, 2032, 1);
+    l.confirm(1016, 20);
+    expect(l.sample.appLimited).toBe(false); // sent before the mark
+    l.record(2000, 1000, 3048, 21); // delivered is 1000: not past the mark yet
+    l.confirm(2032, 22);
+    expect(l.sample.appLimited).toBe(true);
+    l.record(3000, 1000, 4064, 23); // delivered 2000 passed the mark
+    l.confirm(3048, 40);
+    expect(l.sample.appLimited).toBe(true);
+    l.confirm(4064, 45);
+    expect(l.sample.appLimited).toBe(false);
   });
 });
 

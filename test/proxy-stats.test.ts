@@ -106,19 +106,24 @@ describe("statsEvents (SIGUSR1)", () => {
       stripes: [
         { index: 0, usable: true, rateBytesPerSecond: 4_010_000, inflightBytes: 262144, rttSeconds: 0.0213, stalls: 0, resentBytes: 0, sentBytes: 1048576, receivedBytes: 1024 },
         { index: 2, usable: true, rateBytesPerSecond: 0, inflightBytes: 0, rttSeconds: 0, stalls: 2, resentBytes: 4096, sentBytes: 0, receivedBytes: 0, capBytes: 131072 },
+        { index: 3, usable: true, rateBytesPerSecond: 4e6, inflightBytes: 90_000, rttSeconds: 0.0262, stalls: 0, resentBytes: 0, sentBytes: 0, receivedBytes: 0, capBytes: 148_000.4, minRttSeconds: 0.0211, queueSeconds: 0.0051 },
       ],
     };
     const ev = statsEvents([s], 1_012_345);
     expect(ev.map((e) => e.msg)).toEqual([
-      "session 0123456789ab [::1]:50000 age 12.3 s up 3.0 MiB down 2.0 KiB stripes 2/2 store 64.0 KiB reorder 0 B deaths 1 resent 4.0 KiB",
+      "session 0123456789ab [::1]:50000 age 12.3 s up 3.0 MiB down 2.0 KiB stripes 3/3 store 64.0 KiB reorder 0 B deaths 1 resent 4.0 KiB",
       "session 0123456789ab stripe 0: 4.01 MB/s in flight 256.0 KiB rtt 21.3 ms stalls 0 resent 0 B sent 1.0 MiB received 1.0 KiB",
       "session 0123456789ab stripe 2: 0.00 MB/s in flight 0 B rtt 0.0 ms cap 128.0 KiB stalls 2 resent 4.0 KiB sent 0 B received 0 B",
+      // The rate scheduler's view (issue 11): cap, minimum RTT and the queue the stripe holds.
+      "session 0123456789ab stripe 3: 4.00 MB/s in flight 87.9 KiB rtt 26.2 ms cap 144.5 KiB min 21.1 ms queue 5.1 ms stalls 0 resent 0 B sent 0 B received 0 B",
     ]);
     expect(ev.map((e) => [e.event, e.session])).toEqual([
       ["stats.session", "0123456789ab"],
       ["stats.stripe", "0123456789ab"],
       ["stats.stripe", "0123456789ab"],
+      ["stats.stripe", "0123456789ab"],
     ]);
+    expect(ev[3]!.fields).toMatchObject({ stripe: 3, minRttSeconds: 0.0211, queueSeconds: 0.0051 });
     expect(ev[1]!.fields).toMatchObject({ stripe: 0, rateBytesPerSecond: 4_010_000, rttSeconds: 0.0213 });
   });
 

@@ -17,6 +17,7 @@ export function targetText(t: Target | undefined): string {
     case "ratio":
       return `≥ ${t.min.toFixed(2)}`;
     case "max":
+    case "median":
     case "equal":
       return t.text;
     default: {
@@ -33,6 +34,8 @@ export function met(t: Target, value: Summary, ratio: number | null): boolean {
       return ratio !== null && ratio >= t.min;
     case "max":
       return value.max !== null && value.max < t.below;
+    case "median":
+      return value.median !== null && value.median < t.below;
     case "equal":
       return value.median === t.to;
     default: {

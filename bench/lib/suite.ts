@@ -49,6 +49,7 @@ export async function runSuite(o: Options, scenarios: readonly Scenario[], T: nu
   let k = 0;
   for (const { s, specs: mine } of plans) {
     const t = performance.now();
+    await s.setup?.({ o, T }, progress);
     const attempt = (spec: RunSpec, run: number): Promise<RunResult> => (s.run ? s.run(spec, run) : runTransfer(spec, run, { collect: s.collect }));
     for (let run = 1; run <= o.runs; run++) {
       for (const spec of mine) {

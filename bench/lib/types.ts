@@ -130,6 +130,8 @@ export type Target =
   | { kind: "ratio"; min: number }
   /** The worst (largest) run < below. */
   | { kind: "max"; below: number; text: string }
+  /** The median of the runs < below (a typical figure, as a target stated on medians of 3). */
+  | { kind: "median"; below: number; text: string }
   /** The value equals `to` exactly (counts). */
   | { kind: "equal"; to: number; text: string };
 
@@ -204,6 +206,12 @@ export interface Scenario {
   collect?(ev: TransferEvents): Record<string, number>;
   /** Runs one spec some other way than the standard transfer (lib/chain.ts has the parts). */
   run?(spec: RunSpec, run: number): Promise<RunResult>;
+  /**
+   * Prepares the machine before the scenario's first run (e.g. installs a program it drives); lines
+   * passed to `progress` appear in the suite's log. A failure here must not throw: the runs that need
+   * what is missing report it instead.
+   */
+  setup?(c: PlanCtx, progress: (line: string) => void): Promise<void>;
 }
 
 /** Metadata of a suite run (`meta` in the JSON); the report header is made from it alone. */

@@ -16,9 +16,10 @@ import { sessions } from "./sessions.ts";
 import { shortconn } from "./shortconn.ts";
 import { socks } from "./socks.ts";
 import { uneven } from "./uneven.ts";
+import { windowed } from "./windowed.ts";
 
 /** Every scenario, in run and report order. */
-export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, ops, socks, shortconn, attacks];
+export const SCENARIOS: readonly Scenario[] = [caps, uneven, nocap, auth, sessions, faults, firstreply, handshake, windowed, ops, socks, shortconn, attacks];
 
 /** The scenarios of `names`, in registry order. */
 export function selected(names: readonly string[]): Scenario[] {

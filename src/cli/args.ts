@@ -110,7 +110,7 @@ export const OPTIONS = [
   { name: "pool", modes: ["client"], type: { kind: "int", min: 0, max: 64 }, arg: "N", scope: "listener", default: 2, help: "standby stripes kept open and authenticated, so a new connection starts without a handshake; 0: none" },
   { name: "grow-after", modes: ["client"], type: { kind: "int", min: 0, max: 2 ** 30 }, arg: "BYTES", scope: "listener", default: 131_072, help: "a session starts on one stripe and opens the others once this many bytes have passed; 0: all stripes at once" },
   { name: "stripes", modes: ["client"], type: { kind: "int", ...STRIPE_COUNT }, arg: "N", scope: "listener", default: 4, help: "stripes per session" },
-  { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen" },
+  { name: "scheduler", modes: ["client"], type: { kind: "enum", values: SCHEDULER_MODES }, arg: "MODE", scope: "listener", default: DEFAULT_SESSION_OPTIONS.scheduler, session: "scheduler", help: "how stripes are chosen for uploads (the server always sends downloads with rate)" },
 
   // Sessions.
   { name: "window", modes: SESSION_MODES, type: { kind: "int", ...SESSION_LIMITS.window }, arg: "BYTES", scope: "listener", default: DEFAULT_SESSION_OPTIONS.window, session: "window", help: "receive window per session and direction" },

@@ -63,6 +63,11 @@ export async function runLinkCli(argv: string[], log: LogSink = stderrLog): Prom
     const open = link.connections().filter((c) => c.open);
     log(`link: ${open.length} connection(s) open, ${link.queuedBytes()} B held in the link`);
     for (const c of open) log(describe(c));
+    // What each open connection holds (bench/tools/windowed-run.ts locates queues with it).
+    if (open.length > 0) {
+      const parts = link.held().map((h) => `#${h.index} up wire ${h.up.wire} queue ${h.up.queue} down wire ${h.down.wire} queue ${h.down.queue}`);
+      log(`link held ${parts.join("; ")}`);
+    }
   });
   process.on("SIGHUP", () => log("link: SIGHUP ignored (nothing to reload)"));
   try {

@@ -56,6 +56,8 @@ export interface CappedLink {
   connections(): LinkConnStats[];
   /** Bytes held inside the link now (waiting for tokens, the delay line or a congested destination). */
   queuedBytes(): number;
+  /** Per open connection: bytes in each direction's delay line and queued behind its token bucket. */
+  held(): { index: number; up: { wire: number; queue: number }; down: { wire: number; queue: number } }[];
   /** Closes the listener and all connections. */
   stop(): Promise<void>;
 }
@@ -83,6 +85,7 @@ export async function startCappedLink(opts: CappedLinkOptions): Promise<CappedLi
     port: forwarder.port,
     connections: () => forwarder.conns.map(stats),
     queuedBytes: () => forwarder.queuedBytes(),
+    held: () => forwarder.conns.filter((c) => c.open).map((c) => ({ index: c.index, ...c.held() })),
     stop: () => forwarder.stop(),
   };
 }

@@ -94,6 +94,24 @@ class Lane {
     this.limit = queueLimit(o);
   }
 
+  /**
+   * Bytes held now, split into those still in the delay line ("on the wire") and those released by it
+   * but waiting for tokens or a congested destination (the bottleneck's queue).
+   */
+  held(now: number): { wire: number; queue: number } {
+    let wire = 0;
+    let queue = -this.off;
+    for (const h of this.q) {
+      if (h.at > now) wire += h.buf.length;
+      else queue += h.buf.length;
+    }
+    if (queue < 0) {
+      wire += queue;
+      queue = 0;
+    }
+    return { wire, queue };
+  }
+
   push(buf: Uint8Array): void {
     if (this.stopped) return;
     this.q.push({ buf, at: this.o.delayMs > 0 ? performance.now() + this.o.delayMs : 0 });
@@ -269,6 +287,12 @@ export class Conn {
 
   get queuedBytes(): number {
     return (this.up?.queued ?? 0) + (this.down?.queued ?? 0);
+  }
+
+  /** Per direction: bytes in the delay line and bytes queued behind the token bucket (statistics). */
+  held(now = performance.now()): { up: { wire: number; queue: number }; down: { wire: number; queue: number } } {
+    const none = { wire: 0, queue: 0 };
+    return { up: this.up?.held(now) ?? none, down: this.down?.held(now) ?? none };
   }
 
   targetOpen(target: Sock): void {

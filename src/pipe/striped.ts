@@ -7,7 +7,7 @@
  *   Sender      what to frame next: resends first, new data within the peer's window, then the FIN
  *   Receiver    DATA and FIN from every stripe, back in order; E_DATA_AFTER_FIN, E_FIN_MISMATCH
  *   AckPolicy   when an ACK is due and what it carries
- *   Scheduler   which stripe, how large its frames and batches (one object per mode)
+ *   Scheduler   which stripe, how large its frames and batches, planned or not (one object per mode)
  *   StripeLedger per stripe: frames sent, confirmations, RTT and rate, what to resend if it dies
  *   SessionEnd  how far each direction has got towards its FIN
  *   liveness    keepalive, dead stripes, head-of-line rescue
@@ -90,6 +90,8 @@ export class StripedPipe implements Pipe {
   private openedDue = false;
   private openedSeen = false;
   private pumping = false;
+  /** Stripes with frames planned in the current pump (sendPlanned). */
+  private readonly planned: Stripe[] = [];
   private delivering = false;
   private ackTimer: ClockTimer | undefined;
   private tickTimer: ClockTimer | undefined;
@@ -200,6 +202,7 @@ export class StripedPipe implements Pipe {
       this.handler.ready?.();
     }
     this.acks.stripeAttached();
+    this.scheduler.measured(this.stripes, this.clock.now());
     if (leftover && leftover.byteLength > 0) this.onStripeData(stripe, leftover);
     this.pump();
   }
@@ -330,7 +333,7 @@ export class StripedPipe implements Pipe {
       const s = this.stripes[e.index];
       if (s && s.usable && s.generation === e.generation) s.confirm(e.received, now);
     }
-    this.scheduler.measured(this.stripes);
+    this.scheduler.measured(this.stripes, now);
     const released = this.sender.ack(value); // E_BAD_ACK beyond what was sent
     if (released > 0) {
       this.gate.released(released);
@@ -394,18 +397,57 @@ export class StripedPipe implements Pipe {
     try {
       this.flushControl();
       const scheduler = this.scheduler;
-      while (this.sender.hasWork()) {
-        const i = scheduler.pick(this.stripes, this.opts.frameSize);
-        if (i < 0) break;
-        const stripe = this.stripes[i]!;
-        const frameSize = scheduler.frameSize(stripe);
-        if (!this.writeBatch(stripe, scheduler.allowance(stripe, frameSize), frameSize)) break;
+      if (scheduler.plans) this.sendPlanned();
+      else {
+        while (this.sender.hasWork()) {
+          const i = scheduler.pick(this.stripes);
+          if (i < 0) break;
+          const stripe = this.stripes[i]!;
+          const frameSize = scheduler.frameSize(stripe);
+          if (!this.writeBatch(stripe, scheduler.allowance(stripe, frameSize), frameSize)) break;
+        }
       }
+      // Stopped with data left: no stripe would take it. Without: what the stripes deliver next says how
+      // much the app offered, not what their paths carry.
+      scheduler.stopped(this.stripes, this.sender.hasWork());
       this.maybeDone();
     } finally {
       this.pumping = false;
     }
   };
+
+  /**
+   * Planned sending (Scheduler.plans): the scheduler assigns frames one pick at a time, so consecutive
+   * frames of the stream go to different stripes; each stripe's frames then leave in one batch. Frame
+   * size (in-order delay) and write size (CPU) are independent this way. A stripe whose batch is full
+   * is written at once.
+   */
+  private sendPlanned(): void {
+    const { scheduler, sender, planned } = this;
+    const space = this.opts.batchSize;
+    while (sender.hasWork()) {
+      const i = scheduler.pick(this.stripes);
+      if (i < 0) break;
+      const stripe = this.stripes[i]!;
+      const frameSize = scheduler.frameSize(stripe);
+      if (stripe.planned === 0) planned.push(stripe);
+      if (sender.plan(stripe, scheduler.allowance(stripe, frameSize), frameSize, space) === 0) {
+        if (stripe.planned === 0) break; // nothing to frame after all
+        this.writeBatch(stripe, 0, frameSize); // its batch is full: send it and plan on
+      }
+    }
+    for (const stripe of planned) if (stripe.planned > 0) this.writeBatch(stripe, 0, scheduler.frameSize(stripe));
+    planned.length = 0;
+    // The FIN rides with the last data (writeBatch adds it when due); with no data to go, on any stripe.
+    if (sender.finDue()) {
+      for (const s of this.stripes) {
+        if (s?.usable && !s.congested) {
+          this.writeBatch(s, 0);
+          break;
+        }
+      }
+    }
+  }
 
   /** Sends control frames that are owed: PONGs on their own stripe, an ACK on any writable one. */
   private flushControl(): void {
@@ -452,7 +494,7 @@ export class StripedPipe implements Pipe {
       this.clock.clearTimeout(this.ackTimer);
       this.ackTimer = undefined;
     }
-    const frames = sender.fill(batch, stripe, allowance, frameSize, this.opts.batchSize, now);
+    const frames = stripe.planned > 0 ? sender.framePlanned(batch, stripe, now) : sender.fill(batch, stripe, allowance, frameSize, this.opts.batchSize, now);
     let finHere = false;
     if (batch.room >= FRAME_HEADER_SIZE && sender.finDue()) {
       batch.appendControl(FRAME_FIN, 0, sender.finalOffset);
@@ -572,7 +614,7 @@ export class StripedPipe implements Pipe {
       // Re-send what the stalling stripe holds on the others; the stripe itself stays up.
       const s = this.stripes[stalled]!;
       s.resent += this.sender.requeue(s);
-      this.scheduler.penalize(s);
+      this.scheduler.penalize(s, now);
       s.stalls++;
       this.hol.progressed(now);
       this.pump();

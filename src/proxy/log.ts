@@ -355,10 +355,17 @@ export function sessionEndEvent(id: string, up: number, down: number, ms: number
   };
 }
 
-/** One line of live statistics for a session: per stripe, rate, in flight, RTT, stalls. */
+/**
+ * One line of live statistics for a session: per stripe, rate, in flight (and its cap, when the
+ * scheduler sets one), smoothed and minimum RTT, the queue it holds (their difference), stalls.
+ */
 export function sessionStatsLine(id: string, m: SessionMetrics): string {
   const stripes = m.perStripe
-    .map((p) => `#${p.index} ${(p.rate / 1e6).toFixed(2)}MB/s inflight ${formatBytes(p.inflight)} rtt ${p.rtt.toFixed(0)}ms stalls ${p.stalls}`)
+    .map(
+      (p) =>
+        `#${p.index} ${(p.rate / 1e6).toFixed(2)}MB/s inflight ${formatBytes(p.inflight)}${p.cap > 0 ? ` cap ${formatBytes(Math.round(p.cap))}` : ""} ` +
+        `rtt ${p.rtt.toFixed(1)}ms min ${p.minRtt.toFixed(1)}ms queue ${p.queue.toFixed(1)}ms stalls ${p.stalls}`,
+    )
     .join("; ");
   return (
     `session ${id} stats stripes ${m.usableStripes}/${m.stripes} store ${formatBytes(m.sendBufferBytes)} ` +

@@ -230,11 +230,7 @@ function addDeaths(into: Record<string, number>, m: SessionMetrics): void {
   }
 }
 
-/** Per-stripe fields the scheduler may add to the metrics (issue 11): exposed when present. */
-type SchedulerFields = Partial<{ minRtt: number; queue: number; cap: number }>;
-
 function stripeSnapshot(p: StripeMetrics, usable: boolean): StripeSnapshot {
-  const x = p as StripeMetrics & SchedulerFields;
   return {
     index: p.index,
     usable,
@@ -245,9 +241,9 @@ function stripeSnapshot(p: StripeMetrics, usable: boolean): StripeSnapshot {
     resentBytes: p.resent,
     sentBytes: p.sent,
     receivedBytes: p.received,
-    ...(x.minRtt !== undefined ? { minRttSeconds: x.minRtt / 1000 } : {}),
-    ...(x.queue !== undefined ? { queueSeconds: x.queue / 1000 } : {}),
-    ...(x.cap !== undefined ? { capBytes: x.cap } : {}),
+    // The scheduler's view (issue 11): minimum RTT and queue once measured, the cap in modes that have one.
+    ...(p.minRtt > 0 ? { minRttSeconds: p.minRtt / 1000, queueSeconds: p.queue / 1000 } : {}),
+    ...(p.cap > 0 ? { capBytes: p.cap } : {}),
   };
 }
 
@@ -287,7 +283,10 @@ export function statsEvents(sessions: readonly SessionSnapshot[], now = Date.now
       },
     });
     for (const p of s.stripes) {
-      const sched = p.capBytes !== undefined ? ` cap ${formatBytes(p.capBytes)}` : "";
+      // The queue the stripe holds (smoothed RTT above its minimum) is what issue 11 keeps short.
+      const sched =
+        (p.capBytes !== undefined ? ` cap ${formatBytes(Math.round(p.capBytes))}` : "") +
+        (p.minRttSeconds !== undefined ? ` min ${ms(p.minRttSeconds)} queue ${ms(p.queueSeconds ?? 0)}` : "");
       out.push({
         event: "stats.stripe",
         session: s.id,
@@ -304,6 +303,8 @@ export function statsEvents(sessions: readonly SessionSnapshot[], now = Date.now
           sentBytes: p.sentBytes,
           receivedBytes: p.receivedBytes,
           capBytes: p.capBytes,
+          minRttSeconds: p.minRttSeconds,
+          queueSeconds: p.queueSeconds,
         },
       });
     }

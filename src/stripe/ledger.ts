@@ -5,46 +5,74 @@
  * Every DATA frame sent on the stripe is recorded with the stripe position just past its last byte.
  * The peer's ACK entries report how many bytes arrived on the stripe (mod 2^32); TCP orders the stripe,
  * so every frame ending at or before that count has arrived (protocol §4.3, §5). Confirmations give the
- * stripe's in-flight bytes, its RTT and its delivery rate (the scheduler's inputs), and whatever is
- * still unconfirmed when the stripe dies is what must be sent again.
+ * stripe's in-flight bytes, its RTT and a delivery-rate sample (the scheduler's inputs, see
+ * src/stripe/control.ts), and whatever is still unconfirmed when the stripe dies is what must be sent
+ * again.
+ *
+ * Delivery rate, as BBR's (Linux tcp_rate.c): each frame remembers how much the stripe had delivered
+ * when it was sent, when, and when the newest frame delivered by then had been sent. When the frame is
+ * confirmed, the rate sample is the bytes delivered since over the longer of the ACK interval and the
+ * send interval: a host that reads several ACKs at once compresses the former, and nothing is delivered
+ * faster than it was sent. Frames sent while the session had nothing more to give the stripe are marked
+ * app-limited (markAppLimited): their samples say how much the app offered, not what the path carries.
  */
 
 import type { ResendQueue } from "./resend.ts";
 
-/** Shortest interval over which a delivery-rate sample is taken (ms); also at least 2 × min RTT. */
-export const MIN_RATE_INTERVAL_MS = 50;
+/** What the newest confirmation taught about a stripe (the controller's input). */
+export interface DeliverySample {
+  /** Round trip of the newest frame confirmed, ms. */
+  rtt: number;
+  /** Delivery rate over that frame's flight, bytes/s (0 when the interval was empty). */
+  rate: number;
+  /** The frame was sent in an app-limited stretch: the rate may understate the path. */
+  appLimited: boolean;
+  /** Payload bytes confirmed on this stripe so far (including this confirmation). */
+  delivered: number;
+  /** DATA bytes still in flight after this confirmation. */
+  inflight: number;
+}
 
-/** One stripe's frames in flight, RTT and rate. */
+/** One stripe's frames in flight, RTT and delivery-rate samples. */
 export class StripeLedger {
   /** DATA bytes sent on this stripe and not yet confirmed received there. */
   inflight = 0;
-  /** Delivery rate estimate (bytes/s); 0 until measured. */
-  rate = 0;
   /** Smallest RTT sample (ms); 0 until measured. Free of the stripe's own queueing, as far as it goes. */
   minRtt = 0;
   /** Smoothed RTT (ms): minRtt plus whatever queue the stripe has built (srtt − minRtt). */
   srtt = 0;
-  /**
-   * The RTT the scheduler sizes this stripe by (ms); set by the scheduler from minRtt (see
-   * RateScheduler.measured), 0 until then.
-   */
-  rtt = 0;
   /** Bytes written to this stripe connection (after the handshake): the next frame's start position. */
   sent = 0;
+  /** Payload bytes confirmed on this stripe so far. */
+  delivered = 0;
+  /** Confirmations that produced a sample so far: a consumer compares it with the count it last saw. */
+  samples = 0;
+  /** The newest sample (valid once `samples` > 0; the object is reused). */
+  readonly sample: DeliverySample = { rtt: 0, rate: 0, appLimited: false, delivered: 0, inflight: 0 };
 
   // Frames not yet confirmed, oldest first from fHead: stream offset, length, stripe position just past
-  // the frame, time sent. Parallel arrays: the per-frame path allocates nothing but array growth.
+  // the frame, time sent; and for the rate: delivered and its time at sending, the send time of the newest
+  // frame delivered by then, whether app-limited. Parallel arrays: the per-frame path allocates nothing
+  // but array growth.
   private fOff: number[] = [];
   private fLen: number[] = [];
   private fEnd: number[] = [];
   private fTime: number[] = [];
+  private fDel: number[] = [];
+  private fDelTime: number[] = [];
+  private fFirst: number[] = [];
+  private fApp: boolean[] = [];
   private fHead = 0;
-  // Delivery-rate sampling.
-  private sampleStart: number;
-  private sampleBytes = 0;
+  /** When `delivered` last moved (or the stripe went from idle to busy). */
+  private deliveredTime: number;
+  /** Send time of the newest frame confirmed so far. */
+  private firstSentTime: number;
+  /** Frames sent while `delivered` has not passed this are app-limited (0 = not in such a stretch). */
+  private appLimitedUntil = 0;
 
   constructor(now: number) {
-    this.sampleStart = now;
+    this.deliveredTime = now;
+    this.firstSentTime = now;
   }
 
   /** Frames recorded and not yet confirmed. */
@@ -54,50 +82,73 @@ export class StripeLedger {
 
   /** Notes a DATA frame carrying stream bytes [offset, offset + len) that ends at stripe position `endPos`. */
   record(offset: number, len: number, endPos: number, now: number): void {
+    // Sending into an idle stripe restarts the delivery clock: time spent idle is not slowness.
+    if (this.inflight === 0) this.deliveredTime = this.firstSentTime = now;
     this.fOff.push(offset);
     this.fLen.push(len);
     this.fEnd.push(endPos);
     this.fTime.push(now);
+    this.fDel.push(this.delivered);
+    this.fDelTime.push(this.deliveredTime);
+    this.fFirst.push(this.firstSentTime);
+    this.fApp.push(this.appLimitedUntil > 0);
     this.inflight += len;
   }
 
   /**
+   * The session has nothing more for this stripe while it has room: what it delivers until everything
+   * in flight now has arrived tells how much the app offered, not the path's rate (Linux's app_limited).
+   */
+  markAppLimited(): void {
+    this.appLimitedUntil = Math.max(1, this.delivered + this.inflight);
+  }
+
+  /**
    * Applies the peer's count of bytes received on this stripe, mod 2^32 (an ACK entry). Frames ending
-   * at or before it are confirmed: they update the RTT and rate. Returns the DATA bytes newly confirmed.
+   * at or before it are confirmed: they update the RTT and make a new `sample`. Returns the DATA bytes
+   * newly confirmed.
    */
   confirm(received32: number, now: number): number {
     let bytes = 0;
-    let lastTime = -1;
+    let last = -1;
     // Serial arithmetic mod 2^32: the frame has arrived when (count − end) is ≥ 0 as a signed 32-bit number.
     while (this.fHead < this.fOff.length && ((received32 - this.fEnd[this.fHead]!) | 0) >= 0) {
       bytes += this.fLen[this.fHead]!;
-      lastTime = this.fTime[this.fHead]!;
-      this.fHead++;
+      last = this.fHead++;
     }
-    if (this.fHead > 256 && this.fHead * 2 > this.fOff.length) {
-      this.fOff = this.fOff.slice(this.fHead);
-      this.fLen = this.fLen.slice(this.fHead);
-      this.fEnd = this.fEnd.slice(this.fHead);
-      this.fTime = this.fTime.slice(this.fHead);
-      this.fHead = 0;
-    }
-    if (lastTime >= 0) {
-      const sample = Math.max(now - lastTime, 0.05);
-      this.srtt = this.srtt === 0 ? sample : this.srtt * 0.875 + sample * 0.125;
-      this.minRtt = this.minRtt === 0 ? sample : Math.min(this.minRtt, sample);
-    }
+    if (last < 0) return 0;
     this.inflight -= bytes;
-    this.sampleBytes += bytes;
-    const elapsed = now - this.sampleStart;
-    if (elapsed >= Math.max(MIN_RATE_INTERVAL_MS, this.minRtt * 2)) {
-      const sample = (this.sampleBytes * 1000) / elapsed;
-      // Only let the estimate fall while the stripe had work queued: an idle stripe is not a slow one.
-      if (sample > this.rate || this.inflight > 0) this.rate = this.rate === 0 ? sample : this.rate * 0.6 + sample * 0.4;
-      if (sample > this.rate) this.rate = sample;
-      this.sampleStart = now;
-      this.sampleBytes = 0;
-    }
+    this.delivered += bytes;
+    const sentAt = this.fTime[last]!;
+    const rtt = Math.max(now - sentAt, 0.05);
+    this.srtt = this.srtt === 0 ? rtt : this.srtt * 0.875 + rtt * 0.125;
+    this.minRtt = this.minRtt === 0 ? rtt : Math.min(this.minRtt, rtt);
+    const interval = Math.max(now - this.fDelTime[last]!, sentAt - this.fFirst[last]!);
+    const s = this.sample;
+    s.rtt = rtt;
+    s.rate = interval > 0 ? ((this.delivered - this.fDel[last]!) * 1000) / interval : 0;
+    s.appLimited = this.fApp[last]!;
+    s.delivered = this.delivered;
+    s.inflight = this.inflight;
+    this.samples++;
+    this.deliveredTime = now;
+    this.firstSentTime = sentAt;
+    if (this.appLimitedUntil > 0 && this.delivered > this.appLimitedUntil) this.appLimitedUntil = 0;
+    if (this.fHead > 256 && this.fHead * 2 > this.fOff.length) this.compact();
     return bytes;
+  }
+
+  private compact(): void {
+    const h = this.fHead;
+    this.fOff = this.fOff.slice(h);
+    this.fLen = this.fLen.slice(h);
+    this.fEnd = this.fEnd.slice(h);
+    this.fTime = this.fTime.slice(h);
+    this.fDel = this.fDel.slice(h);
+    this.fDelTime = this.fDelTime.slice(h);
+    this.fFirst = this.fFirst.slice(h);
+    this.fApp = this.fApp.slice(h);
+    this.fHead = 0;
   }
 
   /** True when an unconfirmed frame on this stripe carries stream byte `offset`. */

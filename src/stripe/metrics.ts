@@ -17,6 +17,18 @@ export interface StripeMetrics {
   rate: number;
   /** Smoothed RTT, ms. */
   rtt: number;
+  /** Minimum RTT, ms: the one the scheduler sizes the stripe by (0 = not measured yet). */
+  minRtt: number;
+  /** The queue the stripe holds: smoothed RTT above the minimum, ms. */
+  queue: number;
+  /** In-flight cap, bytes (0 = the scheduler mode has none). */
+  cap: number;
+  /** Of the cap, the allowance for confirmations that come in bursts (host stalls), bytes. */
+  aggregation: number;
+  /** DATA payload per frame the scheduler cuts for it, bytes (0 = the session's frame size). */
+  frame: number;
+  /** Most bytes it ever had in flight beyond cap + one frame right after a send: ≤ 0 by design (-Infinity: none under a cap). */
+  capExcess: number;
   /** Bytes written to it / received from it since its handshake. */
   sent: number;
   received: number;
@@ -68,7 +80,23 @@ export class SessionCounters {
     for (const s of stripes) {
       if (!s) continue;
       if (s.usable) usable++;
-      perStripe.push({ index: s.index, inflight: s.inflight, rate: s.rate, rtt: s.srtt, sent: s.sent, received: s.received, stalls: s.stalls, resent: s.resent });
+      const minRtt = s.rtt || s.minRtt;
+      perStripe.push({
+        index: s.index,
+        inflight: s.inflight,
+        rate: s.rate,
+        rtt: s.srtt,
+        minRtt,
+        queue: Math.max(0, s.srtt - minRtt),
+        cap: s.cap,
+        aggregation: s.aggregation,
+        frame: s.frame,
+        capExcess: s.capExcess,
+        sent: s.sent,
+        received: s.received,
+        stalls: s.stalls,
+        resent: s.resent,
+      });
     }
     return {
       stripes: perStripe.length,

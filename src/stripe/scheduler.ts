@@ -2,19 +2,29 @@
  * Scheduler: the whole sending policy of a session, one object per mode. Pure. It decides which stripe
  * carries the next batch (pick), how large that stripe's DATA frames are (frameSize), how many payload
  * bytes the batch may take (allowance, which is where the in-flight cap bites), what it derives from
- * new measurements (measured), and how a stripe that held up delivery is penalised (penalize). The
- * session only asks; it never computes any of these itself.
+ * new measurements (measured), what the end of a pump says about each stripe (stopped), and how a
+ * stripe that held up delivery is penalised (penalize). The session only asks; it never computes any of
+ * these itself.
+ *
+ * Every mode measures the same way: each stripe has a StripeControl (src/stripe/control.ts) fed by its
+ * ledger's delivery samples, which gives the stripe's rate and minimum RTT for statistics. Only "rate"
+ * uses its in-flight cap.
  *
  * Modes:
- * - "rate" (default): among stripes that are writable and hold less in flight than their measured
- *   delivery rate × (RTT + margin), pick the one where the frame would be delivered soonest:
- *   (inflight + frame) / rate. This is MPTCP's "least queued bytes per unit of rate" with a cap per
- *   stripe, which also keeps a frame off a slow stripe when a fast one would deliver it first (the
- *   BLEST concern) — see docs/design.md.
+ * - "rate" (default): keeps the queue short on every stripe (docs/design.md, "How the scheduler keeps
+ *   queues short"). Each stripe may have in flight what its controller allows, about its
+ *   bandwidth-delay product plus 15 ms of its rate. Among stripes below their cap, the batch goes where
+ *   the next frame would be delivered soonest, (inflight + frame) / rate — MPTCP's "least queued bytes
+ *   per unit of rate", which also keeps a frame off a slow stripe when a fast one would deliver it first
+ *   (BLEST) — and takes frames only until another stripe would deliver the next one sooner
+ *   (water-filling). Frames are 4 ms of the stripe's rate, so a frame holds up in-order delivery little.
  * - "until-congested": keep sending on one stripe until its socket reports congestion, then move on
  *   (the original design's mode).
  * - "round-robin": strictly in turn; when the stripe whose turn it is is congested, wait for it.
  */
+
+import { StripeControl } from "./control.ts";
+import type { DeliverySample } from "./ledger.ts";
 
 /** Scheduler mode names, as given to `--scheduler`. */
 export type SchedulerMode = "rate" | "until-congested" | "round-robin";
@@ -30,74 +40,186 @@ export interface StripeView {
   congested: boolean;
   /** Bytes sent on this stripe and not yet confirmed received. */
   inflight: number;
-  /** Measured delivery rate in bytes/s (0 = not measured yet). The rescue penalty lowers it. */
-  rate: number;
-  /** The RTT the policy sizes this stripe by, in ms (0 = not yet): set by `measured`. */
-  rtt: number;
-  /** Smallest RTT measured, in ms (0 = not yet): free of the stripe's own queueing. */
+  /** Bytes the current pump has planned for this stripe and not written yet (0 outside a pump). */
+  readonly planned: number;
+  /** Index in the session: seeds the stagger of its controller's probing. */
+  readonly index: number;
+  /** Smallest RTT measured, in ms (0 = not yet); the ledger's. */
   minRtt: number;
   /** Smoothed RTT, in ms (0 = not yet); srtt − minRtt is the queue the stripe has built. */
   srtt: number;
+  /** Confirmations that made a delivery sample, and the newest sample (the ledger's). */
+  readonly samples: number;
+  readonly sample: DeliverySample;
+  /** The session has nothing more for this stripe: mark what it sends next app-limited (the ledger's). */
+  markAppLimited(): void;
+  // Set by the scheduler (measured), read by the session's statistics:
+  /** Delivery rate the policy compares this stripe by, bytes/s (0 = not yet). */
+  rate: number;
+  /** Minimum RTT the policy sizes this stripe by, ms (0 = not yet). */
+  rtt: number;
+  /** In-flight cap in bytes (0 = the mode has none). */
+  cap: number;
+  /** Of the cap, the allowance for confirmations that come in bursts (StripeControl.aggregation), bytes. */
+  aggregation: number;
+  /** DATA payload per frame on this stripe (0 = not set yet). */
+  frame: number;
 }
 
 /** The sending policy of one session; see the module comment. One object per session (it may keep position). */
 export interface Scheduler {
   readonly mode: SchedulerMode;
   /**
-   * Index of the stripe to send the next batch on, or -1 to wait for a drain or an ack. `frameBytes`
-   * is the frame size the choice is judged by. Holes (undefined) are dead stripes.
+   * How the session sends: false — one batch per pick, written at once; true — each pick plans frames
+   * for a stripe (`planned`), and every stripe's planned frames leave in one batch at the end of the
+   * pump, so frames are interleaved over the stripes while writes stay few.
    */
-  pick(stripes: readonly (StripeView | undefined)[], frameBytes: number): number;
+  readonly plans: boolean;
+  /** Index of the stripe to send the next batch on, or -1 to wait for a drain or an ack. Holes (undefined) are dead stripes. */
+  pick(stripes: readonly (StripeView | undefined)[]): number;
   /** Largest DATA payload per frame on this stripe. */
   frameSize(s: StripeView): number;
-  /** Payload bytes one batch on this stripe may carry (at least one frame, always a whole number). */
+  /** Payload bytes the stripe pick() just chose may take now (at least one frame, a whole number). */
   allowance(s: StripeView, frameSize: number): number;
-  /** ACK entries have just updated the stripes' RTT and rate: refresh what the policy derives from them. */
-  measured(stripes: readonly (StripeView | undefined)[]): void;
+  /** ACK entries have just confirmed frames (or a stripe attached): refresh what the policy derives. */
+  measured(stripes: readonly (StripeView | undefined)[], now: number): void;
+  /**
+   * The session stopped sending for now: with `dataLeft` because no stripe would take more (those at
+   * their cap are using it), otherwise because it had nothing more to send (an app-limited stretch).
+   */
+  stopped(stripes: readonly (StripeView | undefined)[], dataLeft: boolean): void;
   /** `s` held up in-order delivery and its frames went to the others (head-of-line rescue). */
-  penalize(s: StripeView): void;
+  penalize(s: StripeView, now: number): void;
 }
 
-/** Bytes any stripe may always have in flight, measured or not: enough to start and to probe. */
-export const MIN_INFLIGHT = 64 * 1024;
-/** Added to the RTT when sizing a stripe's in-flight cap (ms): absorbs ack delay and jitter. */
-export const RTT_MARGIN_MS = 30;
-/** The rate mode cuts frames to this much of a stripe's rate (s), so one frame holds up little. */
-export const FRAME_TIME_S = 0.025;
-/** Smallest frame the rate mode cuts for a measured stripe. */
+/**
+ * Frames on a "rate" stripe carry this much time at its rate (ms): in-order delivery waits little for
+ * one (16 KiB at 4 MB/s). A frame's whole time is added to the round trip a window-limited app sees
+ * (the receiver delivers a frame once all of it has crossed the bottleneck), and at 16 stripes a 2 MiB
+ * window leaves ~11 ms above the base round trip for everything the pair adds. Shorter frames cost CPU
+ * at both ends (per frame, and the receiver copies out-of-order pieces under 16 KiB): with 2 ms frames
+ * the in-process 64 MiB tests ran 2-3x slower under load. 8 ms frames were tried: the windowed app at
+ * N = 16 was no faster under load, and the in-process tests showed no consistent gain.
+ */
+export const FRAME_MS = 4;
+/** Smallest frame the rate mode cuts: a slow stripe stays busy with a frame or two in flight. */
 export const MIN_RATE_FRAME = 4096;
-/** Frame size for a stripe not measured yet, so a slow stripe's first frames do not queue for long. */
-export const UNMEASURED_FRAME = 64 * 1024;
+/**
+ * A stripe whose frame reaches this is fast (16 MB/s and up): it gets the session's full frames and
+ * takes the room below its cap at once. There a frame holds up little anyway, and the cost per frame
+ * is what limits (uncapped, 80 KB frames in one-frame batches lost a third of the rate).
+ */
+export const FAST_FRAME = 64 * 1024;
+/** Rate a stripe is compared by while no stripe of the session has been measured (bytes/s). */
+const UNMEASURED_RATE = 1e6;
 
-/** Largest in-flight amount the rate mode allows on a stripe: 2 × rate × (RTT + margin), at least MIN_INFLIGHT. */
-export function inflightCap(s: StripeView): number {
-  if (s.rate <= 0) return MIN_INFLIGHT * 4;
-  const cap = (s.rate * ((s.rtt || 0) + RTT_MARGIN_MS)) / 1000;
-  return Math.max(MIN_INFLIGHT, cap * 2);
+/**
+ * What every mode shares: a controller per stripe, fed from its ledger, giving the rate and minimum
+ * RTT; app-limited marks when the session runs dry; the rescue penalty.
+ */
+abstract class Measuring {
+  /** Each stripe object's controller (a replaced stripe is a new object, with a new controller). */
+  private readonly controls = new WeakMap<StripeView, { ctl: StripeControl; seen: number }>();
+
+  /** The controller of `s`, made on first use. */
+  protected control(s: StripeView, now: number): StripeControl {
+    let c = this.controls.get(s);
+    if (!c) {
+      c = { ctl: new StripeControl(now, s.index), seen: 0 };
+      this.controls.set(s, c);
+    }
+    if (c.seen !== s.samples) {
+      c.seen = s.samples;
+      c.ctl.onSample(now, s.sample);
+    }
+    return c.ctl;
+  }
+
+  measured(stripes: readonly (StripeView | undefined)[], now: number): void {
+    for (const s of stripes) {
+      if (!s?.usable) continue;
+      const ctl = this.control(s, now);
+      s.rate = ctl.bw;
+      s.rtt = ctl.minRtt;
+    }
+  }
+
+  stopped(stripes: readonly (StripeView | undefined)[], dataLeft: boolean): void {
+    if (dataLeft) return;
+    for (const s of stripes) if (s?.usable) s.markAppLimited();
+  }
+
+  /** `s` is using its cap (the session had more to send than it allowed). */
+  protected full(s: StripeView): void {
+    this.controls.get(s)?.ctl.full();
+  }
+
+  penalize(s: StripeView, now: number): void {
+    this.controls.get(s)?.ctl.penalize(now);
+  }
 }
 
-/** The rescue penalty: halve the rate estimate. Applied in every mode so statistics agree across modes. */
-function halveRate(s: StripeView): void {
-  s.rate *= 0.5;
-}
+/**
+ * A stripe with data in flight is given more once it has room for this many of its frames (at most a
+ * quarter of its cap): two 16 KiB frames at 4 MB/s, a write per 8 ms instead of one per ACK.
+ */
+export const QUANTUM_FRAMES = 2;
 
-/** "rate": earliest expected delivery among stripes below their in-flight cap. */
-export class RateScheduler implements Scheduler {
+/** "rate": earliest expected delivery among stripes below their cap, one frame at a time; see the module comment. */
+export class RateScheduler extends Measuring implements Scheduler {
   readonly mode = "rate";
+  readonly plans = true;
+  private readonly known: number[] = [];
 
-  constructor(private readonly maxFrame: number) {}
+  constructor(private readonly maxFrame: number) {
+    super();
+  }
 
-  pick(stripes: readonly (StripeView | undefined)[], frameBytes: number): number {
+  /**
+   * Caps and frames from each stripe's controller. A stripe that has not yet had more to send than its
+   * cap allowed (a window-limited app may never fill 16 stripes) has not shown its rate: it is compared
+   * at the median of those that have, so that app data is spread over every stripe instead of queueing
+   * on the few that were measured.
+   */
+  override measured(stripes: readonly (StripeView | undefined)[], now: number): void {
+    const known = this.known;
+    known.length = 0;
+    let best = 0;
+    for (const s of stripes) {
+      if (!s?.usable) continue;
+      const ctl = this.control(s, now);
+      if (ctl.validated && ctl.bw > 0) known.push(ctl.bw);
+      if (ctl.bw > best) best = ctl.bw;
+    }
+    known.sort((a, b) => a - b);
+    const ref = known.length > 0 ? known[known.length >> 1]! : best > 0 ? best : UNMEASURED_RATE;
+    for (const s of stripes) {
+      if (!s?.usable) continue;
+      const ctl = this.control(s, now);
+      s.rtt = ctl.minRtt;
+      s.cap = ctl.cap;
+      s.aggregation = ctl.aggregation;
+      s.rate = ctl.validated ? ctl.bw : Math.max(ctl.bw, ref);
+      s.frame = frameFor(s.rate, this.maxFrame);
+    }
+  }
+
+  /**
+   * The stripe where its next frame would be delivered soonest, counting what it has in flight and what
+   * this pump has planned for it. Below its cap a stripe may take a frame (testing inflight + frame
+   * against the cap starved slow stripes whose cap is near one frame); one with data in flight and
+   * nothing planned yet waits until it has room for a quantum.
+   */
+  pick(stripes: readonly (StripeView | undefined)[]): number {
     let best = -1;
     let bestTime = Infinity;
     for (let i = 0; i < stripes.length; i++) {
       const s = stripes[i];
-      if (!s?.usable || s.congested) continue;
-      // Below its cap a stripe may take more (allowance sizes the batch to the room left); testing
-      // inflight + frame against the cap starved slow stripes whose cap is near one frame.
-      if (s.inflight >= inflightCap(s)) continue;
-      // Unmeasured stripes count as fast so they get measured.
-      const time = s.rate > 0 ? (s.inflight + frameBytes) / s.rate : (s.inflight + frameBytes) / 1e12;
+      if (!s?.usable || s.congested || s.rate <= 0) continue;
+      const held = s.inflight + s.planned;
+      if (held >= s.cap) continue;
+      if (s.planned === 0 && s.inflight > 0 && s.cap - s.inflight < quantum(s)) continue;
+      const time = (held + s.frame) / s.rate;
       if (time < bestTime) {
         bestTime = time;
         best = i;
@@ -106,41 +228,52 @@ export class RateScheduler implements Scheduler {
     return best;
   }
 
-  /** About FRAME_TIME_S of the stripe's rate, between MIN_RATE_FRAME and the session's frame size. */
   frameSize(s: StripeView): number {
-    if (s.rate <= 0) return Math.min(this.maxFrame, UNMEASURED_FRAME);
-    return Math.max(MIN_RATE_FRAME, Math.min(this.maxFrame, Math.floor(s.rate * FRAME_TIME_S)));
-  }
-
-  /** The room left below the in-flight cap, at least one frame. */
-  allowance(s: StripeView, frameSize: number): number {
-    // Whole bytes: a fractional remainder (the cap comes from a rate) once made empty frames.
-    return Math.max(frameSize, Math.floor(inflightCap(s) - s.inflight));
+    return s.frame || frameFor(s.rate, this.maxFrame);
   }
 
   /**
-   * Each stripe is sized by its own minimum RTT, but at most twice the session's smallest. A slow
-   * stripe's early samples include its own queue (its first frames wait behind each other), and a
-   * minimum taken from them never comes down: its cap, and queue, would stay inflated for the whole
-   * session (measured: 464 ms on a 20 ms path).
+   * One frame: the next goes wherever it would then be delivered soonest (water-filling, frame by
+   * frame), so a block of app data is spread over the stripes instead of queueing on one. A fast stripe
+   * (full frames) takes the room below its cap at once: there the cost per frame is what matters.
+   * Whole bytes, at least one frame.
    */
-  measured(stripes: readonly (StripeView | undefined)[]): void {
-    let base = Infinity;
-    for (const s of stripes) if (s?.usable && s.minRtt > 0 && s.minRtt < base) base = s.minRtt;
-    for (const s of stripes) if (s?.usable && s.minRtt > 0) s.rtt = Math.min(s.minRtt, 2 * base);
+  allowance(s: StripeView, frameSize: number): number {
+    if (frameSize < FAST_FRAME) return frameSize;
+    return Math.max(frameSize, Math.floor(s.cap - s.inflight - s.planned));
   }
 
-  penalize(s: StripeView): void {
-    halveRate(s);
+  /** As Measuring's, with "using its cap" meaning: no room for a quantum. */
+  override stopped(stripes: readonly (StripeView | undefined)[], dataLeft: boolean): void {
+    for (const s of stripes) {
+      if (!s?.usable) continue;
+      if (s.cap > 0 && s.cap - s.inflight < quantum(s)) this.full(s);
+      else if (!dataLeft) s.markAppLimited();
+    }
   }
 }
 
+/** Room a stripe with data in flight needs before it is given more: QUANTUM_FRAMES frames, at most a quarter of its cap. */
+function quantum(s: StripeView): number {
+  return Math.min(QUANTUM_FRAMES * s.frame, s.cap / 4);
+}
+
+/** A rate stripe's frame: FRAME_MS of `rate`, from MIN_RATE_FRAME; the session's frame size from FAST_FRAME on. */
+export function frameFor(rate: number, maxFrame: number): number {
+  const timed = Math.floor((rate * FRAME_MS) / 1000);
+  if (timed >= FAST_FRAME) return maxFrame;
+  return Math.max(Math.min(MIN_RATE_FRAME, maxFrame), Math.min(maxFrame, timed));
+}
+
 /** "until-congested": stay on one stripe until its socket is congested, then move to the next. */
-export class UntilCongestedScheduler implements Scheduler {
+export class UntilCongestedScheduler extends Measuring implements Scheduler {
   readonly mode = "until-congested";
+  readonly plans = false;
   private last = -1;
 
-  constructor(private readonly maxFrame: number) {}
+  constructor(private readonly maxFrame: number) {
+    super();
+  }
 
   pick(stripes: readonly (StripeView | undefined)[]): number {
     const n = stripes.length;
@@ -161,20 +294,17 @@ export class UntilCongestedScheduler implements Scheduler {
   allowance(): number {
     return Infinity;
   }
-
-  measured(): void {}
-
-  penalize(s: StripeView): void {
-    halveRate(s);
-  }
 }
 
 /** "round-robin": strictly in turn, one frame per turn; waits for the stripe whose turn it is. */
-export class RoundRobinScheduler implements Scheduler {
+export class RoundRobinScheduler extends Measuring implements Scheduler {
   readonly mode = "round-robin";
+  readonly plans = false;
   private last = -1;
 
-  constructor(private readonly maxFrame: number) {}
+  constructor(private readonly maxFrame: number) {
+    super();
+  }
 
   pick(stripes: readonly (StripeView | undefined)[]): number {
     const n = stripes.length;
@@ -198,12 +328,6 @@ export class RoundRobinScheduler implements Scheduler {
    */
   allowance(_s: StripeView, frameSize: number): number {
     return frameSize;
-  }
-
-  measured(): void {}
-
-  penalize(s: StripeView): void {
-    halveRate(s);
   }
 }
 

@@ -6,10 +6,13 @@
  *
  * fill() frames DATA into a batch for one stripe and records each frame in that stripe's ledger. It
  * calls next(max), then commit(len) with what it actually framed; next() sets `offset` rather than
- * returning a pair, so the per-frame path allocates nothing beyond the payload's subarray.
+ * returning a pair, so the per-frame path allocates nothing beyond the payload's subarray. plan() and
+ * framePlanned() do the same in two steps, so that the session can assign frames to several stripes in
+ * turn and then write one batch per stripe.
  */
 
 import { ProtocolError } from "../errors.ts";
+import { FRAME_HEADER_SIZE } from "../wire/constants.ts";
 import type { SessionEnd } from "./ending.ts";
 import type { StripeLedger } from "./ledger.ts";
 import { ResendQueue } from "./resend.ts";
@@ -23,6 +26,22 @@ export interface DataSink {
   readonly dataRoom: number;
   appendData(offset: number, payload: Uint8Array): void;
 }
+
+/**
+ * DATA assigned to one stripe by the current pump and not framed yet (planned sending, see plan()): the
+ * pieces' stream offsets and payload views, their payload bytes, and the batch space they will take.
+ */
+export interface StripePlan {
+  readonly planOff: number[];
+  readonly planData: Uint8Array[];
+  /** Payload bytes planned. */
+  planned: number;
+  /** Batch bytes the planned frames will take at most (payload, headers, worst-case padding). */
+  planSpace: number;
+}
+
+/** Batch bytes a DATA frame takes besides its payload, at most: the header and 63 bytes of padding. */
+const FRAME_SPACE = FRAME_HEADER_SIZE + 63;
 
 /** A chunk tail shorter than this rides along in the current batch rather than leaving alone later. */
 export const SHORT_TAIL = 16 * 1024;
@@ -122,6 +141,49 @@ export class Sender {
       frames++;
     }
     return frames;
+  }
+
+  /**
+   * Planned sending (the rate scheduler interleaves frames over the stripes, then each stripe sends one
+   * batch): takes up to `allowance` payload bytes for one stripe, resends first, in pieces of at most
+   * `frameSize` (each from a single app chunk), while the stripe's batch has `space` bytes for them.
+   * The pieces count as framed from now on (framePlanned() frames them). Returns the bytes taken.
+   */
+  plan(into: StripePlan, allowance: number, frameSize: number, space: number): number {
+    let taken = 0;
+    while (allowance - taken >= 1) {
+      const room = space - into.planSpace - FRAME_SPACE;
+      if (room < 1) break;
+      const payload = this.next(Math.min(frameSize, allowance - taken, room));
+      if (payload === undefined || payload.byteLength === 0) break;
+      const len = payload.byteLength;
+      into.planOff.push(this.offset);
+      into.planData.push(payload);
+      into.planned += len;
+      into.planSpace += len + FRAME_SPACE;
+      this.commit(len);
+      taken += len;
+    }
+    return taken;
+  }
+
+  /**
+   * Frames the pieces planned for one stripe into `batch`, in the order they were planned, records each
+   * in the stripe's ledger (as fill() does), and clears the plan. Returns the number of frames.
+   */
+  framePlanned(batch: DataSink, stripe: StripeLedger & StripePlan, now: number): number {
+    const n = stripe.planOff.length;
+    for (let k = 0; k < n; k++) {
+      const offset = stripe.planOff[k]!;
+      const payload = stripe.planData[k]!;
+      batch.appendData(offset, payload);
+      stripe.record(offset, payload.byteLength, stripe.sent + batch.length, now);
+    }
+    stripe.planOff.length = 0;
+    stripe.planData.length = 0;
+    stripe.planned = 0;
+    stripe.planSpace = 0;
+    return n;
   }
 
   /** The FIN should go out now: it is owed, and every byte before it has been framed with no resend pending. */

@@ -10,11 +10,29 @@ import type { StripeGuard } from "./guard.ts";
 import { StripeLedger } from "./ledger.ts";
 import { Ping } from "./liveness.ts";
 import type { StripeView } from "./scheduler.ts";
+import type { StripePlan } from "./sender.ts";
 
 /** One stripe of a session: created by StripedPipe.attach(), dropped (usable = false) when it dies. */
-export class Stripe extends StripeLedger implements StripeView {
+export class Stripe extends StripeLedger implements StripeView, StripePlan {
   /** Up and carrying traffic; false once dropped or the session ended. */
   usable = true;
+  // Set by the scheduler from the ledger's samples (Scheduler.measured); see StripeView.
+  rate = 0;
+  rtt = 0;
+  cap = 0;
+  aggregation = 0;
+  frame = 0;
+  /**
+   * Most bytes ever in flight beyond cap + one frame, right after a DATA frame was sent (-Infinity until
+   * one was sent under a cap). A batch starts only below the cap and may overshoot it by less than a
+   * frame, so this stays at or below 0: a self-check that statistics and tests read.
+   */
+  capExcess = -Infinity;
+  // DATA the current pump planned for this stripe (rate mode), framed when its batch is written.
+  readonly planOff: number[] = [];
+  readonly planData: Uint8Array[] = [];
+  planned = 0;
+  planSpace = 0;
   /** The carrier holds unwritten bytes (send() returned false); cleared on drain. */
   congested = false;
   /** Bytes received on this stripe after its handshake (ACK entries report it mod 2^32). */
@@ -45,5 +63,14 @@ export class Stripe extends StripeLedger implements StripeView {
   ) {
     super(now);
     this.lastRecvAt = now;
+  }
+
+  /** Records the frame (StripeLedger.record) and checks it against the cap it was sent under. */
+  override record(offset: number, len: number, endPos: number, now: number): void {
+    super.record(offset, len, endPos, now);
+    if (this.cap > 0) {
+      const excess = this.inflight - this.cap - this.frame;
+      if (excess > this.capExcess) this.capExcess = excess;
+    }
   }
 }
