@@ -307,9 +307,10 @@ describe("rate", () => {
   });
 
   test("frames: FRAME_MS of the stripe's rate, at least MIN_RATE_FRAME, the session's frame from FAST_FRAME on", () => {
-    expect([FRAME_MS, MIN_RATE_FRAME, FAST_FRAME]).toEqual([4, 4096, 65_536]);
+    expect([FRAME_MS, MIN_RATE_FRAME, FAST_FRAME]).toEqual([4, 8192, 65_536]);
     expect(frameFor(4e6, 256 * 1024)).toBe(16_000);
-    expect(frameFor(0.4e6, 256 * 1024)).toBe(4096);
+    expect(frameFor(1e6, 256 * 1024)).toBe(8192); // 4 ms would be 4000: the floor
+    expect(frameFor(0.4e6, 256 * 1024)).toBe(8192);
     expect(frameFor(16e6, 256 * 1024)).toBe(64_000);
     expect(frameFor(16.4e6, 256 * 1024)).toBe(256 * 1024);
     expect(frameFor(4e6, 2048)).toBe(2048); // never above the session's frame size
@@ -368,7 +369,7 @@ describe("rate", () => {
     const share = r.carried[3]! / r.carried[0]!;
     expect(share).toBeGreaterThan(0.07);
     expect(share).toBeLessThan(0.13);
-    // Its round trip includes a frame's crossing of its bottleneck (4 KiB at 0.4 MB/s: 10 ms) and up to
+    // Its round trip includes a frame's crossing of its bottleneck (8 KiB at 0.4 MB/s: 20 ms) and up to
     // 2 ms of ACK delay; its cap is its BDP over that plus the headroom, nothing like the fast stripes'.
     const slow = r.v[3]!;
     expect(slow.rate).toBeLessThan(400e3 * 1.2);
