@@ -18,6 +18,7 @@
  * client's send store, not in the stripes (docs/design.md).
  */
 
+import { sshdConfigText } from "../lib/sshd.ts";
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join as joinPath } from "node:path";
@@ -145,24 +146,7 @@ async function sshKit(bytes: number): Promise<SshKit> {
 
 function sshdConfig(k: SshKit, port: number): string {
   const path = joinPath(k.dir, `sshd_config_${port}`);
-  writeFileSync(
-    path,
-    [
-      `Port ${port}`,
-      `ListenAddress ${LOOP}`,
-      `HostKey ${joinPath(k.dir, "host")}`,
-      `PidFile ${joinPath(k.dir, `sshd_${port}.pid`)}`,
-      `AuthorizedKeysFile ${joinPath(k.dir, "authorized_keys")}`,
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "StrictModes no",
-      "UseDNS no",
-      "Subsystem sftp internal-sftp",
-      "",
-    ].join("\n"),
-  );
+  writeFileSync(path, sshdConfigText(k.dir, port, joinPath(k.dir, `sshd_${port}.pid`)));
   return path;
 }
 

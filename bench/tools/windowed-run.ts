@@ -32,6 +32,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync, mkdirSync, openSync, wr
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { sshdConfigText } from "../lib/sshd.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const BUN = process.execPath;
@@ -587,24 +588,7 @@ async function sshSetup(bytes: number): Promise<SshSetup> {
 }
 
 function writeSshdConfig(s: SshSetup, port: number): void {
-  writeFileSync(
-    s.config,
-    [
-      `Port ${port}`,
-      `ListenAddress ${LOOP}`,
-      `HostKey ${join(s.dir, "host")}`,
-      `PidFile ${join(s.dir, "sshd.pid")}`,
-      `AuthorizedKeysFile ${join(s.dir, "authorized_keys")}`,
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "UsePAM no",
-      "PermitRootLogin prohibit-password",
-      "StrictModes no",
-      "UseDNS no",
-      "Subsystem sftp internal-sftp",
-      "",
-    ].join("\n"),
-  );
+  writeFileSync(s.config, sshdConfigText(s.dir, port, join(s.dir, "sshd.pid")));
 }
 
 function sshArgs(s: SshSetup, port: number, ctl: string): string[] {
