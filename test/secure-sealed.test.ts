@@ -515,75 +515,51 @@ class SocketRecorder extends Recorder {
   }
 }
 
+/**
+ * `up` and `down` sent at once over one sealed loopback connection, in chunks of up to `maxChunk` bytes
+ * (`cuts`: sendv with record cuts); both arrive exact by hash, both ends close clean, and the sender was
+ * congested at least once (the pooled-buffer lending path ran).
+ */
+async function duplexExact(rand: () => number, up: Uint8Array, down: Uint8Array, maxChunk: number, cuts: boolean): Promise<void> {
+  const rs = new SocketRecorder();
+  const l = sealedServer((p) => {
+    p.setHandler(rs);
+    pumpOut(p, down, rand, maxChunk, rs.drainers, cuts);
+  });
+  const tcp = connectTcp({ host: HOST, port: l.port });
+  cleanup.push(() => tcp.close());
+  const rc = new SocketRecorder();
+  let client!: SealedPipe;
+  tcp.setHandler({
+    ready() {
+      client = clientSide(tcp).pipe;
+      client.setHandler(rc);
+      pumpOut(client, up, rand, maxChunk, rc.drainers, cuts);
+    },
+    data() {},
+    drain() {},
+    end() {},
+    close() {},
+  });
+  await until(() => rc.closed && rs.closed, () => `both sides closed (client ${rc.count} bytes, closed ${rc.closed}; server ${rs.count}, closed ${rs.closed})`, 60_000, rc.wake);
+  expect(rc.closeErr).toBeUndefined();
+  expect(rs.closeErr).toBeUndefined();
+  expect(rs.count).toBe(up.byteLength);
+  expect(rc.count).toBe(down.byteLength);
+  expect(rs.hasher.digest("hex")).toBe(sha256(up));
+  expect(rc.hasher.digest("hex")).toBe(sha256(down));
+  expect(client.stats.congestions).toBeGreaterThan(0); // the pooled-buffer lending path ran
+}
+
 describe("SealedPipe over loopback TCP", () => {
   test("24 MiB each way with 0-RTT, chunks up to 1.5 MiB (split into records), exact by hash, clean close", async () => {
-    const rand = prng(SEED);
-    const up = randomData(24 << 20, SEED | 1);
-    const down = randomData(24 << 20, (SEED + 7) | 1);
-    const rs = new SocketRecorder();
-    const l = sealedServer((p) => {
-      p.setHandler(rs);
-      pumpOut(p, down, rand, 1_500_000, rs.drainers);
-    });
-    const tcp = connectTcp({ host: HOST, port: l.port });
-    cleanup.push(() => tcp.close());
-    const rc = new SocketRecorder();
-    let client!: SealedPipe;
-    tcp.setHandler({
-      ready() {
-        client = clientSide(tcp).pipe;
-        client.setHandler(rc);
-        pumpOut(client, up, rand, 1_500_000, rc.drainers);
-      },
-      data() {},
-      drain() {},
-      end() {},
-      close() {},
-    });
-    await until(() => rc.closed && rs.closed, () => `both sides closed (client ${rc.count} bytes, closed ${rc.closed}; server ${rs.count}, closed ${rs.closed})`, 60_000, rc.wake);
-    expect(rc.closeErr).toBeUndefined();
-    expect(rs.closeErr).toBeUndefined();
-    expect(rs.count).toBe(up.byteLength);
-    expect(rc.count).toBe(down.byteLength);
-    expect(rs.hasher.digest("hex")).toBe(sha256(up));
-    expect(rc.hasher.digest("hex")).toBe(sha256(down));
-    expect(client.stats.congestions).toBeGreaterThan(0); // the pooled-buffer lending path ran
+    await duplexExact(prng(SEED), randomData(24 << 20, SEED | 1), randomData(24 << 20, (SEED + 7) | 1), 1_500_000, false);
   }, 90_000);
 
   test("sendv with record cuts (several records in one pooled buffer per call), 16 MiB each way, exact by hash", async () => {
     // Both ends send at once from one process: a pooled buffer the carrier still holds (lent until its
     // drain) would be handed to the other end's next batch if it went back to the pool too early.
-    const rand = prng(SEED + 11);
-    const up = randomData(16 << 20, (SEED + 3) | 1);
-    const down = randomData(16 << 20, (SEED + 5) | 1);
-    const rs = new SocketRecorder();
-    const l = sealedServer((p) => {
-      p.setHandler(rs);
-      pumpOut(p, down, rand, 600_000, rs.drainers, true);
-    });
-    const tcp = connectTcp({ host: HOST, port: l.port });
-    cleanup.push(() => tcp.close());
-    const rc = new SocketRecorder();
-    let client!: SealedPipe;
-    tcp.setHandler({
-      ready() {
-        client = clientSide(tcp).pipe;
-        client.setHandler(rc);
-        pumpOut(client, up, rand, 600_000, rc.drainers, true);
-      },
-      data() {},
-      drain() {},
-      end() {},
-      close() {},
-    });
-    await until(() => rc.closed && rs.closed, () => `both sides closed (client ${rc.count} bytes, closed ${rc.closed}; server ${rs.count}, closed ${rs.closed})`, 60_000, rc.wake);
-    expect(rc.closeErr).toBeUndefined();
-    expect(rs.closeErr).toBeUndefined();
-    expect(rs.count).toBe(up.byteLength);
-    expect(rc.count).toBe(down.byteLength);
-    expect(rs.hasher.digest("hex")).toBe(sha256(up));
-    expect(rc.hasher.digest("hex")).toBe(sha256(down));
-    expect(client.stats.congestions).toBeGreaterThan(0); // the pooled-buffer lending path ran
+    await duplexExact(prng(SEED + 11), randomData(16 << 20, (SEED + 3) | 1), randomData(16 << 20, (SEED + 5) | 1), 600_000, true);
   }, 90_000);
 
   test("a bit flipped in flight by a forwarder: the receiver closes with E_RECORD_AUTH and never delivers it", async () => {
